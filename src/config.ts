@@ -1,0 +1,84 @@
+import { randomBytes } from "node:crypto";
+import { z } from "zod";
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"], { message: "must be true or false" })
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const topicName = z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, "must be a Kafka topic name ([A-Za-z0-9._-])");
+
+const EnvSchema = z.object({
+  PORT: int(0, 65535).default(8080),
+  HOST: z.string().min(1).default("127.0.0.1"),
+  KAFKA_BROKERS: z
+    .string()
+    .optional()
+    .transform((v) =>
+      v
+        ? v
+            .split(",")
+            .map((b) => b.trim())
+            .filter(Boolean)
+        : undefined,
+    )
+    .refine((v) => v === undefined || v.every((b) => /^[^\s:]+:\d{1,5}$/.test(b)), {
+      message: "must be a comma-separated list of host:port",
+    }),
+  KAFKA_CLIENT_ID: z.string().min(1).default("webhook-gateway"),
+  DB_PATH: z.string().min(1).default("./data/gateway.db"),
+  ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  INGEST_API_KEYS: z
+    .string()
+    .optional()
+    .transform((v) =>
+      v
+        ? v
+            .split(",")
+            .map((k) => k.trim())
+            .filter(Boolean)
+        : [],
+    ),
+  ALLOW_PRIVATE_DESTINATIONS: bool.default(false),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  EVENTS_TOPIC: topicName.default("events"),
+  DEAD_LETTER_TOPIC: topicName.default("events.dead-letter"),
+  TOPIC_PARTITIONS: int(1, 10_000).default(12),
+  /** Unset: min(3, number of brokers). */
+  TOPIC_REPLICATION_FACTOR: int(1, 10).optional(),
+  CONSUMER_GROUP_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/)
+    .default("gw"),
+  /** How long ingest waits for Kafka's acknowledgement before answering 503. */
+  INGEST_ACK_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  /** Seconds suggested to clients in Retry-After when Kafka cannot take an event. */
+  INGEST_RETRY_AFTER_S: int(1, 3600).default(2),
+  MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(256 * 1024),
+  BATCH_MAX_RECORDS: int(1, 100_000).default(1000),
+  BATCH_MAX_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  BATCH_LINGER_MS: int(0, 1000).default(2),
+  IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
+});
+
+export type Config = z.output<typeof EnvSchema> & {
+  /** True when ADMIN_TOKEN was not set and one was generated for this run. */
+  adminTokenGenerated: boolean;
+  adminToken: string;
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Parses and validates the environment once; the only place in the gateway that reads process.env. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // An empty variable means "unset", as a shell user expects of `FOO= npm start`.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  const adminToken = parsed.data.ADMIN_TOKEN ?? randomBytes(24).toString("base64url");
+  return { ...parsed.data, adminToken, adminTokenGenerated: parsed.data.ADMIN_TOKEN === undefined };
+}

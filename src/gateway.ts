@@ -1,0 +1,65 @@
+import type { AddressInfo } from "node:net";
+import { type ServerType, serve } from "@hono/node-server";
+import type { Config } from "./config.ts";
+import { createApp } from "./http/app.ts";
+import { createKafka, createKafkaProbe } from "./kafka/client.ts";
+import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
+import type { Logger } from "./log.ts";
+import { isStoreHealthy, openStore } from "./store/db.ts";
+
+export interface Gateway {
+  /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
+  url: string;
+  port: number;
+  brokers: string[];
+  /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires config → database → Kafka → HTTP. main.ts calls it for the process; tests call it to run a
+ * whole gateway in-process against the test broker.
+ */
+export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
+  let embedded: LocalKafka | undefined;
+  let brokers = config.KAFKA_BROKERS;
+  if (!brokers) {
+    logger.info("KAFKA_BROKERS is not set: starting a local Kafka broker (embedded mode)");
+    embedded = await startLocalKafka({ log: (line) => logger.info({ component: "local-kafka" }, line) });
+    brokers = embedded.brokers;
+    logger.info({ brokers }, "local Kafka broker is up");
+  }
+
+  const store = openStore(config.DB_PATH);
+  const kafka = createKafka({ brokers, clientId: config.KAFKA_CLIENT_ID, logger });
+  const probe = createKafkaProbe(kafka);
+
+  const app = createApp({
+    config,
+    logger,
+    health: { kafkaReady: () => probe.check(), storeReady: () => isStoreHealthy(store) },
+  });
+
+  const server: ServerType = await new Promise((done) => {
+    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => done(s));
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST}:${port}`;
+  logger.info({ url }, "gateway listening");
+
+  let stopped: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    brokers,
+    stop() {
+      stopped ??= (async () => {
+        await new Promise<void>((done) => server.close(() => done()));
+        await probe.close();
+        store.close();
+        await embedded?.stop();
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,96 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context, Env } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { Config } from "../config.ts";
+import type { Logger } from "../log.ts";
+import { type HealthDeps, healthRoutes } from "./health.ts";
+import { fieldName, HttpProblem, problemResponse } from "./problem.ts";
+
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  health: HealthDeps;
+}
+
+/** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
+export function createRouter<E extends Env = Env>(): OpenAPIHono<E> {
+  return new OpenAPIHono<E>({
+    defaultHook: (result) => {
+      if (!result.success) {
+        const errors = result.error.issues.map((i) => ({ field: fieldName(i.path), message: i.message }));
+        const first = errors[0];
+        throw new HttpProblem(
+          400,
+          "Invalid request",
+          first ? `${first.field}: ${first.message}` : "the request is not valid",
+          { errors },
+        );
+      }
+    },
+  });
+}
+
+/** Paths registered on the app, as regexes, so an unmatched request can be told 404 from 405. */
+function allowedMethods(app: OpenAPIHono, path: string): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === "ALL") continue;
+    const pattern = route.path
+      .replace(/[.+?^${}()|[\]\\]/g, "\\$&")
+      .replace(/:[A-Za-z0-9_]+/g, "[^/]+")
+      .replace(/\*/g, ".*");
+    if (new RegExp(`^${pattern}$`).test(path)) methods.add(route.method);
+  }
+  if (methods.has("GET")) methods.add("HEAD");
+  return [...methods];
+}
+
+/** Builds the HTTP application; main.ts serves it, tests call `app.request()` or serve it on loopback. */
+export function createApp(deps: AppDeps): OpenAPIHono {
+  const app = createRouter();
+
+  app.route("/", healthRoutes(deps.health));
+
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "Webhook gateway",
+      version: "0.1.0",
+      description: "Durable event ingest into Kafka and signed, retried webhook delivery per destination.",
+    },
+  });
+
+  app.notFound((c) => {
+    const allow = allowedMethods(app, c.req.path);
+    if (allow.length > 0) {
+      return problemResponse(
+        c,
+        new HttpProblem(405, "Method not allowed", `${c.req.method} is not allowed on ${c.req.path}`, {
+          headers: { allow: allow.join(", ") },
+        }),
+      );
+    }
+    return problemResponse(
+      c,
+      new HttpProblem(404, "Not found", `no route for ${c.req.method} ${c.req.path}`),
+    );
+  });
+
+  app.onError((err, c: Context) => {
+    if (err instanceof HttpProblem) return problemResponse(c, err);
+    if (err instanceof HTTPException) {
+      const status = err.status as ContentfulStatusCode;
+      const title =
+        status === 400 ? "Malformed request" : status === 413 ? "Payload too large" : "Request refused";
+      return problemResponse(c, new HttpProblem(status, title, err.message || title));
+    }
+    deps.logger.error({ err, path: c.req.path, method: c.req.method }, "unhandled error in route");
+    return problemResponse(
+      c,
+      new HttpProblem(500, "Internal error", "the gateway failed to handle this request"),
+    );
+  });
+
+  return app;
+}

@@ -1,0 +1,60 @@
+import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/** A field that failed validation, as reported in a problem document's `errors`. */
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+/** An RFC 9457 problem; thrown anywhere in a route, turned into `application/problem+json` by onError. */
+export class HttpProblem extends Error {
+  override name = "HttpProblem";
+  readonly status: ContentfulStatusCode;
+  readonly title: string;
+  readonly detail: string;
+  readonly errors: FieldError[] | undefined;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    status: ContentfulStatusCode,
+    title: string,
+    detail: string,
+    extra: { errors?: FieldError[]; headers?: Record<string, string> } = {},
+  ) {
+    super(detail);
+    this.status = status;
+    this.title = title;
+    this.detail = detail;
+    this.errors = extra.errors;
+    this.headers = extra.headers ?? {};
+  }
+}
+
+/** The `type` URI of a problem: a stable slug per title, documented in README. */
+function problemType(title: string): string {
+  return `https://webhook-gateway.dev/problems/${title
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-|-$/g, "")}`;
+}
+
+export function problemResponse(c: Context, p: HttpProblem): Response {
+  const body: Record<string, unknown> = {
+    type: problemType(p.title),
+    title: p.title,
+    status: p.status,
+    detail: p.detail,
+    instance: c.req.path,
+  };
+  if (p.errors) body.errors = p.errors;
+  return new Response(JSON.stringify(body), {
+    status: p.status,
+    headers: { "content-type": "application/problem+json", ...p.headers },
+  });
+}
+
+/** Maps a zod issue path to the dotted field name clients see (`events.3.userID`). */
+export function fieldName(path: ReadonlyArray<PropertyKey>): string {
+  return path.length === 0 ? "(body)" : path.map(String).join(".");
+}

@@ -1,0 +1,365 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, existsSync, type WriteStream } from "node:fs";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createKafka } from "./client.ts";
+import { assertJava, ensureKafkaJars } from "./jars.ts";
+
+/** Options of a local KRaft broker or cluster (combined broker+controller nodes on 127.0.0.1). */
+export interface LocalKafkaOptions {
+  /** 1 (default) or 3 nodes. Three nodes get replication factor 3 and `min.insync.replicas=2`. */
+  nodes?: number;
+  /** Client port of node 1; node n listens on port + n - 1. A free port when absent. */
+  port?: number;
+  /** JVM heap per node in MiB. Default 512 for one node, 384 each for three. */
+  heapMb?: number;
+  /** Progress and node-exit reports (the CLI sends them to stderr). */
+  log?: (line: string) => void;
+}
+
+export interface LocalKafkaNode {
+  id: number;
+  address: string;
+  port: number;
+  controllerPort: number;
+  /** The JVM's pid while the node runs; fault tests SIGKILL it. */
+  pid: number | undefined;
+  running: boolean;
+}
+
+interface NodeState extends LocalKafkaNode {
+  propsPath: string;
+  logPath: string;
+  child: ChildProcess | undefined;
+  exited: Promise<void>;
+}
+
+const DIR_PREFIX = "webhook-gateway-kafka-";
+
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => done(port));
+    });
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes data folders of runners that died without cleaning up (their pid is in the name). */
+async function sweepStaleDirs(): Promise<void> {
+  const entries = await readdir(tmpdir()).catch(() => [] as string[]);
+  for (const name of entries) {
+    if (!name.startsWith(DIR_PREFIX)) continue;
+    const pid = Number(name.slice(DIR_PREFIX.length).split("-")[0]);
+    if (Number.isInteger(pid) && pid > 0 && !isAlive(pid)) {
+      await rm(join(tmpdir(), name), { recursive: true, force: true });
+    }
+  }
+}
+
+function serverProperties(node: NodeState, voters: string, dataDir: string, clusterSize: number): string {
+  const replicated = clusterSize >= 3;
+  return [
+    "process.roles=broker,controller",
+    `node.id=${node.id}`,
+    `controller.quorum.voters=${voters}`,
+    `listeners=PLAINTEXT://127.0.0.1:${node.port},CONTROLLER://127.0.0.1:${node.controllerPort}`,
+    `advertised.listeners=PLAINTEXT://127.0.0.1:${node.port}`,
+    "controller.listener.names=CONTROLLER",
+    "inter.broker.listener.name=PLAINTEXT",
+    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    `log.dirs=${dataDir}`,
+    "num.partitions=1",
+    // Topics are created on purpose (the gateway does it at start-up); a typo must not invent one.
+    "auto.create.topics.enable=false",
+    `default.replication.factor=${replicated ? 3 : 1}`,
+    `min.insync.replicas=${replicated ? 2 : 1}`,
+    `offsets.topic.replication.factor=${replicated ? 3 : 1}`,
+    // A small offsets topic makes the first consumer-group join of a test fast.
+    "offsets.topic.num.partitions=4",
+    `transaction.state.log.replication.factor=${replicated ? 3 : 1}`,
+    `transaction.state.log.min.isr=${replicated ? 2 : 1}`,
+    "group.initial.rebalance.delay.ms=0",
+    // Fence a SIGKILLed node within a few seconds so leadership and the ISR move on quickly.
+    "broker.heartbeat.interval.ms=1000",
+    "broker.session.timeout.ms=6000",
+    "num.network.threads=2",
+    "num.io.threads=4",
+    "",
+  ].join("\n");
+}
+
+const LOG4J2 = `status = warn
+appender.console.type = Console
+appender.console.name = OUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+`;
+
+async function runToCompletion(cmd: string, args: string[], logFile: string): Promise<void> {
+  const out = createWriteStream(logFile, { flags: "a" });
+  const code = await new Promise<number>((done, fail) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.pipe(out, { end: false });
+    child.stderr.pipe(out, { end: false });
+    child.on("error", fail);
+    child.on("exit", (c) => done(c ?? 1));
+  });
+  out.end();
+  if (code !== 0) {
+    const tail = (await readFile(logFile, "utf8")).slice(-2000);
+    throw new Error(`${cmd} ${args.slice(-4).join(" ")} failed (exit ${code}):\n${tail}`);
+  }
+}
+
+/**
+ * A local Apache Kafka (KRaft) on 127.0.0.1 made of JVMs this process owns.
+ *
+ * Every JVM runs under `setpriv --pdeathsig KILL`, so the kernel kills it when this process dies for any
+ * reason (SIGKILL included): no orphaned broker survives a crashed test or runner.
+ */
+export class LocalKafka {
+  readonly brokers: string[];
+  readonly dataRoot: string;
+  #nodes: NodeState[];
+  #classpath: string;
+  #jvmArgs: string[];
+  #log: (line: string) => void;
+  #stopping = false;
+  #exitListeners: Array<(node: LocalKafkaNode, code: number | null, signal: string | null) => void> = [];
+
+  constructor(
+    nodes: NodeState[],
+    dataRoot: string,
+    classpath: string,
+    jvmArgs: string[],
+    log: (l: string) => void,
+  ) {
+    this.#nodes = nodes;
+    this.dataRoot = dataRoot;
+    this.#classpath = classpath;
+    this.#jvmArgs = jvmArgs;
+    this.#log = log;
+    this.brokers = nodes.map((n) => n.address);
+  }
+
+  get nodes(): LocalKafkaNode[] {
+    return this.#nodes.map(({ id, address, port, controllerPort, pid, running }) => ({
+      id,
+      address,
+      port,
+      controllerPort,
+      pid,
+      running,
+    }));
+  }
+
+  /** Called whenever a node's JVM exits while the cluster is not being stopped. */
+  onNodeExit(listener: (node: LocalKafkaNode, code: number | null, signal: string | null) => void): void {
+    this.#exitListeners.push(listener);
+  }
+
+  #node(id: number): NodeState {
+    const node = this.#nodes.find((n) => n.id === id);
+    if (!node) throw new Error(`no Kafka node with id ${id}`);
+    return node;
+  }
+
+  /** Starts (or restarts) the JVM of one node; its data folder is kept, so it rejoins with its log. */
+  spawnNode(id: number): void {
+    const node = this.#node(id);
+    if (node.running) throw new Error(`Kafka node ${id} is already running`);
+    const out: WriteStream = createWriteStream(node.logPath, { flags: "a" });
+    const child = spawn(
+      "setpriv",
+      [
+        "--pdeathsig",
+        "KILL",
+        "java",
+        ...this.#jvmArgs,
+        "-cp",
+        this.#classpath,
+        "kafka.Kafka",
+        node.propsPath,
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    child.stdout?.pipe(out, { end: false });
+    child.stderr?.pipe(out, { end: false });
+    node.child = child;
+    node.pid = child.pid;
+    node.running = true;
+    node.exited = new Promise((done) => {
+      child.on("exit", (code, signal) => {
+        node.running = false;
+        node.pid = undefined;
+        node.child = undefined;
+        out.end();
+        if (!this.#stopping) {
+          this.#log(
+            `KAFKA_NODE id=${node.id} exited (${signal ?? `code ${code}`}); the other nodes keep running`,
+          );
+          for (const listener of this.#exitListeners) listener(node, code, signal);
+        }
+        done();
+      });
+    });
+  }
+
+  /** Waits until the cluster lists every running node as a live broker. */
+  async waitReady(timeoutMs = 90_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const wanted = this.#nodes.filter((n) => n.running).map((n) => n.id);
+    const live = this.#nodes.filter((n) => n.running).map((n) => n.address);
+    let lastError: unknown;
+    while (Date.now() < deadline) {
+      for (const n of this.#nodes) {
+        if (wanted.includes(n.id) && !n.running) {
+          throw new Error(`Kafka node ${n.id} exited while starting:\n${await this.logTail(n.id)}`);
+        }
+      }
+      const admin = createKafka({
+        brokers: live,
+        clientId: "local-kafka-ready",
+        overrides: { connectionTimeout: 1000, retry: { retries: 0 } },
+      }).admin();
+      try {
+        await admin.connect();
+        await admin.listTopics();
+        const { brokers } = await admin.describeCluster();
+        const ids = new Set(brokers.map((b) => b.nodeId));
+        if (wanted.every((id) => ids.has(id))) return;
+      } catch (err) {
+        lastError = err;
+      } finally {
+        await admin.disconnect().catch(() => {});
+      }
+      await sleep(250);
+    }
+    throw new Error(`Kafka did not become ready within ${timeoutMs} ms: ${String(lastError)}`);
+  }
+
+  async logTail(id: number, chars = 3000): Promise<string> {
+    const node = this.#node(id);
+    return existsSync(node.logPath) ? (await readFile(node.logPath, "utf8")).slice(-chars) : "";
+  }
+
+  /** Sends `signal` (default SIGKILL) to one node's JVM and waits for it to exit. */
+  async killNode(id: number, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const node = this.#node(id);
+    if (!node.running || !node.child) return;
+    node.child.kill(signal);
+    await node.exited;
+  }
+
+  /** Starts a stopped node again and waits until the cluster lists it. */
+  async restartNode(id: number, timeoutMs = 90_000): Promise<void> {
+    this.spawnNode(id);
+    await this.waitReady(timeoutMs);
+  }
+
+  /** Kills every JVM, waits for them to exit and removes the data folder. Idempotent. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    for (const node of this.#nodes) node.child?.kill("SIGKILL");
+    await Promise.all(this.#nodes.map((n) => n.exited));
+    await rm(this.dataRoot, { recursive: true, force: true });
+  }
+}
+
+/** Fetches the jars if needed, formats fresh KRaft storage, starts the node(s) and waits until ready. */
+export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<LocalKafka> {
+  const count = opts.nodes ?? 1;
+  if (count !== 1 && count !== 3) throw new Error(`--nodes must be 1 or 3, got ${count}`);
+  const log = opts.log ?? (() => {});
+  assertJava();
+  const { libs } = await ensureKafkaJars({ log });
+  await sweepStaleDirs();
+
+  const dataRoot = join(tmpdir(), `${DIR_PREFIX}${process.pid}-${randomBytes(4).toString("hex")}`);
+  await mkdir(dataRoot, { recursive: true });
+  const log4jPath = join(dataRoot, "log4j2.properties");
+  await writeFile(log4jPath, LOG4J2);
+
+  const nodes: NodeState[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = i + 1;
+    const port = opts.port ? opts.port + i : await freePort();
+    nodes.push({
+      id,
+      port,
+      address: `127.0.0.1:${port}`,
+      controllerPort: await freePort(),
+      pid: undefined,
+      running: false,
+      propsPath: join(dataRoot, `node-${id}.properties`),
+      logPath: join(dataRoot, `node-${id}.log`),
+      child: undefined,
+      exited: Promise.resolve(),
+    });
+  }
+  const voters = nodes.map((n) => `${n.id}@127.0.0.1:${n.controllerPort}`).join(",");
+  // A KRaft cluster id is 16 random bytes in URL-safe base64 without padding (what `random-uuid` prints).
+  const clusterId = randomBytes(16).toString("base64url");
+  const heap = opts.heapMb ?? (count === 1 ? 512 : 384);
+  const jvmArgs = [
+    `-Xms${Math.min(128, heap)}m`,
+    `-Xmx${heap}m`,
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    `-Dlog4j2.configurationFile=${log4jPath}`,
+  ];
+  const classpath = join(libs, "*");
+
+  await Promise.all(
+    nodes.map(async (node) => {
+      const dataDir = join(dataRoot, `data-${node.id}`);
+      await writeFile(node.propsPath, serverProperties(node, voters, dataDir, count));
+      await runToCompletion(
+        "setpriv",
+        [
+          "--pdeathsig",
+          "KILL",
+          "java",
+          ...jvmArgs,
+          "-cp",
+          classpath,
+          "kafka.tools.StorageTool",
+          "format",
+        ].concat(["-t", clusterId, "-c", node.propsPath]),
+        node.logPath,
+      );
+    }),
+  );
+
+  const cluster = new LocalKafka(nodes, dataRoot, classpath, jvmArgs, log);
+  try {
+    for (const node of nodes) cluster.spawnNode(node.id);
+    await cluster.waitReady();
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  return cluster;
+}

@@ -1,0 +1,84 @@
+import { sql } from "drizzle-orm";
+import { index, integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+
+/** Webhook destinations registered through the admin API. Times are Unix milliseconds. */
+export const destinations = sqliteTable("destinations", {
+  id: text("id").primaryKey(),
+  name: text("name"),
+  url: text("url").notNull(),
+  /** JSON array of subscribed event types; empty = every type. */
+  eventTypes: text("event_types", { mode: "json" }).$type<string[]>().notNull().default(sql`'[]'`),
+  /** JSON object of extra request headers. */
+  headers: text("headers", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
+  secret: text("secret").notNull(),
+  maxAttempts: integer("max_attempts").notNull(),
+  timeoutMs: integer("timeout_ms").notNull(),
+  backoffBaseMs: integer("backoff_base_ms").notNull(),
+  backoffMaxMs: integer("backoff_max_ms").notNull(),
+  maxConcurrency: integer("max_concurrency").notNull(),
+  disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
+  disabledReason: text("disabled_reason"),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** One row per HTTP attempt (or per decision that ended an event) of an event at a destination. */
+export const attempts = sqliteTable(
+  "attempts",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    eventId: text("event_id").notNull(),
+    destinationId: text("destination_id").notNull(),
+    userId: text("user_id").notNull(),
+    attemptNumber: integer("attempt_number").notNull(),
+    startedAt: integer("started_at").notNull(),
+    durationMs: integer("duration_ms").notNull(),
+    statusCode: integer("status_code"),
+    error: text("error"),
+    responseSnippet: text("response_snippet"),
+    /** "succeeded" | "failed" | "dead" */
+    outcome: text("outcome").notNull(),
+  },
+  (t) => [
+    index("attempts_destination_idx").on(t.destinationId, t.id),
+    index("attempts_event_idx").on(t.eventId),
+  ],
+);
+
+/** The delivery ledger: where each event stands at each destination. */
+export const deliveries = sqliteTable(
+  "deliveries",
+  {
+    destinationId: text("destination_id").notNull(),
+    eventId: text("event_id").notNull(),
+    userId: text("user_id").notNull(),
+    /** "pending" | "delivered" | "dead" | "replaying" */
+    status: text("status").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    lastError: text("last_error"),
+    /** The Kafka record value, kept while the event is dead or being replayed so replay needs no topic scan. */
+    event: text("event"),
+    updatedAt: integer("updated_at").notNull(),
+    deadAt: integer("dead_at"),
+  },
+  (t) => [
+    primaryKey({ columns: [t.destinationId, t.eventId] }),
+    index("deliveries_status_idx").on(t.destinationId, t.status),
+  ],
+);
+
+/** Idempotency-Key records of the ingest routes; a repeat within the TTL gets the stored answer. */
+export const idempotencyKeys = sqliteTable(
+  "idempotency_keys",
+  {
+    /** The route and the client's key, e.g. "singleEvent:abc". */
+    key: text("key").primaryKey(),
+    /** SHA-256 of the request body: the same key with a different body is a client error. */
+    requestHash: text("request_hash").notNull(),
+    status: integer("status").notNull(),
+    response: text("response").notNull(),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [index("idempotency_expires_idx").on(t.expiresAt)],
+);
