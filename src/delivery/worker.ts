@@ -1,0 +1,482 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Consumer, EachBatchPayload, Kafka, Message } from "kafkajs";
+import pRetry, { AbortError } from "p-retry";
+import type { Dispatcher } from "undici";
+import type { Logger } from "../log.ts";
+import type { AttemptOutcome } from "../store/attempts.ts";
+import type { Store } from "../store/db.ts";
+import type { Destination } from "../store/destinations.ts";
+import { type LedgerRow, ledgerRowsFor, replayingRows } from "../store/ledger.ts";
+import { KeyedScheduler } from "./keyed-scheduler.ts";
+import { PartitionTracker } from "./partition-tracker.ts";
+import type { DeliveryRecorder } from "./recorder.ts";
+import { type AttemptResult, sendWebhook } from "./send.ts";
+import { secretKey } from "./sign.ts";
+
+/** Publishes records durably (the ingest producer's group-commit sink). */
+export interface RecordSink {
+  publish(topic: string, messages: Message[]): Promise<void>;
+}
+
+export interface WorkerDeps {
+  kafka: Kafka;
+  topic: string;
+  deadLetterTopic: string;
+  groupId: string;
+  store: Store;
+  recorder: DeliveryRecorder;
+  sink: RecordSink;
+  logger: Logger;
+  /** Builds the destination's own HTTP pool (SSRF-guarded unless private addresses are allowed). */
+  createDispatcher(destination: Destination): Dispatcher;
+  /** A 410 from the receiver: the supervisor disables the destination. */
+  onGone(destinationId: string, reason: string): void;
+  /** Observability hooks (metrics). */
+  observe?: WorkerObserver;
+}
+
+export interface WorkerObserver {
+  attempt(destinationId: string, result: AttemptResult): void;
+  finished(destinationId: string, outcome: "delivered" | "dead", acceptedAt: number | undefined): void;
+  buffered(destinationId: string, count: number): void;
+}
+
+/** One event to deliver: from Kafka (tracked by offset) or from a dead-letter replay (no offset). */
+interface Job {
+  eventId: string;
+  userId: string;
+  body: string;
+  acceptedAt: number | undefined;
+  attemptsSoFar: number;
+  tracker: PartitionTracker | undefined;
+  partition: number;
+  offset: number;
+}
+
+interface ParsedEvent {
+  id: string;
+  userID: string;
+  type: string;
+  timestamp?: string;
+}
+
+/** Above this many unfinished events a partition is paused; below RESUME_BELOW it is resumed. */
+const PAUSE_ABOVE = 5000;
+const RESUME_BELOW = 2500;
+const COMMIT_EVERY_MS = 250;
+
+class Stopped extends Error {
+  override name = "Stopped";
+}
+class Exhausted extends Error {
+  override name = "Exhausted";
+  readonly result: AttemptResult;
+  constructor(result: AttemptResult) {
+    super(result.error ?? "attempts exhausted");
+    this.result = result;
+  }
+}
+class Gone extends Error {
+  override name = "Gone";
+  readonly result: AttemptResult;
+  constructor(result: AttemptResult) {
+    super(result.error ?? "410 Gone");
+    this.result = result;
+  }
+}
+/** A failed attempt that will be retried; p-retry sees it, the receiver's Retry-After rides along. */
+class RetryableDeliveryError extends Error {
+  override name = "RetryableDeliveryError";
+  readonly result: AttemptResult;
+  constructor(result: AttemptResult) {
+    super(result.error ?? "delivery failed");
+    this.result = result;
+  }
+}
+
+function parseEvent(value: string): ParsedEvent | undefined {
+  try {
+    const v = JSON.parse(value) as Partial<ParsedEvent>;
+    if (typeof v.id === "string" && typeof v.userID === "string") {
+      return { id: v.id, userID: v.userID, type: typeof v.type === "string" ? v.type : "event", timestamp: v.timestamp };
+    }
+  } catch {
+    // fall through: not an event this gateway wrote
+  }
+  return undefined;
+}
+
+/**
+ * The delivery worker of one destination: its own consumer group, HTTP pool and concurrency limit.
+ *
+ * kafkajs fetches the next batch only after the handler returns, so the handler never awaits a delivery:
+ * it resolves every offset at once (fetching moves on), hands events to per-user queues and returns. The
+ * offset committed per partition is the lowest one not yet finished (PartitionTracker), so commits never
+ * pass an event that is still retrying.
+ */
+export class DeliveryWorker {
+  #deps: WorkerDeps;
+  #destination: Destination;
+  #key: Buffer;
+  #dispatcher: Dispatcher;
+  #consumer: Consumer | undefined;
+  #scheduler: KeyedScheduler<Job>;
+  #trackers = new Map<number, PartitionTracker>();
+  #paused = new Set<number>();
+  #stop = new AbortController();
+  #commitTimer: NodeJS.Timeout | undefined;
+  #log: Logger;
+
+  constructor(destination: Destination, deps: WorkerDeps) {
+    this.#deps = deps;
+    this.#destination = destination;
+    this.#key = secretKey(destination.secret);
+    this.#dispatcher = deps.createDispatcher(destination);
+    this.#log = deps.logger.child({ destinationId: destination.id });
+    this.#scheduler = new KeyedScheduler(destination.maxConcurrency, (job) => this.#deliver(job));
+  }
+
+  get destination(): Destination {
+    return this.#destination;
+  }
+
+  /** Events queued or in flight. */
+  get buffered(): number {
+    return this.#scheduler.size;
+  }
+
+  /** New settings take effect for the next attempt; the consumer keeps its position. */
+  update(destination: Destination): void {
+    const old = this.#destination;
+    this.#destination = destination;
+    if (destination.secret !== old.secret) this.#key = secretKey(destination.secret);
+    if (destination.maxConcurrency !== old.maxConcurrency) this.#scheduler.limit = destination.maxConcurrency;
+    if (destination.url !== old.url) {
+      const previous = this.#dispatcher;
+      this.#dispatcher = this.#deps.createDispatcher(destination);
+      void previous.close().catch(() => {});
+    }
+  }
+
+  async start(): Promise<void> {
+    const consumer = this.#deps.kafka.consumer({
+      groupId: this.#deps.groupId,
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3000,
+      maxWaitTimeInMs: 500,
+      allowAutoTopicCreation: false,
+    });
+    this.#consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      // Partitions no longer ours start afresh if they come back: their committed offset is the truth.
+      const mine = new Set(payload.memberAssignment[this.#deps.topic] ?? []);
+      for (const partition of this.#trackers.keys()) {
+        if (!mine.has(partition)) {
+          this.#trackers.delete(partition);
+          this.#paused.delete(partition);
+        }
+      }
+    });
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      this.#log.warn({ err: payload.error, restart: payload.restart }, "consumer crashed");
+      if (!payload.restart && !this.#stop.signal.aborted) void this.#restartConsumer();
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.#deps.topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: (payload) => this.#onBatch(payload),
+    });
+    this.#commitTimer = setInterval(() => void this.#commit(), COMMIT_EVERY_MS);
+    for (const row of replayingRows(this.#deps.store.db, this.#destination.id)) this.enqueueReplay(row);
+    this.#log.info({ groupId: this.#deps.groupId }, "delivery worker started");
+  }
+
+  async #restartConsumer(): Promise<void> {
+    await this.#consumer?.disconnect().catch(() => {});
+    while (!this.#stop.signal.aborted) {
+      try {
+        clearInterval(this.#commitTimer);
+        await this.start();
+        return;
+      } catch (err) {
+        this.#log.warn({ err }, "consumer restart failed; retrying");
+        await sleep(2000, undefined, { signal: this.#stop.signal }).catch(() => {});
+      }
+    }
+  }
+
+  async #onBatch({ batch, resolveOffset, heartbeat, pause }: EachBatchPayload): Promise<void> {
+    let tracker = this.#trackers.get(batch.partition);
+    if (!tracker) {
+      tracker = new PartitionTracker();
+      this.#trackers.set(batch.partition, tracker);
+    }
+    const fresh: Array<{ message: (typeof batch.messages)[number]; event: ParsedEvent | undefined; body: string }> = [];
+    for (const message of batch.messages) {
+      const offset = Number(message.offset);
+      if (tracker.add(offset)) {
+        const body = message.value?.toString("utf8") ?? "";
+        fresh.push({ message, event: parseEvent(body), body });
+      }
+      resolveOffset(message.offset);
+    }
+    const ledger = ledgerRowsFor(
+      this.#deps.store.db,
+      this.#destination.id,
+      fresh.flatMap((f) => (f.event ? [f.event.id] : [])),
+    );
+    const types = this.#destination.eventTypes;
+    for (const { message, event, body } of fresh) {
+      const offset = Number(message.offset);
+      if (!event) {
+        this.#log.error({ partition: batch.partition, offset }, "record is not a gateway event; dead-lettering it");
+        this.#scheduler.push(`offset:${batch.partition}:${offset}`, {
+          eventId: `kafka-${batch.partition}-${offset}`,
+          userId: message.key?.toString() ?? "",
+          body,
+          acceptedAt: undefined,
+          attemptsSoFar: Number.POSITIVE_INFINITY,
+          tracker,
+          partition: batch.partition,
+          offset,
+        });
+        continue;
+      }
+      const row: LedgerRow | undefined = ledger.get(event.id);
+      // Finished before a crash or rebalance (delivered, dead, or handed to replay): skip, don't resend.
+      if ((row && row.status !== "pending") || (types.length > 0 && !types.includes(event.type))) {
+        tracker.finish(offset);
+        continue;
+      }
+      const acceptedAt = event.timestamp ? Date.parse(event.timestamp) : undefined;
+      this.#scheduler.push(event.userID, {
+        eventId: event.id,
+        userId: event.userID,
+        body,
+        acceptedAt: Number.isNaN(acceptedAt) ? undefined : acceptedAt,
+        attemptsSoFar: row?.attempts ?? 0,
+        tracker,
+        partition: batch.partition,
+        offset,
+      });
+    }
+    if (tracker.unfinished > PAUSE_ABOVE && !this.#paused.has(batch.partition)) {
+      this.#paused.add(batch.partition);
+      pause();
+    }
+    this.#deps.observe?.buffered(this.#destination.id, this.#scheduler.size);
+    await heartbeat();
+  }
+
+  /** Queues a dead-lettered event for another round of attempts (it is in the ledger as "replaying"). */
+  enqueueReplay(row: LedgerRow): void {
+    if (row.event === null) return;
+    this.#scheduler.push(row.userId, {
+      eventId: row.eventId,
+      userId: row.userId,
+      body: row.event,
+      acceptedAt: undefined,
+      attemptsSoFar: 0,
+      tracker: undefined,
+      partition: -1,
+      offset: -1,
+    });
+  }
+
+  #finish(job: Job): void {
+    if (!job.tracker) return;
+    job.tracker.finish(job.offset);
+    const { partition } = job;
+    if (this.#paused.has(partition) && this.#trackers.get(partition) === job.tracker && job.tracker.unfinished < RESUME_BELOW) {
+      this.#paused.delete(partition);
+      this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
+    }
+  }
+
+  async #record(job: Job, attemptNumber: number, result: AttemptResult, outcome: AttemptOutcome, keepEvent: boolean) {
+    const status = outcome === "succeeded" ? "delivered" : outcome === "dead" ? "dead" : "pending";
+    const at = Date.now();
+    // Recording must not be skipped: retry until the database takes it (or the worker stops).
+    for (;;) {
+      try {
+        await this.#deps.recorder.record(
+          {
+            eventId: job.eventId,
+            destinationId: this.#destination.id,
+            userId: job.userId,
+            attemptNumber,
+            startedAt: at - result.durationMs,
+            durationMs: result.durationMs,
+            statusCode: result.statusCode,
+            error: result.error,
+            responseSnippet: result.responseSnippet,
+            outcome,
+          },
+          {
+            destinationId: this.#destination.id,
+            eventId: job.eventId,
+            userId: job.userId,
+            status,
+            attempts: attemptNumber,
+            lastError: result.error,
+            event: keepEvent ? job.body : null,
+            at,
+          },
+        );
+        return;
+      } catch {
+        if (this.#stop.signal.aborted) throw new Stopped();
+        await sleep(500);
+      }
+    }
+  }
+
+  async #deliver(job: Job): Promise<void> {
+    if (this.#stop.signal.aborted) return;
+    try {
+      const result = await this.#attemptWithRetries(job);
+      await this.#record(job, job.attemptsSoFar, result, "succeeded", false);
+      this.#deps.observe?.finished(this.#destination.id, "delivered", job.acceptedAt);
+      this.#finish(job);
+    } catch (err) {
+      if (err instanceof Stopped || this.#stop.signal.aborted) return; // unfinished: redelivered after restart
+      const gone = err instanceof Gone;
+      const result =
+        err instanceof Exhausted || err instanceof Gone
+          ? err.result
+          : ({
+              verdict: "retry",
+              statusCode: null,
+              durationMs: 0,
+              error: (err as Error).message,
+              responseSnippet: null,
+              retryAfterMs: null,
+            } satisfies AttemptResult);
+      await this.#deadLetter(job, result).catch(() => {});
+      if (this.#stop.signal.aborted) return;
+      await this.#record(job, Math.max(job.attemptsSoFar, 1), result, "dead", true);
+      this.#deps.observe?.finished(this.#destination.id, "dead", job.acceptedAt);
+      this.#finish(job);
+      if (gone) this.#deps.onGone(this.#destination.id, result.error ?? "410 Gone");
+    }
+  }
+
+  /** Attempts until success; throws Exhausted, Gone or Stopped. Backoff waits hold no concurrency slot. */
+  async #attemptWithRetries(job: Job): Promise<AttemptResult> {
+    if (!Number.isFinite(job.attemptsSoFar)) {
+      throw new Exhausted({
+        verdict: "retry",
+        statusCode: null,
+        durationMs: 0,
+        error: "record is not a gateway event (unparseable value)",
+        responseSnippet: null,
+        retryAfterMs: null,
+      });
+    }
+    const signal = this.#stop.signal;
+    const d = () => this.#destination;
+    return pRetry(
+      async () => {
+        if (signal.aborted) throw new AbortError(new Stopped());
+        const dest = d();
+        const result = await this.#scheduler.slot(() =>
+          sendWebhook(
+            { url: dest.url, headers: dest.headers, timeoutMs: dest.timeoutMs, key: this.#key, dispatcher: this.#dispatcher },
+            job.eventId,
+            job.body,
+          ),
+        );
+        job.attemptsSoFar += 1;
+        this.#deps.observe?.attempt(dest.id, result);
+        if (result.verdict === "success") return result;
+        if (result.verdict === "gone") throw new AbortError(new Gone(result));
+        if (job.attemptsSoFar >= dest.maxAttempts) throw new AbortError(new Exhausted(result));
+        await this.#record(job, job.attemptsSoFar, result, "failed", false);
+        throw new RetryableDeliveryError(result);
+      },
+      {
+        retries: Number.POSITIVE_INFINITY, // the budget is maxAttempts, checked above (it may change via PATCH)
+        factor: 2,
+        minTimeout: d().backoffBaseMs,
+        maxTimeout: d().backoffMaxMs,
+        randomize: true,
+        signal,
+        onFailedAttempt: async ({ error, retryDelay }) => {
+          // Honour the receiver's Retry-After (clamped to backoffMaxMs) when it asks for more than our backoff.
+          const wanted = error instanceof RetryableDeliveryError ? error.result.retryAfterMs : null;
+          if (wanted !== null) {
+            const extra = Math.min(wanted, d().backoffMaxMs) - retryDelay;
+            if (extra > 0) await sleep(extra, undefined, { signal });
+          }
+        },
+      },
+    ).catch((err: unknown) => {
+      if (signal.aborted) throw new Stopped();
+      throw err;
+    });
+  }
+
+  /** Parks an event on the dead-letter topic; retried until Kafka takes it or the worker stops. */
+  async #deadLetter(job: Job, result: AttemptResult): Promise<void> {
+    const message: Message = {
+      key: job.userId,
+      value: job.body,
+      headers: {
+        "event-id": job.eventId,
+        "destination-id": this.#destination.id,
+        attempts: String(Math.max(job.attemptsSoFar, 1)),
+        "last-error": (result.error ?? "").slice(0, 1000),
+        "dead-at": new Date().toISOString(),
+        "content-type": "application/json",
+      },
+    };
+    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
+      try {
+        await this.#deps.sink.publish(this.#deps.deadLetterTopic, [message]);
+        return;
+      } catch (err) {
+        if (this.#stop.signal.aborted) throw new Stopped();
+        this.#log.warn({ err, eventId: job.eventId }, "dead-letter publish failed; retrying");
+        await sleep(wait, undefined, { signal: this.#stop.signal }).catch(() => {});
+      }
+    }
+  }
+
+  async #commit(): Promise<void> {
+    const consumer = this.#consumer;
+    if (!consumer) return;
+    const offsets: Array<{ partition: number; offset: number; tracker: PartitionTracker }> = [];
+    for (const [partition, tracker] of this.#trackers) {
+      const offset = tracker.takeCommit();
+      if (offset !== undefined) offsets.push({ partition, offset, tracker });
+    }
+    if (offsets.length === 0) return;
+    try {
+      await consumer.commitOffsets(
+        offsets.map((o) => ({ topic: this.#deps.topic, partition: o.partition, offset: String(o.offset) })),
+      );
+    } catch (err) {
+      for (const o of offsets) o.tracker.commitFailed(o.offset);
+      this.#log.debug({ err }, "offset commit failed; will retry");
+    }
+  }
+
+  /**
+   * Stops fetching, abandons backoff waits (those events stay uncommitted and are redelivered after a
+   * restart), lets HTTP attempts in flight finish, commits what is finished and disconnects.
+   */
+  async stop(): Promise<void> {
+    if (this.#stop.signal.aborted) return;
+    this.#stop.abort();
+    clearInterval(this.#commitTimer);
+    await this.#consumer?.stop().catch(() => {});
+    await this.#scheduler.idle();
+    this.#deps.recorder.flush();
+    await this.#commit();
+    await this.#consumer?.disconnect().catch(() => {});
+    await this.#dispatcher.close().catch(() => {});
+    this.#log.info("delivery worker stopped");
+  }
+}
