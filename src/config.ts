@@ -39,6 +39,8 @@ const EnvSchema = z.object({
         : [],
     ),
   ALLOW_PRIVATE_DESTINATIONS: bool.default(false),
+  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset leaves it open. */
+  METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   EVENTS_TOPIC: topicName.default("events"),
   DEAD_LETTER_TOPIC: topicName.default("events.dead-letter"),

@@ -5,6 +5,7 @@ import { createApp } from "./http/app.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import type { Logger } from "./log.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
 import { isStoreHealthy, openStore } from "./store/db.ts";
 
 export interface Gateway {
@@ -12,6 +13,8 @@ export interface Gateway {
   url: string;
   port: number;
   brokers: string[];
+  /** This gateway's Prometheus instruments (its own registry). */
+  metrics: Metrics;
   /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
   stop(): Promise<void>;
 }
@@ -33,11 +36,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const store = openStore(config.DB_PATH);
   const kafka = createKafka({ brokers, clientId: config.KAFKA_CLIENT_ID, logger });
   const probe = createKafkaProbe(kafka);
+  const metrics = createMetrics();
 
   const app = createApp({
     config,
     logger,
     health: { kafkaReady: () => probe.check(), storeReady: () => isStoreHealthy(store) },
+    metrics,
   });
 
   const server: ServerType = await new Promise((done) => {
@@ -52,6 +57,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     url,
     port,
     brokers,
+    metrics,
     stop() {
       stopped ??= (async () => {
         await new Promise<void>((done) => server.close(() => done()));

@@ -4,13 +4,17 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
+import { metricsRoutes } from "./metrics.ts";
 import { fieldName, HttpProblem, problemResponse } from "./problem.ts";
 
 export interface AppDeps {
   config: Config;
   logger: Logger;
   health: HealthDeps;
+  /** The gateway's Prometheus instruments (served on GET /metrics; ingest and workers increment them). */
+  metrics: Metrics;
 }
 
 /** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
@@ -51,6 +55,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   const app = createRouter();
 
   app.route("/", healthRoutes(deps.health));
+  app.route("/", metricsRoutes({ registry: deps.metrics.registry, token: deps.config.METRICS_TOKEN }));
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
