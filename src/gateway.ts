@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import type { Config } from "./config.ts";
+import type { DeliveryControl } from "./delivery/control.ts";
 import { createApp } from "./http/app.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
@@ -18,6 +19,18 @@ export interface Gateway {
   /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
   stop(): Promise<void>;
 }
+
+/**
+ * Placeholder until the delivery supervisor is wired here: every admin write answers 503 and stores
+ * nothing, rather than registering destinations no worker would serve.
+ */
+const deliveryNotWired: DeliveryControl = {
+  prepareDestination: () => Promise.reject(new Error("delivery supervisor is not wired")),
+  destinationAdded: () => Promise.reject(new Error("delivery supervisor is not wired")),
+  destinationChanged: () => Promise.reject(new Error("delivery supervisor is not wired")),
+  destinationRemoved: () => Promise.reject(new Error("delivery supervisor is not wired")),
+  replay: () => Promise.reject(new Error("delivery supervisor is not wired")),
+};
 
 /**
  * Wires config → database → Kafka → HTTP. main.ts calls it for the process; tests call it to run a
@@ -43,6 +56,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     logger,
     health: { kafkaReady: () => probe.check(), storeReady: () => isStoreHealthy(store) },
     metrics,
+    store,
+    delivery: deliveryNotWired,
   });
 
   const server: ServerType = await new Promise((done) => {

@@ -3,8 +3,14 @@ import type { Context, Env } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
+import type { DeliveryControl } from "../delivery/control.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import type { Store } from "../store/db.ts";
+import { attemptRoutes } from "./attempts.ts";
+import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./auth.ts";
+import { deadLetterRoutes } from "./dead-letters.ts";
+import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { fieldName, HttpProblem, problemResponse } from "./problem.ts";
@@ -15,6 +21,9 @@ export interface AppDeps {
   health: HealthDeps;
   /** The gateway's Prometheus instruments (served on GET /metrics; ingest and workers increment them). */
   metrics: Metrics;
+  store: Store;
+  /** What the admin API asks of the delivery side (the supervisor). */
+  delivery: DeliveryControl;
 }
 
 /** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
@@ -22,7 +31,12 @@ export function createRouter<E extends Env = Env>(): OpenAPIHono<E> {
   return new OpenAPIHono<E>({
     defaultHook: (result) => {
       if (!result.success) {
-        const errors = result.error.issues.map((i) => ({ field: fieldName(i.path), message: i.message }));
+        // An unknown key (strict objects) is named as the field itself, not as its parent object.
+        const errors = result.error.issues.flatMap((i) =>
+          i.code === "unrecognized_keys"
+            ? i.keys.map((k) => ({ field: fieldName([...i.path, k]), message: `unknown field "${k}"` }))
+            : [{ field: fieldName(i.path), message: i.message }],
+        );
         const first = errors[0];
         throw new HttpProblem(
           400,
@@ -56,6 +70,14 @@ export function createApp(deps: AppDeps): OpenAPIHono {
 
   app.route("/", healthRoutes(deps.health));
   app.route("/", metricsRoutes({ registry: deps.metrics.registry, token: deps.config.METRICS_TOKEN }));
+
+  // The admin token is checked before any admin route validates or reads its input.
+  const adminAuth = requireAdminToken(deps.config.adminToken);
+  for (const path of ADMIN_PATHS) app.use(path, adminAuth);
+  registerAdminSecurityScheme(app);
+  app.route("/", destinationRoutes(deps));
+  app.route("/", attemptRoutes(deps));
+  app.route("/", deadLetterRoutes(deps));
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -1,0 +1,131 @@
+import { z } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { Config } from "../config.ts";
+import type { DeliveryControl } from "../delivery/control.ts";
+import type { Logger } from "../log.ts";
+import type { Store } from "../store/db.ts";
+import { HttpProblem } from "./problem.ts";
+
+/** What the admin routes need from the gateway. */
+export interface AdminDeps {
+  config: Config;
+  logger: Logger;
+  store: Store;
+  delivery: DeliveryControl;
+}
+
+/** Admin request bodies are a few hundred bytes; anything near this is a mistake or an attack. */
+export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
+
+/** Seconds suggested in Retry-After when the delivery side (Kafka) cannot take an admin change. */
+export const ADMIN_RETRY_AFTER_S = 5;
+
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    instance: z.string(),
+    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+  })
+  .openapi("Problem");
+
+const DESCRIPTIONS: Record<number, string> = {
+  400: "Invalid request: the problem's `errors` name each field that failed",
+  401: "Missing or wrong admin bearer token",
+  404: "No such destination",
+  413: "Request body over 64 KiB",
+  415: "The body is not application/json",
+  503: "Kafka could not take the change; nothing was changed unless the detail says so (Retry-After)",
+};
+
+/** The OpenAPI `responses` entries of the problem statuses a route can answer. */
+export function problemResponses(...statuses: number[]) {
+  return Object.fromEntries(
+    statuses.map((s) => [
+      s,
+      {
+        description: DESCRIPTIONS[s] ?? "Problem",
+        content: { "application/problem+json": { schema: ProblemSchema } },
+      },
+    ]),
+  );
+}
+
+const JSON_MEDIA = /^application\/([\w.-]+\+)?json$/i;
+
+/**
+ * Caps the body and demands a JSON content type, so a form or text body is a clear 415 instead of a
+ * confusing "url: required". With `optional`, a request without a body passes (replay everything).
+ */
+export function jsonBody(opts: { optional?: boolean } = {}): MiddlewareHandler[] {
+  const limit = bodyLimit({
+    maxSize: ADMIN_MAX_BODY_BYTES,
+    onError: () => {
+      throw new HttpProblem(413, "Payload too large", `the body is over ${ADMIN_MAX_BODY_BYTES} bytes`);
+    },
+  });
+  const contentType: MiddlewareHandler = async (c, next) => {
+    const media = (c.req.header("content-type") ?? "").split(";")[0]?.trim() ?? "";
+    const length = c.req.header("content-length");
+    const hasBody =
+      c.req.header("transfer-encoding") !== undefined || (length !== undefined && length !== "0");
+    if (!JSON_MEDIA.test(media) && (hasBody || !opts.optional)) {
+      throw new HttpProblem(
+        415,
+        "Unsupported media type",
+        `the body must be application/json, not ${media || "absent"}`,
+      );
+    }
+    await next();
+  };
+  return [contentType, limit];
+}
+
+/** A destination id path parameter (anything; unknown ids are 404). */
+export const DestinationIdParams = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(200)
+    .openapi({ param: { name: "id", in: "path" }, example: "dest_0195c1f4a3b07c3d9e8f1a2b3c4d5e6f" }),
+});
+
+export function notFoundDestination(id: string): HttpProblem {
+  return new HttpProblem(404, "Not found", `no destination with id ${id}`);
+}
+
+/** A 503 for a DeliveryControl call that failed; `detail` says what state things were left in. */
+export function deliveryUnavailable(detail: string): HttpProblem {
+  return new HttpProblem(503, "Delivery unavailable", detail, {
+    headers: { "retry-after": String(ADMIN_RETRY_AFTER_S) },
+  });
+}
+
+export function toIso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/** Cursors are opaque to clients: base64url JSON, so their shape can change without an API change. */
+export function encodeCursor(value: unknown): string {
+  return Buffer.from(JSON.stringify(value), "utf8").toString("base64url");
+}
+
+/** Decodes a cursor made by `encodeCursor` and checks its shape; a tampered one is a 400 on `cursor`. */
+export function decodeCursor<T>(cursor: string, schema: z.ZodType<T>): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+  } catch {
+    raw = undefined;
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    throw new HttpProblem(400, "Invalid request", "cursor: not a cursor this API returned", {
+      errors: [{ field: "cursor", message: "not a cursor this API returned" }],
+    });
+  }
+  return parsed.data;
+}

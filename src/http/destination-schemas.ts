@@ -1,0 +1,172 @@
+import { z } from "@hono/zod-openapi";
+import type { Destination } from "../store/destinations.ts";
+import { toIso } from "./admin-shared.ts";
+
+/** Defaults of the optional destination settings (README documents them). */
+export const DESTINATION_DEFAULTS = {
+  maxAttempts: 8,
+  timeoutMs: 15_000,
+  backoffBaseMs: 1_000,
+  backoffMaxMs: 60_000,
+  maxConcurrency: 16,
+} as const;
+
+/**
+ * Headers a destination may not set: the gateway sets them itself (content-type, user-agent, the
+ * Standard Webhooks trio), they describe the connection rather than the message (hop-by-hop), or undici
+ * refuses them outright — a worker must never discover that at send time.
+ */
+const RESERVED_HEADERS = new Set([
+  "host",
+  "content-length",
+  "content-type",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
+  "expect",
+  "user-agent",
+]);
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
+// Printable ASCII and tab: no CR/LF (header injection), no NUL, nothing undici would reject.
+const HEADER_VALUE = /^[\t\x20-\x7e]{0,8192}$/;
+const MAX_HEADERS = 64;
+
+const Headers = z
+  .record(z.string(), z.string())
+  .superRefine((headers, ctx) => {
+    const names = Object.keys(headers);
+    if (names.length > MAX_HEADERS) {
+      ctx.addIssue({ code: "custom", message: `at most ${MAX_HEADERS} headers` });
+    }
+    const seen = new Set<string>();
+    for (const name of names) {
+      const lower = name.toLowerCase();
+      const refuse = (message: string) => ctx.addIssue({ code: "custom", path: [name], message });
+      if (!HEADER_NAME.test(name)) refuse(`"${name}" is not a valid header name`);
+      else if (RESERVED_HEADERS.has(lower) || lower.startsWith("webhook-")) {
+        refuse(`header "${name}" is reserved: the gateway sets it or it cannot be forwarded`);
+      } else if (seen.has(lower)) refuse(`header "${name}" is given twice (names are case-insensitive)`);
+      else if (!HEADER_VALUE.test(headers[name] ?? "")) {
+        refuse(`header "${name}" has a value that is not printable ASCII or is over 8192 characters`);
+      }
+      seen.add(lower);
+    }
+  })
+  .openapi({
+    description:
+      "Extra request headers. Refused: host, content-length, content-type, transfer-encoding, connection, " +
+      "keep-alive, proxy-connection, te, trailer, upgrade, expect, user-agent and every webhook-* header.",
+    example: { authorization: "Bearer receiver-token" },
+  });
+
+/** `whsec_` + standard base64 of 24–64 bytes, the Standard Webhooks secret format. */
+export function isValidSecret(value: string): boolean {
+  const m = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(value);
+  if (!m?.[1]) return false;
+  const bytes = Buffer.from(m[1], "base64");
+  // Buffer decoding is lenient; a round trip proves the text was canonical base64 of those bytes.
+  const canonical = bytes.toString("base64").replace(/=+$/, "") === m[1].replace(/=+$/, "");
+  return canonical && bytes.length >= 24 && bytes.length <= 64;
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return u.protocol === "http:" || u.protocol === "https:";
+  } catch {
+    return false;
+  }
+}
+
+const Url = z
+  .string()
+  .max(2048, "must be at most 2048 characters")
+  .refine(isHttpUrl, "must be an absolute http:// or https:// URL")
+  .openapi({ example: "https://receiver.example.com/webhooks" });
+const Name = z.string().min(1).max(200);
+const EventTypes = z
+  .array(z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1–128 characters of [A-Za-z0-9._-]"))
+  .max(100)
+  .openapi({
+    description: "Event types to deliver; empty or absent = every type.",
+    example: ["order.created"],
+  });
+const Secret = z
+  .string()
+  .max(200)
+  .refine(isValidSecret, "must be whsec_ followed by the base64 of 24–64 bytes")
+  .openapi({ description: "Signing secret; generated (32 random bytes) when absent." });
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+const settings = {
+  eventTypes: EventTypes.optional(),
+  headers: Headers.optional(),
+  secret: Secret.optional(),
+  maxAttempts: int(1, 50).optional().openapi({ description: "Default 8." }),
+  timeoutMs: int(100, 30_000).optional().openapi({ description: "Default 15000." }),
+  backoffBaseMs: int(1, 3_600_000).optional().openapi({ description: "Default 1000." }),
+  backoffMaxMs: int(1, 3_600_000)
+    .optional()
+    .openapi({ description: "Default 60000; must be ≥ backoffBaseMs." }),
+  maxConcurrency: int(1, 1000).optional().openapi({ description: "Default 16." }),
+};
+
+export const CreateDestinationBody = z
+  .strictObject({ url: Url, name: Name.optional(), ...settings })
+  .openapi("CreateDestination");
+
+export const PatchDestinationBody = z
+  .strictObject({
+    url: Url.optional(),
+    name: Name.nullable().optional().openapi({ description: "null clears the name." }),
+    ...settings,
+    disabled: z.boolean().optional(),
+  })
+  .openapi("PatchDestination");
+
+export const DestinationSchema = z
+  .object({
+    id: z.string().openapi({ example: "dest_0195c1f4a3b07c3d9e8f1a2b3c4d5e6f" }),
+    name: z.string().nullable(),
+    url: z.string(),
+    eventTypes: z.array(z.string()),
+    headers: z.record(z.string(), z.string()),
+    secret: z.string(),
+    maxAttempts: z.number().int(),
+    timeoutMs: z.number().int(),
+    backoffBaseMs: z.number().int(),
+    backoffMaxMs: z.number().int(),
+    maxConcurrency: z.number().int(),
+    disabled: z.boolean(),
+    disabledReason: z.string().nullable(),
+    createdAt: z.string().openapi({ format: "date-time" }),
+    updatedAt: z.string().openapi({ format: "date-time" }),
+  })
+  .openapi("Destination");
+
+export type DestinationView = z.infer<typeof DestinationSchema>;
+
+export function destinationView(d: Destination): DestinationView {
+  return {
+    id: d.id,
+    name: d.name,
+    url: d.url,
+    eventTypes: d.eventTypes,
+    headers: d.headers,
+    secret: d.secret,
+    maxAttempts: d.maxAttempts,
+    timeoutMs: d.timeoutMs,
+    backoffBaseMs: d.backoffBaseMs,
+    backoffMaxMs: d.backoffMaxMs,
+    maxConcurrency: d.maxConcurrency,
+    disabled: d.disabled,
+    disabledReason: d.disabledReason,
+    createdAt: toIso(d.createdAt),
+    updatedAt: toIso(d.updatedAt),
+  };
+}

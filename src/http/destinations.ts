@@ -1,0 +1,266 @@
+import { randomBytes } from "node:crypto";
+import { createRoute, z } from "@hono/zod-openapi";
+import { checkDestinationUrl, UnsafeDestinationError } from "../delivery/ssrf.ts";
+import {
+  type Destination,
+  type DestinationPatch,
+  deleteDestination,
+  getDestination,
+  insertDestination,
+  listDestinations,
+  updateDestination,
+} from "../store/destinations.ts";
+import {
+  type AdminDeps,
+  DestinationIdParams,
+  deliveryUnavailable,
+  jsonBody,
+  notFoundDestination,
+  problemResponses,
+} from "./admin-shared.ts";
+import { createRouter } from "./app.ts";
+import { adminSecurity } from "./auth.ts";
+import {
+  CreateDestinationBody,
+  DESTINATION_DEFAULTS,
+  DestinationSchema,
+  destinationView,
+  PatchDestinationBody,
+} from "./destination-schemas.ts";
+import { HttpProblem } from "./problem.ts";
+
+/** `dest_` + 16 random bytes in hex: unguessable, and a valid Kafka group-id suffix. */
+export function newDestinationId(): string {
+  return `dest_${randomBytes(16).toString("hex")}`;
+}
+
+/** A fresh Standard Webhooks secret: `whsec_` + base64 of 32 random bytes. */
+export function newSecret(): string {
+  return `whsec_${randomBytes(32).toString("base64")}`;
+}
+
+function invalid(field: string, message: string): HttpProblem {
+  return new HttpProblem(400, "Invalid request", `${field}: ${message}`, { errors: [{ field, message }] });
+}
+
+function assertBackoffOrder(baseMs: number, maxMs: number): void {
+  if (maxMs < baseMs) {
+    throw invalid("backoffMaxMs", `must be ≥ backoffBaseMs (${baseMs}), got ${maxMs}`);
+  }
+}
+
+/** The SSRF guard's registration-time check; its refusal is the client's fault, a 400 on `url`. */
+async function assertSafeUrl(url: string, allowPrivate: boolean): Promise<void> {
+  try {
+    await checkDestinationUrl(url, { allowPrivate });
+  } catch (err) {
+    if (err instanceof UnsafeDestinationError) throw invalid("url", err.message);
+    throw err;
+  }
+}
+
+const json = { "application/json": { schema: DestinationSchema } };
+
+const createDestination = createRoute({
+  method: "post",
+  path: "/api/destinations",
+  tags: ["destinations"],
+  summary: "Register a destination",
+  description:
+    "Every event accepted after the 201 is delivered to it: the new consumer group is pinned to the " +
+    "events topic's end before the destination is stored.",
+  security: adminSecurity,
+  middleware: jsonBody(),
+  request: { body: { required: true, content: { "application/json": { schema: CreateDestinationBody } } } },
+  responses: {
+    201: { description: "The destination, with its id and secret", content: json },
+    ...problemResponses(400, 401, 413, 415, 503),
+  },
+});
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/api/destinations",
+  tags: ["destinations"],
+  summary: "List destinations, oldest first",
+  security: adminSecurity,
+  responses: {
+    200: {
+      description: "Every destination",
+      content: { "application/json": { schema: z.object({ destinations: z.array(DestinationSchema) }) } },
+    },
+    ...problemResponses(401),
+  },
+});
+
+const getRoute = createRoute({
+  method: "get",
+  path: "/api/destinations/{id}",
+  tags: ["destinations"],
+  summary: "Get a destination",
+  security: adminSecurity,
+  request: { params: DestinationIdParams },
+  responses: { 200: { description: "The destination", content: json }, ...problemResponses(401, 404) },
+});
+
+const patchRoute = createRoute({
+  method: "patch",
+  path: "/api/destinations/{id}",
+  tags: ["destinations"],
+  summary: "Change a destination's settings, or disable/enable it",
+  description: "The worker picks the change up without losing its position.",
+  security: adminSecurity,
+  middleware: jsonBody(),
+  request: {
+    params: DestinationIdParams,
+    body: { required: true, content: { "application/json": { schema: PatchDestinationBody } } },
+  },
+  responses: {
+    200: { description: "The changed destination", content: json },
+    ...problemResponses(400, 401, 404, 413, 415, 503),
+  },
+});
+
+const deleteRoute = createRoute({
+  method: "delete",
+  path: "/api/destinations/{id}",
+  tags: ["destinations"],
+  summary: "Delete a destination, stop its worker and delete its consumer group",
+  security: adminSecurity,
+  request: { params: DestinationIdParams },
+  responses: { 204: { description: "Deleted" }, ...problemResponses(401, 404, 503) },
+});
+
+/** The /api/destinations resource. Every write goes store-then-delivery in the order DeliveryControl documents. */
+export function destinationRoutes(deps: AdminDeps) {
+  const { db } = deps.store;
+  const allowPrivate = deps.config.ALLOW_PRIVATE_DESTINATIONS;
+  const router = createRouter();
+
+  router.openapi(createDestination, async (c) => {
+    const body = c.req.valid("json");
+    const backoffBaseMs = body.backoffBaseMs ?? DESTINATION_DEFAULTS.backoffBaseMs;
+    const backoffMaxMs = body.backoffMaxMs ?? DESTINATION_DEFAULTS.backoffMaxMs;
+    assertBackoffOrder(backoffBaseMs, backoffMaxMs);
+    await assertSafeUrl(body.url, allowPrivate);
+
+    const id = newDestinationId();
+    // The group's offsets are pinned before the row exists: if Kafka cannot do it, nothing is stored and
+    // the client retries; if it succeeds, no event accepted after our 201 can slip past the new worker.
+    try {
+      await deps.delivery.prepareDestination(id);
+    } catch (err) {
+      deps.logger.warn(
+        { err, destinationId: id },
+        "could not prepare the consumer group of a new destination",
+      );
+      throw deliveryUnavailable(
+        "Kafka could not set up the destination's consumer group; nothing was registered",
+      );
+    }
+    const now = Date.now();
+    const row = insertDestination(db, {
+      id,
+      name: body.name ?? null,
+      url: body.url,
+      eventTypes: body.eventTypes ?? [],
+      headers: body.headers ?? {},
+      secret: body.secret ?? newSecret(),
+      maxAttempts: body.maxAttempts ?? DESTINATION_DEFAULTS.maxAttempts,
+      timeoutMs: body.timeoutMs ?? DESTINATION_DEFAULTS.timeoutMs,
+      backoffBaseMs,
+      backoffMaxMs,
+      maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
+      disabled: false,
+      disabledReason: null,
+      createdAt: now,
+      updatedAt: now,
+    });
+    try {
+      await deps.delivery.destinationAdded(row);
+    } catch (err) {
+      // Undo, so the client's retry does not leave a second, workerless destination behind.
+      deps.logger.error({ err, destinationId: id }, "could not start the worker of a new destination");
+      deleteDestination(db, id);
+      await deps.delivery.destinationRemoved(id).catch(() => {});
+      throw deliveryUnavailable("the destination's worker could not start; nothing was registered");
+    }
+    deps.logger.info({ destinationId: id }, "destination registered");
+    return c.json(destinationView(row), 201);
+  });
+
+  router.openapi(listRoute, (c) => c.json({ destinations: listDestinations(db).map(destinationView) }, 200));
+
+  router.openapi(getRoute, (c) => {
+    const { id } = c.req.valid("param");
+    const row = getDestination(db, id);
+    if (!row) throw notFoundDestination(id);
+    return c.json(destinationView(row), 200);
+  });
+
+  router.openapi(patchRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const body = c.req.valid("json");
+    const existing = getDestination(db, id);
+    if (!existing) throw notFoundDestination(id);
+    assertBackoffOrder(
+      body.backoffBaseMs ?? existing.backoffBaseMs,
+      body.backoffMaxMs ?? existing.backoffMaxMs,
+    );
+    if (body.url !== undefined) await assertSafeUrl(body.url, allowPrivate);
+
+    const row = updateDestination(db, id, toPatch(existing, body));
+    if (!row) throw notFoundDestination(id); // deleted while the URL was being checked
+    try {
+      await deps.delivery.destinationChanged(row);
+    } catch (err) {
+      deps.logger.error({ err, destinationId: id }, "could not apply a destination change to its worker");
+      throw deliveryUnavailable(
+        "the change is saved but the worker could not apply it yet; repeating the same PATCH is safe",
+      );
+    }
+    deps.logger.info({ destinationId: id, fields: Object.keys(body) }, "destination changed");
+    return c.json(destinationView(row), 200);
+  });
+
+  router.openapi(deleteRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    if (!getDestination(db, id)) throw notFoundDestination(id);
+    // Worker and consumer group first: if Kafka refuses, the row stays and the client can retry.
+    try {
+      await deps.delivery.destinationRemoved(id);
+    } catch (err) {
+      deps.logger.error({ err, destinationId: id }, "could not stop the worker of a deleted destination");
+      throw deliveryUnavailable("the destination's worker could not be stopped; nothing was deleted");
+    }
+    deleteDestination(db, id);
+    deps.logger.info({ destinationId: id }, "destination deleted");
+    return c.body(null, 204);
+  });
+
+  return router;
+}
+
+/** The columns a PATCH body changes; fields it leaves out keep their value. */
+function toPatch(existing: Destination, body: z.infer<typeof PatchDestinationBody>): DestinationPatch {
+  const patch: DestinationPatch = {};
+  if (body.url !== undefined) patch.url = body.url;
+  if (body.name !== undefined) patch.name = body.name;
+  if (body.eventTypes !== undefined) patch.eventTypes = body.eventTypes;
+  if (body.headers !== undefined) patch.headers = body.headers;
+  if (body.secret !== undefined) patch.secret = body.secret;
+  if (body.maxAttempts !== undefined) patch.maxAttempts = body.maxAttempts;
+  if (body.timeoutMs !== undefined) patch.timeoutMs = body.timeoutMs;
+  if (body.backoffBaseMs !== undefined) patch.backoffBaseMs = body.backoffBaseMs;
+  if (body.backoffMaxMs !== undefined) patch.backoffMaxMs = body.backoffMaxMs;
+  if (body.maxConcurrency !== undefined) patch.maxConcurrency = body.maxConcurrency;
+  if (body.disabled === false) {
+    patch.disabled = false;
+    patch.disabledReason = null;
+  } else if (body.disabled === true && !existing.disabled) {
+    // A destination the worker disabled (410 Gone) keeps the worker's reason.
+    patch.disabled = true;
+    patch.disabledReason = "disabled through the admin API";
+  }
+  return patch;
+}

@@ -1,0 +1,53 @@
+import { and, asc, desc, eq, gte, lt } from "drizzle-orm";
+import type { AttemptOutcome } from "./attempts.ts";
+import type { Db } from "./db.ts";
+import { attempts } from "./schema.ts";
+
+export type Attempt = typeof attempts.$inferSelect;
+
+/** Every attempt of one event at every destination, oldest first. */
+export function listEventAttempts(db: Db, eventId: string): Attempt[] {
+  return db.select().from(attempts).where(eq(attempts.eventId, eventId)).orderBy(asc(attempts.id)).all();
+}
+
+export interface DestinationAttemptsQuery {
+  destinationId: string;
+  outcome?: AttemptOutcome;
+  /** Only attempts started at or after this Unix millisecond. */
+  since?: number;
+  /** Keyset cursor: only attempts with a smaller id (the previous page's last id). */
+  beforeId?: number;
+  limit: number;
+}
+
+export interface AttemptPage {
+  attempts: Attempt[];
+  /** The id to pass as `beforeId` for the next page; undefined when this page is the last. */
+  nextBeforeId: number | undefined;
+}
+
+/**
+ * One page of a destination's attempts, newest first. Keyset on the autoincrement id rather than
+ * OFFSET: a page costs the same however deep it is, and rows written while a client pages (new
+ * attempts get larger ids) never shift or repeat what it sees. The (destination_id, id) index serves it.
+ */
+export function listDestinationAttempts(db: Db, q: DestinationAttemptsQuery): AttemptPage {
+  const rows = db
+    .select()
+    .from(attempts)
+    .where(
+      and(
+        eq(attempts.destinationId, q.destinationId),
+        q.outcome !== undefined ? eq(attempts.outcome, q.outcome) : undefined,
+        q.since !== undefined ? gte(attempts.startedAt, q.since) : undefined,
+        q.beforeId !== undefined ? lt(attempts.id, q.beforeId) : undefined,
+      ),
+    )
+    .orderBy(desc(attempts.id))
+    // One row more than asked tells whether another page exists without a COUNT.
+    .limit(q.limit + 1)
+    .all();
+  const more = rows.length > q.limit;
+  const page = more ? rows.slice(0, q.limit) : rows;
+  return { attempts: page, nextBeforeId: more ? page[page.length - 1]?.id : undefined };
+}
