@@ -1,0 +1,267 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createRoute, z } from "@hono/zod-openapi";
+import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import {
+  AcceptedBatchSchema,
+  AcceptedEventSchema,
+  EventBatchSchema,
+  EventInputSchema,
+  EventNotSerializableError,
+} from "../ingest/events.ts";
+import { KafkaUnavailableError } from "../ingest/producer.ts";
+import {
+  type Accepted,
+  IdempotencyKeyInFlightError,
+  IdempotencyKeyReusedError,
+  type IngestService,
+} from "../ingest/service.ts";
+import { createRouter } from "./app.ts";
+import { HttpProblem } from "./problem.ts";
+
+export interface IngestDeps {
+  service: IngestService;
+  /** Empty: ingest is open. Otherwise `Authorization: Bearer <one of these>` is required. */
+  apiKeys: string[];
+  maxBodyBytes: number;
+  /** Seconds clients are told to wait (Retry-After) when Kafka cannot take events. */
+  retryAfterSeconds: number;
+}
+
+type IngestEnv = { Variables: { ingestScope: string } };
+
+/** RFC 9457 problem document, as every error of the API answers. */
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    instance: z.string(),
+    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+  })
+  .openapi("Problem");
+
+const problem = (description: string) => ({
+  description,
+  content: { "application/problem+json": { schema: ProblemSchema } },
+});
+
+const IngestHeadersSchema = z.object({
+  "idempotency-key": z
+    .string()
+    .min(1)
+    .max(255)
+    .regex(/^[\x21-\x7e]+$/, "must be 1–255 visible ASCII characters")
+    .optional()
+    .openapi({
+      description:
+        "A repeat within the idempotency TTL (24 h by default) gets the original answer and writes nothing new.",
+    }),
+});
+
+const errorResponses = {
+  400: problem(
+    "Malformed JSON, or a field is missing or invalid (`errors` names it, e.g. `events.3.userID`).",
+  ),
+  401: problem("Ingest API keys are configured and the request has none, or a wrong one."),
+  409: problem("A request with the same Idempotency-Key is still in progress."),
+  413: problem("The body is over the size limit."),
+  415: problem("The body is not `application/json`."),
+  422: problem("The Idempotency-Key was used before with a different body."),
+  503: problem(
+    "Kafka did not acknowledge the event(s) in time; nothing was accepted. Retry after `Retry-After`.",
+  ),
+};
+
+const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;.*)?$/i;
+
+/** Hashes so that the comparison takes the same time whatever the length or content of the guess. */
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+function requireApiKey(keys: string[]): MiddlewareHandler<IngestEnv> {
+  const digests = keys.map(digest);
+  return async (c, next) => {
+    if (digests.length === 0) {
+      c.set("ingestScope", "-");
+      return next();
+    }
+    const header = c.req.header("authorization") ?? "";
+    const token = header.startsWith("Bearer ") ? header.slice(7).trim() : "";
+    const presented = digest(token);
+    let matched = -1;
+    // No early exit: every configured key is compared.
+    for (let i = 0; i < digests.length; i++) {
+      if (timingSafeEqual(presented, digests[i] as Buffer) && token !== "") matched = i;
+    }
+    if (matched < 0) {
+      throw new HttpProblem(401, "Unauthorized", "ingest needs Authorization: Bearer <ingest API key>", {
+        headers: { "www-authenticate": 'Bearer realm="ingest"' },
+      });
+    }
+    // Idempotency keys are scoped per API key, so two clients' keys cannot collide.
+    c.set("ingestScope", presented.subarray(0, 12).toString("base64url"));
+    return next();
+  };
+}
+
+const requireJson: MiddlewareHandler = async (c, next) => {
+  const contentType = c.req.header("content-type");
+  if (!contentType || !JSON_MEDIA_TYPE.test(contentType)) {
+    throw new HttpProblem(
+      415,
+      "Unsupported media type",
+      `the body must be application/json, not ${contentType ? JSON.stringify(contentType) : "absent"}`,
+      { headers: { accept: "application/json" } },
+    );
+  }
+  return next();
+};
+
+function limitBody(maxBytes: number): MiddlewareHandler {
+  // hono's bodyLimit rejects on Content-Length before reading anything, and counts chunked bodies as they
+  // stream. `connection: close` keeps Node from draining a huge unread body to reuse the connection.
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw new HttpProblem(413, "Payload too large", `the body is over the limit of ${maxBytes} bytes`, {
+        headers: { connection: "close" },
+      });
+    },
+  });
+}
+
+function toProblem(err: unknown, retryAfterSeconds: number): unknown {
+  if (err instanceof KafkaUnavailableError) {
+    return new HttpProblem(
+      503,
+      "Kafka unavailable",
+      `nothing was accepted: ${err.message}; retry after ${retryAfterSeconds} s`,
+      { headers: { "retry-after": String(retryAfterSeconds) } },
+    );
+  }
+  if (err instanceof IdempotencyKeyReusedError) {
+    return new HttpProblem(422, "Idempotency key reused", err.message, {
+      errors: [{ field: "Idempotency-Key", message: err.message }],
+    });
+  }
+  if (err instanceof IdempotencyKeyInFlightError) {
+    return new HttpProblem(409, "Idempotency key in use", err.message, { headers: { "retry-after": "1" } });
+  }
+  if (err instanceof EventNotSerializableError) {
+    return new HttpProblem(400, "Invalid request", err.message, {
+      errors: [{ field: "payload", message: err.message }],
+    });
+  }
+  return err;
+}
+
+function replayHeader(c: Context, accepted: Accepted): void {
+  if (accepted.replayed) c.header("idempotent-replayed", "true");
+}
+
+/** `POST /api/singleEvent` and `POST /api/events`: validate, produce with acks=all, answer 202. */
+export function ingestRoutes(deps: IngestDeps) {
+  const app = createRouter<IngestEnv>();
+  const middleware: MiddlewareHandler<IngestEnv>[] = [
+    requireApiKey(deps.apiKeys),
+    requireJson,
+    limitBody(deps.maxBodyBytes),
+  ];
+  const security = deps.apiKeys.length > 0 ? [{ IngestApiKey: [] }] : [];
+  if (deps.apiKeys.length > 0) {
+    app.openAPIRegistry.registerComponent("securitySchemes", "IngestApiKey", {
+      type: "http",
+      scheme: "bearer",
+    });
+  }
+
+  const singleEvent = createRoute({
+    method: "post",
+    path: "/api/singleEvent",
+    tags: ["ingest"],
+    summary: "Accept one event",
+    description:
+      "Answers 202 once every in-sync Kafka replica holds the event (key = userID), 503 if Kafka cannot.",
+    middleware,
+    security,
+    request: {
+      headers: IngestHeadersSchema,
+      body: { required: true, content: { "application/json": { schema: EventInputSchema } } },
+    },
+    responses: {
+      202: {
+        description: "Kafka holds the event.",
+        content: { "application/json": { schema: AcceptedEventSchema } },
+      },
+      ...errorResponses,
+    },
+  });
+
+  const events = createRoute({
+    method: "post",
+    path: "/api/events",
+    tags: ["ingest"],
+    summary: "Accept a batch of events, all or nothing",
+    description:
+      "Answers 202 only when Kafka acknowledged every event. After a 503 some events may be in Kafka: retry with " +
+      "the same Idempotency-Key and the same event ids are sent again, so deliveries are not duplicated.",
+    middleware,
+    security,
+    request: {
+      headers: IngestHeadersSchema,
+      body: { required: true, content: { "application/json": { schema: EventBatchSchema } } },
+    },
+    responses: {
+      202: {
+        description: "Kafka holds every event.",
+        content: { "application/json": { schema: AcceptedBatchSchema } },
+      },
+      ...errorResponses,
+    },
+  });
+
+  app.openapi(singleEvent, async (c) => {
+    const event = c.req.valid("json");
+    const key = c.req.valid("header")["idempotency-key"];
+    let accepted: Accepted;
+    try {
+      accepted = await deps.service.accept(
+        "singleEvent",
+        [event],
+        key ? { key, scope: c.get("ingestScope") } : undefined,
+      );
+    } catch (err) {
+      throw toProblem(err, deps.retryAfterSeconds);
+    }
+    replayHeader(c, accepted);
+    return c.json(
+      {
+        id: accepted.ids[0] as string,
+        userID: event.userID,
+        type: event.type,
+        receivedAt: accepted.receivedAt,
+      },
+      202,
+    );
+  });
+
+  app.openapi(events, async (c) => {
+    const body = c.req.valid("json");
+    const key = c.req.valid("header")["idempotency-key"];
+    let accepted: Accepted;
+    try {
+      accepted = await deps.service.accept(
+        "events",
+        body.events,
+        key ? { key, scope: c.get("ingestScope") } : undefined,
+      );
+    } catch (err) {
+      throw toProblem(err, deps.retryAfterSeconds);
+    }
+    replayHeader(c, accepted);
+    return c.json({ ids: accepted.ids, receivedAt: accepted.receivedAt }, 202);
+  });
+
+  return app;
+}

@@ -1,0 +1,329 @@
+import { CompressionTypes, type Kafka, Partitioners, type Producer } from "kafkajs";
+import type { Logger } from "../log.ts";
+
+/** One record to publish. `key` decides the partition (kafkajs's Java-compatible murmur2). */
+export interface Message {
+  key: string | null;
+  value: string | Buffer;
+  headers?: Record<string, string | Buffer>;
+}
+
+/**
+ * The narrow interface the rest of the gateway publishes through (ingest, and the delivery workers for
+ * dead letters). `publish` resolves once every in-sync replica holds the messages (acks=all) and rejects
+ * with {@link KafkaUnavailableError} otherwise — never both, never neither.
+ */
+export interface RecordSink {
+  publish(topic: string, messages: Message[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Kafka did not (or could not be asked to) acknowledge the messages; the caller may retry later. */
+export class KafkaUnavailableError extends Error {
+  override name = "KafkaUnavailableError";
+}
+
+export interface GroupCommitOptions {
+  /** Flush a batch once it holds this many records. */
+  maxRecords: number;
+  /** Flush a batch once its keys and values reach this many bytes. */
+  maxBytes: number;
+  /** Longest a record waits for company before its batch is sent. 0 = the current I/O tick. */
+  lingerMs: number;
+  /** A batch without acknowledgement after this long fails (its publishes reject). */
+  ackTimeoutMs: number;
+  logger: Logger;
+  /** Passed to kafkajs's producer; only the idempotent lock's queue depth, see KAFKA-NOTES. */
+  maxInFlightRequests?: number;
+  /** Called after each batch with its size and how long Kafka took to answer (metrics). */
+  onBatch?: (records: number, seconds: number, ok: boolean) => void;
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+class Batch {
+  readonly topics = new Map<string, Message[]>();
+  readonly waiters: Waiter[] = [];
+  records = 0;
+  bytes = 0;
+  /** The linger time ran out: the batch may leave as soon as nothing else is in flight. */
+  due = false;
+
+  add(topic: string, messages: Message[], bytes: number, waiter: Waiter): void {
+    let list = this.topics.get(topic);
+    if (!list) {
+      list = [];
+      this.topics.set(topic, list);
+    }
+    for (const m of messages) list.push(m);
+    this.records += messages.length;
+    this.bytes += bytes;
+    this.waiters.push(waiter);
+  }
+}
+
+function sizeOf(messages: Message[]): number {
+  let bytes = 0;
+  for (const m of messages) {
+    bytes += typeof m.value === "string" ? Buffer.byteLength(m.value) : m.value.length;
+    if (m.key) bytes += m.key.length;
+  }
+  return bytes;
+}
+
+type State = "idle" | "connecting" | "ready" | "closed";
+
+/**
+ * Group commit over one kafkajs idempotent producer (acks=-1, no compression).
+ *
+ * kafkajs sends one Produce request per send() and, for an idempotent producer, holds a lock per broker
+ * around each request, so concurrent sends queue up one by one. Here concurrent publish() calls are
+ * gathered into one sendBatch (which may span topics) that leaves when it reaches `maxRecords` or
+ * `maxBytes`, or `lingerMs` after its first record; one batch is in flight at a time while the next fills.
+ *
+ * After any failed or timed-out batch the producer is thrown away and a new one (a new producer id) is
+ * connected in the background. Reusing it would be unsafe: kafkajs rolls its sequence numbers back when a
+ * request fails, so if the broker did write the lost request, the next batch could reuse those sequence
+ * numbers and be acknowledged as a "duplicate" without being written. While no producer is connected,
+ * publish() rejects at once, so ingest can answer 503 without waiting.
+ */
+export class GroupCommitProducer implements RecordSink {
+  #kafka: Kafka;
+  #opts: GroupCommitOptions;
+  #log: Logger;
+  #state: State = "idle";
+  #producer: Producer | undefined;
+  #open: Batch | undefined;
+  #sealed: Batch[] = [];
+  #inFlight = false;
+  #cancelLinger: (() => void) | undefined;
+  /** The producer being connected, so close() can end an attempt in progress. */
+  #connecting: Producer | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #readyWaiters: Array<() => void> = [];
+  #drained: (() => void) | undefined;
+  #lastError = "";
+
+  constructor(kafka: Kafka, opts: GroupCommitOptions) {
+    this.#kafka = kafka;
+    this.#opts = opts;
+    this.#log = opts.logger.child({ component: "producer" });
+  }
+
+  /** True while a producer is connected and publish() can be acknowledged. */
+  get ready(): boolean {
+    return this.#state === "ready";
+  }
+
+  /** Starts connecting in the background, retrying with backoff until it succeeds or close() is called. */
+  start(): void {
+    if (this.#state !== "idle") return;
+    this.#state = "connecting";
+    void this.#connectLoop();
+  }
+
+  /** Resolves the next time the producer is connected (at once if it is); stays pending once closed. */
+  whenReady(): Promise<void> {
+    if (this.#state === "ready") return Promise.resolve();
+    return new Promise((done) => this.#readyWaiters.push(done));
+  }
+
+  publish(topic: string, messages: Message[]): Promise<void> {
+    if (this.#state !== "ready") {
+      return Promise.reject(
+        new KafkaUnavailableError(
+          this.#state === "closed" ? "the producer is closed" : "not connected to Kafka",
+        ),
+      );
+    }
+    if (messages.length === 0) return Promise.resolve();
+    const bytes = sizeOf(messages);
+    return new Promise<void>((resolve, reject) => {
+      const { maxRecords, maxBytes } = this.#opts;
+      let batch = this.#open;
+      if (batch && (batch.records + messages.length > maxRecords || batch.bytes + bytes > maxBytes)) {
+        this.#seal();
+        batch = undefined;
+      }
+      if (!batch) batch = this.#openBatch();
+      batch.add(topic, messages, bytes, { resolve, reject });
+      if (batch.records >= maxRecords || batch.bytes >= maxBytes) this.#seal();
+      this.#pump();
+    });
+  }
+
+  /** Sends what is queued (when connected), then disconnects. Later publishes reject. */
+  async close(): Promise<void> {
+    if (this.#state === "closed") return;
+    const wasReady = this.#state === "ready";
+    this.#state = "closed";
+    clearTimeout(this.#retryTimer);
+    await this.#connecting?.disconnect().catch(() => {});
+    if (this.#open) this.#seal();
+    if (wasReady && (this.#inFlight || this.#sealed.length > 0)) {
+      await new Promise<void>((done) => {
+        this.#drained = done;
+        this.#pump();
+      });
+    }
+    this.#failQueued(new KafkaUnavailableError("the producer is closed"));
+    await this.#producer?.disconnect().catch(() => {});
+    this.#producer = undefined;
+  }
+
+  #openBatch(): Batch {
+    const batch = new Batch();
+    this.#open = batch;
+    const due = () => {
+      this.#cancelLinger = undefined;
+      batch.due = true;
+      this.#pump();
+    };
+    // setImmediate for 0 still gathers every request parsed in the same I/O tick.
+    if (this.#opts.lingerMs > 0) {
+      const timer = setTimeout(due, this.#opts.lingerMs);
+      this.#cancelLinger = () => clearTimeout(timer);
+    } else {
+      const immediate = setImmediate(due);
+      this.#cancelLinger = () => clearImmediate(immediate);
+    }
+    return batch;
+  }
+
+  /** The open batch stops taking records and leaves as soon as nothing is in flight. */
+  #seal(): void {
+    const batch = this.#open;
+    if (!batch) return;
+    this.#open = undefined;
+    this.#cancelLinger?.();
+    this.#cancelLinger = undefined;
+    this.#sealed.push(batch);
+  }
+
+  #pump(): void {
+    if (this.#inFlight) return;
+    // A due open batch keeps filling while another is in flight, and leaves when that one is answered.
+    if (this.#sealed.length === 0 && this.#open?.due) this.#seal();
+    const next = this.#sealed.shift();
+    if (!next) {
+      this.#drained?.();
+      return;
+    }
+    const producer = this.#producer;
+    if (!producer || (this.#state !== "ready" && this.#state !== "closed")) {
+      this.#reject(next, new KafkaUnavailableError("not connected to Kafka"));
+      this.#pump();
+      return;
+    }
+    void this.#send(producer, next);
+  }
+
+  async #send(producer: Producer, batch: Batch): Promise<void> {
+    this.#inFlight = true;
+    const { ackTimeoutMs, onBatch } = this.#opts;
+    const started = performance.now();
+    let ok = false;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, fail) => {
+      timer = setTimeout(
+        () => fail(new KafkaUnavailableError(`Kafka did not acknowledge within ${ackTimeoutMs} ms`)),
+        ackTimeoutMs,
+      );
+    });
+    try {
+      const topicMessages = [...batch.topics].map(([topic, messages]) => ({ topic, messages }));
+      await Promise.race([
+        producer.sendBatch({
+          acks: -1,
+          timeout: ackTimeoutMs,
+          compression: CompressionTypes.None,
+          topicMessages,
+        }),
+        timeout,
+      ]);
+      ok = true;
+      for (const w of batch.waiters) w.resolve();
+    } catch (err) {
+      const error =
+        err instanceof KafkaUnavailableError
+          ? err
+          : new KafkaUnavailableError(`Kafka refused the batch: ${(err as Error).message}`, { cause: err });
+      this.#reject(batch, error);
+      this.#replaceProducer(producer, error);
+    } finally {
+      clearTimeout(timer);
+      this.#inFlight = false;
+      onBatch?.(batch.records, (performance.now() - started) / 1000, ok);
+    }
+    this.#pump();
+  }
+
+  #reject(batch: Batch, err: Error): void {
+    for (const w of batch.waiters) w.reject(err);
+  }
+
+  #failQueued(err: Error): void {
+    if (this.#open) this.#seal();
+    for (const batch of this.#sealed.splice(0)) this.#reject(batch, err);
+  }
+
+  /** Drops a producer whose sequence state can no longer be trusted and connects a fresh one. */
+  #replaceProducer(producer: Producer, err: Error): void {
+    if (this.#producer !== producer) return;
+    this.#producer = undefined;
+    // The in-flight request of a timed-out batch may still be running; disconnecting ends it.
+    producer.disconnect().catch(() => {});
+    // Whatever waited behind the failed batch would meet the same fate; answer it now.
+    this.#failQueued(new KafkaUnavailableError("not connected to Kafka", { cause: err }));
+    if (this.#state === "closed") return;
+    this.#state = "connecting";
+    this.#log.warn({ err: err.message }, "Kafka batch failed; reconnecting the producer");
+    this.#lastError = "";
+    void this.#connectLoop();
+  }
+
+  async #connectLoop(): Promise<void> {
+    let delay = 250;
+    while (this.#state === "connecting") {
+      const producer = this.#kafka.producer({
+        idempotent: true,
+        // Java-compatible murmur2, explicit so kafkajs does not warn about its v2 default change.
+        createPartitioner: Partitioners.DefaultPartitioner,
+        allowAutoTopicCreation: false,
+        maxInFlightRequests: this.#opts.maxInFlightRequests,
+      });
+      try {
+        this.#connecting = producer;
+        await producer.connect();
+        this.#connecting = undefined;
+        if (this.#state !== "connecting") {
+          await producer.disconnect().catch(() => {});
+          return;
+        }
+        this.#producer = producer;
+        this.#state = "ready";
+        this.#log.info("Kafka producer connected");
+        for (const done of this.#readyWaiters.splice(0)) done();
+        this.#pump();
+        return;
+      } catch (err) {
+        this.#connecting = undefined;
+        await producer.disconnect().catch(() => {});
+        const message = (err as Error).message;
+        // Log a failure once, not once per retry, until it changes or the producer connects.
+        if (message !== this.#lastError) {
+          this.#log.warn({ err: message, retryInMs: delay }, "cannot connect the Kafka producer; retrying");
+          this.#lastError = message;
+        }
+        if (this.#state !== "connecting") return;
+        await new Promise<void>((done) => {
+          this.#retryTimer = setTimeout(done, delay * (0.8 + Math.random() * 0.4));
+        });
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+}

@@ -1,0 +1,179 @@
+import { createHash } from "node:crypto";
+import type { Logger } from "../log.ts";
+import type { Db } from "../store/db.ts";
+import {
+  completeIdempotencyKey,
+  findIdempotencyKey,
+  purgeExpiredIdempotencyKeys,
+  RESERVED,
+  reserveIdempotencyKey,
+} from "../store/idempotency.ts";
+import { uuidv7 } from "./event-id.ts";
+import { type EventInput, toRecord } from "./events.ts";
+import { KafkaUnavailableError, type Message, type RecordSink } from "./producer.ts";
+
+/** Which route a request came through; an Idempotency-Key is scoped to it. */
+export type IngestKind = "singleEvent" | "events";
+
+export interface Accepted {
+  /** Event ids in request order. */
+  ids: string[];
+  receivedAt: string;
+  /** True when this is the stored answer to an earlier request with the same Idempotency-Key. */
+  replayed: boolean;
+}
+
+export interface IdempotencyRequest {
+  key: string;
+  /** Who asked (e.g. a hash of the API key), so two clients' keys never collide. */
+  scope: string;
+}
+
+/** The Idempotency-Key was used before with a different request body. */
+export class IdempotencyKeyReusedError extends Error {
+  override name = "IdempotencyKeyReusedError";
+}
+
+/** A request with the same Idempotency-Key is being produced right now. */
+export class IdempotencyKeyInFlightError extends Error {
+  override name = "IdempotencyKeyInFlightError";
+}
+
+export interface IngestServiceOptions {
+  db: Db;
+  sink: RecordSink;
+  topic: string;
+  /** False while the producer is disconnected or the topics are not there yet: answer 503 at once. */
+  kafkaReady: () => boolean;
+  idempotencyTtlMs: number;
+  logger: Logger;
+  /** Counts events accepted (Kafka acknowledged) or refused (Kafka could not take them), for metrics. */
+  onOutcome?: (outcome: "accepted" | "refused", events: number) => void;
+}
+
+export interface IngestService {
+  /**
+   * Turns validated events into records and resolves once Kafka acknowledged all of them. Rejects with
+   * KafkaUnavailableError (→ 503), IdempotencyKeyReusedError (→ 422), IdempotencyKeyInFlightError (→ 409)
+   * or EventNotSerializableError (→ 400).
+   */
+  accept(kind: IngestKind, events: EventInput[], idempotency?: IdempotencyRequest): Promise<Accepted>;
+  /** Stops the periodic purge of expired idempotency keys. */
+  close(): void;
+}
+
+interface StoredAnswer {
+  ids: string[];
+  receivedAt: string;
+}
+
+function requestHash(kind: IngestKind, events: EventInput[]): string {
+  return createHash("sha256").update(kind).update("\n").update(JSON.stringify(events)).digest("base64url");
+}
+
+const PURGE_EVERY_MS = 10 * 60_000;
+
+export function createIngestService(opts: IngestServiceOptions): IngestService {
+  const { db, sink, topic, logger } = opts;
+  // Keys whose produce is running in this process: a concurrent repeat must not send the events twice.
+  const inFlight = new Set<string>();
+
+  function recordsOf(events: EventInput[], { ids, receivedAt }: StoredAnswer): Message[] {
+    return events.map((event, i) => toRecord(event, ids[i] as string, receivedAt));
+  }
+
+  function assertKafkaReady(events: number): void {
+    if (opts.kafkaReady()) return;
+    opts.onOutcome?.("refused", events);
+    throw new KafkaUnavailableError("Kafka is not available");
+  }
+
+  async function send(messages: Message[]): Promise<void> {
+    try {
+      await sink.publish(topic, messages);
+    } catch (err) {
+      opts.onOutcome?.("refused", messages.length);
+      throw err;
+    }
+    opts.onOutcome?.("accepted", messages.length);
+  }
+
+  async function acceptIdempotent(
+    kind: IngestKind,
+    events: EventInput[],
+    { key, scope }: IdempotencyRequest,
+  ): Promise<Accepted> {
+    const storeKey = `${kind}:${scope}:${key}`;
+    const hash = requestHash(kind, events);
+    const now = Date.now();
+    let answer: StoredAnswer;
+    let messages: Message[];
+
+    const existing = findIdempotencyKey(db, storeKey, now);
+    if (existing) {
+      if (existing.requestHash !== hash) {
+        throw new IdempotencyKeyReusedError("this Idempotency-Key was used with a different request body");
+      }
+      answer = JSON.parse(existing.response) as StoredAnswer;
+      if (existing.status !== RESERVED) return { ...answer, replayed: true };
+      if (inFlight.has(storeKey)) {
+        throw new IdempotencyKeyInFlightError("a request with this Idempotency-Key is still being processed");
+      }
+      // Reserved but never acknowledged (a 503, or a crash): send the very same events again.
+      assertKafkaReady(events.length);
+      messages = recordsOf(events, answer);
+    } else {
+      answer = { ids: events.map(() => uuidv7(now)), receivedAt: new Date(now).toISOString() };
+      messages = recordsOf(events, answer);
+      assertKafkaReady(events.length);
+      const reserved = reserveIdempotencyKey(db, {
+        key: storeKey,
+        requestHash: hash,
+        response: JSON.stringify(answer),
+        createdAt: now,
+        expiresAt: now + opts.idempotencyTtlMs,
+      });
+      // Lost a race with a concurrent first request of the same key (SQLite serialises the two inserts).
+      if (!reserved) {
+        throw new IdempotencyKeyInFlightError("a request with this Idempotency-Key is still being processed");
+      }
+    }
+
+    inFlight.add(storeKey);
+    try {
+      await send(messages);
+    } finally {
+      inFlight.delete(storeKey);
+    }
+    completeIdempotencyKey(db, storeKey, 202);
+    return { ...answer, replayed: false };
+  }
+
+  const purge = () => {
+    try {
+      const removed = purgeExpiredIdempotencyKeys(db, Date.now());
+      if (removed > 0) logger.debug({ removed }, "purged expired idempotency keys");
+    } catch (err) {
+      logger.warn({ err }, "purging expired idempotency keys failed");
+    }
+  };
+  purge();
+  const purgeTimer = setInterval(purge, PURGE_EVERY_MS);
+  purgeTimer.unref();
+
+  return {
+    async accept(kind, events, idempotency) {
+      if (idempotency) return acceptIdempotent(kind, events, idempotency);
+      const now = Date.now();
+      const receivedAt = new Date(now).toISOString();
+      const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
+      const messages = recordsOf(events, answer);
+      assertKafkaReady(events.length);
+      await send(messages);
+      return { ...answer, replayed: false };
+    },
+    close() {
+      clearInterval(purgeTimer);
+    },
+  };
+}
