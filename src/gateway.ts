@@ -3,6 +3,9 @@ import { type ServerType, serve } from "@hono/node-server";
 import type { Config } from "./config.ts";
 import type { DeliveryControl } from "./delivery/control.ts";
 import { createApp } from "./http/app.ts";
+import { startKafkaSetup } from "./ingest/kafka-setup.ts";
+import { GroupCommitProducer } from "./ingest/producer.ts";
+import { createIngestService } from "./ingest/service.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import type { Logger } from "./log.ts";
@@ -16,6 +19,11 @@ export interface Gateway {
   brokers: string[];
   /** This gateway's Prometheus instruments (its own registry). */
   metrics: Metrics;
+  /**
+   * Resolves once the Kafka topics exist and the producer is connected (the gateway serves before that;
+   * ingest answers 503 meanwhile). Never rejects; stays pending if the gateway stops first.
+   */
+  kafkaReady: Promise<void>;
   /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
   stop(): Promise<void>;
 }
@@ -51,6 +59,39 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const probe = createKafkaProbe(kafka);
   const metrics = createMetrics();
 
+  // One group-commit producer for ingest, also the delivery workers' dead-letter sink. Kafka may be
+  // down right now: HTTP starts anyway and a background loop connects it and makes sure the topics exist.
+  const producer = new GroupCommitProducer(kafka, {
+    maxRecords: config.BATCH_MAX_RECORDS,
+    maxBytes: config.BATCH_MAX_BYTES,
+    lingerMs: config.BATCH_LINGER_MS,
+    ackTimeoutMs: config.INGEST_ACK_TIMEOUT_MS,
+    logger,
+    onBatch: (records, seconds, ok) => {
+      metrics.ingestBatchSize.observe(records);
+      if (ok) metrics.ingestAckSeconds.observe(seconds);
+    },
+  });
+  const kafkaSetup = startKafkaSetup({
+    kafka,
+    producer,
+    topics: [config.EVENTS_TOPIC, config.DEAD_LETTER_TOPIC],
+    partitions: config.TOPIC_PARTITIONS,
+    replicationFactor: config.TOPIC_REPLICATION_FACTOR,
+    logger,
+  });
+  /** Start delivery workers after this: the topics exist and dead letters can be published. */
+  const kafkaReady = kafkaSetup.ready;
+  const ingest = createIngestService({
+    db: store.db,
+    sink: producer,
+    topic: config.EVENTS_TOPIC,
+    kafkaReady: kafkaSetup.isReady,
+    idempotencyTtlMs: config.IDEMPOTENCY_TTL_HOURS * 3_600_000,
+    logger,
+    onOutcome: (outcome, events) => metrics.ingestEvents.inc({ outcome }, events),
+  });
+
   const app = createApp({
     config,
     logger,
@@ -58,6 +99,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     metrics,
     store,
     delivery: deliveryNotWired,
+    ingest: {
+      service: ingest,
+      apiKeys: config.INGEST_API_KEYS,
+      maxBodyBytes: config.MAX_BODY_BYTES,
+      retryAfterSeconds: config.INGEST_RETRY_AFTER_S,
+    },
   });
 
   const server: ServerType = await new Promise((done) => {
@@ -73,9 +120,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     port,
     brokers,
     metrics,
+    kafkaReady,
     stop() {
       stopped ??= (async () => {
         await new Promise<void>((done) => server.close(() => done()));
+        // In-flight ingest requests have been answered; send what is queued, then disconnect.
+        kafkaSetup.stop();
+        ingest.close();
+        await producer.close();
         await probe.close();
         store.close();
         await embedded?.stop();

@@ -12,6 +12,7 @@ import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./a
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
+import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { fieldName, HttpProblem, problemResponse } from "./problem.ts";
 
@@ -24,6 +25,8 @@ export interface AppDeps {
   store: Store;
   /** What the admin API asks of the delivery side (the supervisor). */
   delivery: DeliveryControl;
+  /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
+  ingest?: IngestDeps;
 }
 
 /** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
@@ -69,6 +72,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   const app = createRouter();
 
   app.route("/", healthRoutes(deps.health));
+  if (deps.ingest) app.route("/", ingestRoutes(deps.ingest));
   app.route("/", metricsRoutes({ registry: deps.metrics.registry, token: deps.config.METRICS_TOKEN }));
 
   // The admin token is checked before any admin route validates or reads its input.
