@@ -26,8 +26,11 @@ class RecordingDelivery implements DeliveryControl {
   /** A method named here throws once with this error. */
   failures: Partial<Record<keyof DeliveryControl, Error>> = {};
   replayAllCount = 3;
+  /** A method named here waits for this promise after recording its call. */
+  gates: Partial<Record<keyof DeliveryControl, Promise<void>>> = {};
 
-  #maybeFail(method: keyof DeliveryControl): void {
+  async #maybeFail(method: keyof DeliveryControl): Promise<void> {
+    await this.gates[method];
     const err = this.failures[method];
     if (err) {
       delete this.failures[method];
@@ -36,23 +39,23 @@ class RecordingDelivery implements DeliveryControl {
   }
   async prepareDestination(destinationId: string) {
     this.calls.push({ method: "prepareDestination", arg: destinationId });
-    this.#maybeFail("prepareDestination");
+    await this.#maybeFail("prepareDestination");
   }
   async destinationAdded(destination: Destination) {
     this.calls.push({ method: "destinationAdded", arg: destination });
-    this.#maybeFail("destinationAdded");
+    await this.#maybeFail("destinationAdded");
   }
   async destinationChanged(destination: Destination) {
     this.calls.push({ method: "destinationChanged", arg: destination });
-    this.#maybeFail("destinationChanged");
+    await this.#maybeFail("destinationChanged");
   }
   async destinationRemoved(destinationId: string) {
     this.calls.push({ method: "destinationRemoved", arg: destinationId });
-    this.#maybeFail("destinationRemoved");
+    await this.#maybeFail("destinationRemoved");
   }
   async replay(destinationId: string, eventIds?: string[]) {
     this.calls.push({ method: "replay", arg: destinationId, eventIds });
-    this.#maybeFail("replay");
+    await this.#maybeFail("replay");
     return eventIds ? eventIds.length : this.replayAllCount;
   }
 }
@@ -283,12 +286,19 @@ describe("POST /api/destinations", () => {
     await create(h, { secret: secretOfBytes(64) });
   });
 
+  test("stores the URL in normalised form, the string the SSRF guard checked", async (t) => {
+    const h = harness(t);
+    const d = await create(h, { url: " HTTP://127.0.0.1:80/a b?q=ü " });
+    assert.equal(d.url, "http://127.0.0.1/a%20b?q=%C3%BC");
+  });
+
   const invalid: [string, Record<string, unknown>, string][] = [
     ["missing url", { url: undefined }, "url"],
     ["ftp url", { url: "ftp://127.0.0.1/x" }, "url"],
     ["not a url", { url: "not a url" }, "url"],
     ["relative url", { url: "/hook" }, "url"],
     ["url over 2048", { url: `http://127.0.0.1/${"a".repeat(2040)}` }, "url"],
+    ["url over 2048 once normalised", { url: `http://127.0.0.1/${" ".repeat(1000)}x` }, "url"],
     ["url with credentials", { url: "http://user:pw@127.0.0.1/x" }, "url"],
     ["url not a string", { url: 42 }, "url"],
     ["empty name", { name: "" }, "name"],
@@ -553,6 +563,34 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
     );
     await problem(await h.req("GET", `/api/destinations/${d.id}`), 404);
     assert.deepEqual(await json(h.req("GET", "/api/destinations")), { destinations: [] });
+  });
+
+  test("changes to one destination run one at a time: a PATCH during a DELETE finds it gone", async (t) => {
+    const h = harness(t);
+    const d = await create(h);
+    h.delivery.calls = [];
+    let release = () => {};
+    h.delivery.gates.destinationRemoved = new Promise<void>((r) => {
+      release = r;
+    });
+    const deleting = h.req("DELETE", `/api/destinations/${d.id}`);
+    const patching = h.req("PATCH", `/api/destinations/${d.id}`, { body: { maxAttempts: 2 } });
+    const replaying = h.req("POST", `/api/destinations/${d.id}/dead-letters/replay`);
+    // Let both requests run as far as they can while the DELETE is stopping the worker.
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(
+      h.delivery.calls.map((c) => c.method),
+      ["destinationRemoved"],
+    );
+    release();
+    assert.equal((await deleting).status, 204);
+    await problem(await patching, 404);
+    await problem(await replaying, 404);
+    assert.deepEqual(
+      h.delivery.calls.map((c) => c.method),
+      ["destinationRemoved"],
+      "no worker restarted, nothing replayed for a deleted destination",
+    );
   });
 
   test("an unsupported method on an admin path is a 405 problem", async (t) => {

@@ -104,6 +104,32 @@ export function deliveryUnavailable(detail: string): HttpProblem {
   });
 }
 
+const chains = new WeakMap<Store, Map<string, Promise<void>>>();
+
+/**
+ * Runs the admin changes of one destination one after another (per database, in this process). Without
+ * it a PATCH could restart the worker of a destination that a concurrent DELETE is stopping, or a replay
+ * could mark rows of a destination being deleted.
+ */
+export async function oneAtATime<T>(store: Store, destinationId: string, fn: () => Promise<T>): Promise<T> {
+  let perStore = chains.get(store);
+  if (!perStore) {
+    perStore = new Map();
+    chains.set(store, perStore);
+  }
+  const run = (perStore.get(destinationId) ?? Promise.resolve()).then(fn);
+  const settled = run.then(
+    () => {},
+    () => {},
+  );
+  perStore.set(destinationId, settled);
+  try {
+    return await run;
+  } finally {
+    if (perStore.get(destinationId) === settled) perStore.delete(destinationId);
+  }
+}
+
 export function toIso(ms: number): string {
   return new Date(ms).toISOString();
 }

@@ -9,8 +9,11 @@ export const ADMIN_SECURITY_SCHEME = "adminToken";
 /** The `security` entry of every admin route. */
 export const adminSecurity = [{ [ADMIN_SECURITY_SCHEME]: [] }];
 
-/** Path patterns of the admin API; app.ts puts `requireAdminToken` in front of each. */
-export const ADMIN_PATHS = ["/api/destinations", "/api/destinations/*", "/api/events/:id/attempts"] as const;
+/**
+ * Path patterns of the admin API; app.ts puts `requireAdminToken` in front of each. Hono's trailing
+ * wildcard also matches the bare prefix, so "/api/destinations/*" covers "/api/destinations" too.
+ */
+export const ADMIN_PATHS = ["/api/destinations/*", "/api/events/:id/attempts"] as const;
 
 function digest(value: string): Buffer {
   return createHash("sha256").update(value, "utf8").digest();

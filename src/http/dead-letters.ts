@@ -9,6 +9,7 @@ import {
   encodeCursor,
   jsonBody,
   notFoundDestination,
+  oneAtATime,
   problemResponses,
   toIso,
 } from "./admin-shared.ts";
@@ -128,16 +129,17 @@ export function deadLetterRoutes(deps: AdminDeps) {
   router.openapi(replayRoute, async (c) => {
     const { id } = c.req.valid("param");
     const { eventIds } = c.req.valid("json");
-    if (!getDestination(db, id)) throw notFoundDestination(id);
-    let replayed: number;
-    try {
-      replayed = await deps.delivery.replay(id, eventIds);
-    } catch (err) {
-      deps.logger.error({ err, destinationId: id }, "dead-letter replay failed");
-      throw deliveryUnavailable(
-        "the replay could not be queued; the dead letters it did not reach are still listed",
-      );
-    }
+    const replayed = await oneAtATime(deps.store, id, async () => {
+      if (!getDestination(db, id)) throw notFoundDestination(id);
+      try {
+        return await deps.delivery.replay(id, eventIds);
+      } catch (err) {
+        deps.logger.error({ err, destinationId: id }, "dead-letter replay failed");
+        throw deliveryUnavailable(
+          "the replay could not be queued; the dead letters it did not reach are still listed",
+        );
+      }
+    });
     deps.logger.info({ destinationId: id, replayed }, "dead letters replayed");
     return c.json({ replayed }, 202);
   });

@@ -37,6 +37,7 @@ const HEADER_VALUE = /^[\t\x20-\x7e]{0,8192}$/;
 const MAX_HEADERS = 64;
 
 const Headers = z
+  // zod drops a "__proto__" key instead of assigning it, so the parsed record cannot carry a prototype.
   .record(z.string(), z.string())
   .superRefine((headers, ctx) => {
     const names = Object.keys(headers);
@@ -83,10 +84,18 @@ function isHttpUrl(value: string): boolean {
   }
 }
 
+const MAX_URL = 2048;
+
+/**
+ * Stored in WHATWG-normalised form (`new URL(url).href`): what the SSRF guard checks and what the worker
+ * dials are then the same string, with no stray whitespace or unencoded characters left to interpretation.
+ */
 const Url = z
   .string()
-  .max(2048, "must be at most 2048 characters")
+  .max(MAX_URL, `must be at most ${MAX_URL} characters`)
   .refine(isHttpUrl, "must be an absolute http:// or https:// URL")
+  .transform((u) => new URL(u).href)
+  .refine((href) => href.length <= MAX_URL, `must be at most ${MAX_URL} characters once normalised`)
   .openapi({ example: "https://receiver.example.com/webhooks" });
 const Name = z.string().min(1).max(200);
 const EventTypes = z

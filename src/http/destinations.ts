@@ -16,6 +16,7 @@ import {
   deliveryUnavailable,
   jsonBody,
   notFoundDestination,
+  oneAtATime,
   problemResponses,
 } from "./admin-shared.ts";
 import { createRouter } from "./app.ts";
@@ -201,39 +202,45 @@ export function destinationRoutes(deps: AdminDeps) {
   router.openapi(patchRoute, async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const existing = getDestination(db, id);
-    if (!existing) throw notFoundDestination(id);
-    assertBackoffOrder(
-      body.backoffBaseMs ?? existing.backoffBaseMs,
-      body.backoffMaxMs ?? existing.backoffMaxMs,
-    );
-    if (body.url !== undefined) await assertSafeUrl(body.url, allowPrivate);
-
-    const row = updateDestination(db, id, toPatch(existing, body));
-    if (!row) throw notFoundDestination(id); // deleted while the URL was being checked
-    try {
-      await deps.delivery.destinationChanged(row);
-    } catch (err) {
-      deps.logger.error({ err, destinationId: id }, "could not apply a destination change to its worker");
-      throw deliveryUnavailable(
-        "the change is saved but the worker could not apply it yet; repeating the same PATCH is safe",
+    const row = await oneAtATime(deps.store, id, async () => {
+      if (!getDestination(db, id)) throw notFoundDestination(id);
+      if (body.url !== undefined) await assertSafeUrl(body.url, allowPrivate);
+      // Read, check and write with no await in between, so the checks hold for what is written.
+      const existing = getDestination(db, id);
+      if (!existing) throw notFoundDestination(id);
+      assertBackoffOrder(
+        body.backoffBaseMs ?? existing.backoffBaseMs,
+        body.backoffMaxMs ?? existing.backoffMaxMs,
       );
-    }
+      const updated = updateDestination(db, id, toPatch(existing, body));
+      if (!updated) throw notFoundDestination(id);
+      try {
+        await deps.delivery.destinationChanged(updated);
+      } catch (err) {
+        deps.logger.error({ err, destinationId: id }, "could not apply a destination change to its worker");
+        throw deliveryUnavailable(
+          "the change is saved but the worker could not apply it yet; repeating the same PATCH is safe",
+        );
+      }
+      return updated;
+    });
     deps.logger.info({ destinationId: id, fields: Object.keys(body) }, "destination changed");
     return c.json(destinationView(row), 200);
   });
 
   router.openapi(deleteRoute, async (c) => {
     const { id } = c.req.valid("param");
-    if (!getDestination(db, id)) throw notFoundDestination(id);
-    // Worker and consumer group first: if Kafka refuses, the row stays and the client can retry.
-    try {
-      await deps.delivery.destinationRemoved(id);
-    } catch (err) {
-      deps.logger.error({ err, destinationId: id }, "could not stop the worker of a deleted destination");
-      throw deliveryUnavailable("the destination's worker could not be stopped; nothing was deleted");
-    }
-    deleteDestination(db, id);
+    await oneAtATime(deps.store, id, async () => {
+      if (!getDestination(db, id)) throw notFoundDestination(id);
+      // Worker and consumer group first: if Kafka refuses, the row stays and the client can retry.
+      try {
+        await deps.delivery.destinationRemoved(id);
+      } catch (err) {
+        deps.logger.error({ err, destinationId: id }, "could not stop the worker of a deleted destination");
+        throw deliveryUnavailable("the destination's worker could not be stopped; nothing was deleted");
+      }
+      deleteDestination(db, id);
+    });
     deps.logger.info({ destinationId: id }, "destination deleted");
     return c.body(null, 204);
   });
