@@ -1,7 +1,8 @@
 import type { AddressInfo } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import type { Config } from "./config.ts";
-import type { DeliveryControl } from "./delivery/control.ts";
+import { createDestinationAgent } from "./delivery/ssrf.ts";
+import { DeliverySupervisor } from "./delivery/supervisor.ts";
 import { createApp } from "./http/app.ts";
 import { startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
@@ -9,7 +10,7 @@ import { createIngestService } from "./ingest/service.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
 import { isStoreHealthy, openStore } from "./store/db.ts";
 
 export interface Gateway {
@@ -24,21 +25,11 @@ export interface Gateway {
    * ingest answers 503 meanwhile). Never rejects; stays pending if the gateway stops first.
    */
   kafkaReady: Promise<void>;
+  /** Runs a worker per enabled destination (tests read its workers). */
+  supervisor: DeliverySupervisor;
   /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
   stop(): Promise<void>;
 }
-
-/**
- * Placeholder until the delivery supervisor is wired here: every admin write answers 503 and stores
- * nothing, rather than registering destinations no worker would serve.
- */
-const deliveryNotWired: DeliveryControl = {
-  prepareDestination: () => Promise.reject(new Error("delivery supervisor is not wired")),
-  destinationAdded: () => Promise.reject(new Error("delivery supervisor is not wired")),
-  destinationChanged: () => Promise.reject(new Error("delivery supervisor is not wired")),
-  destinationRemoved: () => Promise.reject(new Error("delivery supervisor is not wired")),
-  replay: () => Promise.reject(new Error("delivery supervisor is not wired")),
-};
 
 /**
  * Wires config → database → Kafka → HTTP. main.ts calls it for the process; tests call it to run a
@@ -92,13 +83,33 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     onOutcome: (outcome, events) => metrics.ingestEvents.inc({ outcome }, events),
   });
 
+  // A worker per destination, each with its own consumer group and its own SSRF-guarded HTTP pool. They
+  // start once the topics exist; destinations registered later start their worker on registration.
+  const supervisor = new DeliverySupervisor({
+    kafka,
+    store,
+    sink: producer,
+    logger,
+    topic: config.EVENTS_TOPIC,
+    deadLetterTopic: config.DEAD_LETTER_TOPIC,
+    groupPrefix: config.CONSUMER_GROUP_PREFIX,
+    createDispatcher: (d) =>
+      createDestinationAgent({
+        allowPrivate: config.ALLOW_PRIVATE_DESTINATIONS,
+        connections: d.maxConcurrency,
+        connectTimeoutMs: Math.min(d.timeoutMs, 10_000),
+      }),
+    observe: deliveryObserver(metrics),
+  });
+  void kafkaReady.then(() => supervisor.start());
+
   const app = createApp({
     config,
     logger,
     health: { kafkaReady: () => probe.check(), storeReady: () => isStoreHealthy(store) },
     metrics,
     store,
-    delivery: deliveryNotWired,
+    delivery: supervisor,
     ingest: {
       service: ingest,
       apiKeys: config.INGEST_API_KEYS,
@@ -121,9 +132,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     brokers,
     metrics,
     kafkaReady,
+    supervisor,
     stop() {
       stopped ??= (async () => {
-        await new Promise<void>((done) => server.close(() => done()));
+        await new Promise<void>((done) => {
+          server.close(() => done());
+        });
+        // Workers first: their last dead letters still need the producer.
+        await supervisor.stop();
         // In-flight ingest requests have been answered; send what is queued, then disconnect.
         kafkaSetup.stop();
         ingest.close();

@@ -135,5 +135,8 @@ export function deliveryObserver(metrics: Metrics): WorkerObserver {
     buffered(destination, count) {
       metrics.workerBufferedEvents.set({ destination }, count);
     },
+    forget(destination) {
+      metrics.forgetDestination(destination);
+    },
   };
 }

@@ -31,7 +31,9 @@ export class DeliveryRecorder {
   record(attempt: AttemptRow | undefined, ledger: LedgerUpdate | undefined): Promise<void> {
     if (attempt) this.#pending.attempts.push(attempt);
     if (ledger) this.#pending.ledger.push(ledger);
-    const done = new Promise<void>((resolve, reject) => this.#pending.waiters.push({ done: resolve, fail: reject }));
+    const done = new Promise<void>((resolve, reject) =>
+      this.#pending.waiters.push({ done: resolve, fail: reject }),
+    );
     this.#timer ??= setTimeout(() => this.flush(), this.#flushMs);
     return done;
   }
@@ -47,7 +49,10 @@ export class DeliveryRecorder {
         upsertLedger(this.#store.db, batch.ledger);
       })();
     } catch (err) {
-      this.#logger.error({ err, rows: batch.waiters.length }, "could not record deliveries; workers will retry");
+      this.#logger.error(
+        { err, rows: batch.waiters.length },
+        "could not record deliveries; workers will retry",
+      );
       for (const w of batch.waiters) w.fail(err);
       return;
     }

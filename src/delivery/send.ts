@@ -24,6 +24,8 @@ export interface SendTarget {
   timeoutMs: number;
   key: Buffer;
   dispatcher: Dispatcher;
+  /** Aborts the attempt from outside (the worker is stopping and its grace period ran out). */
+  abort?: AbortSignal;
 }
 
 /** Parses Retry-After: delay-seconds or an HTTP-date. */
@@ -71,6 +73,9 @@ export async function sendWebhook(target: SendTarget, eventId: string, body: str
     timedOut = true;
     controller.abort();
   }, target.timeoutMs);
+  const onAbort = () => controller.abort();
+  if (target.abort?.aborted) controller.abort();
+  else target.abort?.addEventListener("abort", onAbort, { once: true });
   const elapsed = () => Math.round(performance.now() - started);
   try {
     const res = await request(target.url, {
@@ -92,9 +97,17 @@ export async function sendWebhook(target: SendTarget, eventId: string, body: str
     const snippet = await readSnippet(res.body);
     const status = res.statusCode;
     const base = { statusCode: status, durationMs: elapsed(), responseSnippet: snippet || null };
-    if (status >= 200 && status < 300) return { ...base, verdict: "success", error: null, retryAfterMs: null };
-    if (status === 410) return { ...base, verdict: "gone", error: "410 Gone: the receiver asked us to stop", retryAfterMs: null };
-    const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(res.headers["retry-after"]) : null;
+    if (status >= 200 && status < 300)
+      return { ...base, verdict: "success", error: null, retryAfterMs: null };
+    if (status === 410)
+      return {
+        ...base,
+        verdict: "gone",
+        error: "410 Gone: the receiver asked us to stop",
+        retryAfterMs: null,
+      };
+    const retryAfterMs =
+      status === 429 || status === 503 ? parseRetryAfter(res.headers["retry-after"]) : null;
     const error =
       status >= 300 && status < 400
         ? `redirect ${status} to ${String(res.headers.location ?? "(no location)")} not followed`
@@ -105,11 +118,14 @@ export async function sendWebhook(target: SendTarget, eventId: string, body: str
       verdict: "retry",
       statusCode: null,
       durationMs: elapsed(),
-      error: describe(err, timedOut, target.timeoutMs),
+      error: target.abort?.aborted
+        ? "aborted: the worker is stopping"
+        : describe(err, timedOut, target.timeoutMs),
       responseSnippet: null,
       retryAfterMs: null,
     };
   } finally {
     clearTimeout(timer);
+    target.abort?.removeEventListener("abort", onAbort);
   }
 }

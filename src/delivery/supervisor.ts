@@ -1,17 +1,23 @@
 import type { Admin, Kafka } from "kafkajs";
 import type { Dispatcher } from "undici";
+import type { RecordSink } from "../ingest/producer.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
-import { type Destination, getDestination, listDestinations, updateDestination } from "../store/destinations.ts";
+import {
+  type Destination,
+  getDestination,
+  listDestinations,
+  updateDestination,
+} from "../store/destinations.ts";
 import { deleteLedger, markForReplay } from "../store/ledger.ts";
 import { type DeliveryControl, groupIdFor } from "./control.ts";
 import { DeliveryRecorder } from "./recorder.ts";
-import { DeliveryWorker, type RecordSink, type WorkerObserver } from "./worker.ts";
+import { DeliveryWorker, type WorkerObserver } from "./worker.ts";
 
 export interface SupervisorDeps {
   kafka: Kafka;
   store: Store;
-  sink: RecordSink;
+  sink: Pick<RecordSink, "publish">;
   logger: Logger;
   topic: string;
   deadLetterTopic: string;
@@ -58,12 +64,24 @@ export class DeliverySupervisor implements DeliveryControl {
     return this.#admin;
   }
 
-  /** Starts a worker for every enabled destination, in parallel. */
+  /**
+   * Starts a worker for every enabled destination, in parallel. A worker that cannot start (Kafka
+   * flapping) is retried in the background until it runs or the supervisor stops.
+   */
   async start(): Promise<void> {
     this.#started = true;
     const enabled = listDestinations(this.#deps.store.db).filter((d) => !d.disabled);
-    await Promise.all(enabled.map((d) => this.#startWorker(d)));
-    this.#log.info({ workers: this.#workers.size }, "delivery workers running");
+    await Promise.all(enabled.map((d) => this.#startWorker(d).catch(() => this.#retryStart(d.id))));
+    this.#log.info({ workers: this.#workers.size, destinations: enabled.length }, "delivery workers running");
+  }
+
+  #retryStart(destinationId: string, delayMs = 1000): void {
+    const timer = setTimeout(() => {
+      const row = getDestination(this.#deps.store.db, destinationId);
+      if (this.#stopped || !row || row.disabled || this.#workers.has(destinationId)) return;
+      this.#startWorker(row).catch(() => this.#retryStart(destinationId, Math.min(delayMs * 2, 30_000)));
+    }, delayMs);
+    timer.unref();
   }
 
   #startWorker(destination: Destination): Promise<void> {
@@ -107,7 +125,10 @@ export class DeliverySupervisor implements DeliveryControl {
 
   /** A 410 Gone: the receiver asked us to stop. Disable the destination and stop its worker. */
   async #disable(destinationId: string, reason: string): Promise<void> {
-    const row = updateDestination(this.#deps.store.db, destinationId, { disabled: true, disabledReason: reason });
+    const row = updateDestination(this.#deps.store.db, destinationId, {
+      disabled: true,
+      disabledReason: reason,
+    });
     this.#log.warn({ destinationId, reason }, "destination disabled");
     if (row) await this.#stopWorker(destinationId);
   }
@@ -136,6 +157,7 @@ export class DeliverySupervisor implements DeliveryControl {
   async destinationRemoved(destinationId: string): Promise<void> {
     await this.#stopWorker(destinationId);
     deleteLedger(this.#deps.store.db, destinationId);
+    this.#deps.observe?.forget?.(destinationId);
     const groupId = groupIdFor(this.#deps.groupPrefix, destinationId);
     try {
       const admin = await this.#adminClient();

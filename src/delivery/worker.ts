@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Consumer, EachBatchPayload, Kafka, Message } from "kafkajs";
+import type { Consumer, EachBatchPayload, Kafka } from "kafkajs";
 import pRetry, { AbortError } from "p-retry";
 import type { Dispatcher } from "undici";
+import type { Message, RecordSink } from "../ingest/producer.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptOutcome } from "../store/attempts.ts";
 import type { Store } from "../store/db.ts";
@@ -13,11 +14,6 @@ import type { DeliveryRecorder } from "./recorder.ts";
 import { type AttemptResult, sendWebhook } from "./send.ts";
 import { secretKey } from "./sign.ts";
 
-/** Publishes records durably (the ingest producer's group-commit sink). */
-export interface RecordSink {
-  publish(topic: string, messages: Message[]): Promise<void>;
-}
-
 export interface WorkerDeps {
   kafka: Kafka;
   topic: string;
@@ -25,7 +21,8 @@ export interface WorkerDeps {
   groupId: string;
   store: Store;
   recorder: DeliveryRecorder;
-  sink: RecordSink;
+  /** Where dead letters are published (the ingest producer's group-commit sink). */
+  sink: Pick<RecordSink, "publish">;
   logger: Logger;
   /** Builds the destination's own HTTP pool (SSRF-guarded unless private addresses are allowed). */
   createDispatcher(destination: Destination): Dispatcher;
@@ -39,6 +36,8 @@ export interface WorkerObserver {
   attempt(destinationId: string, result: AttemptResult): void;
   finished(destinationId: string, outcome: "delivered" | "dead", acceptedAt: number | undefined): void;
   buffered(destinationId: string, count: number): void;
+  /** The destination is gone: drop its series. */
+  forget?(destinationId: string): void;
 }
 
 /** One event to deliver: from Kafka (tracked by offset) or from a dead-letter replay (no offset). */
@@ -98,7 +97,12 @@ function parseEvent(value: string): ParsedEvent | undefined {
   try {
     const v = JSON.parse(value) as Partial<ParsedEvent>;
     if (typeof v.id === "string" && typeof v.userID === "string") {
-      return { id: v.id, userID: v.userID, type: typeof v.type === "string" ? v.type : "event", timestamp: v.timestamp };
+      return {
+        id: v.id,
+        userID: v.userID,
+        type: typeof v.type === "string" ? v.type : "event",
+        timestamp: v.timestamp,
+      };
     }
   } catch {
     // fall through: not an event this gateway wrote
@@ -123,7 +127,10 @@ export class DeliveryWorker {
   #scheduler: KeyedScheduler<Job>;
   #trackers = new Map<number, PartitionTracker>();
   #paused = new Set<number>();
+  /** Soft stop: no new attempts, backoff waits end. */
   #stop = new AbortController();
+  /** Hard stop: attempts still in flight after the grace period are aborted. */
+  #kill = new AbortController();
   #commitTimer: NodeJS.Timeout | undefined;
   #log: Logger;
 
@@ -213,7 +220,11 @@ export class DeliveryWorker {
       tracker = new PartitionTracker();
       this.#trackers.set(batch.partition, tracker);
     }
-    const fresh: Array<{ message: (typeof batch.messages)[number]; event: ParsedEvent | undefined; body: string }> = [];
+    const fresh: Array<{
+      message: (typeof batch.messages)[number];
+      event: ParsedEvent | undefined;
+      body: string;
+    }> = [];
     for (const message of batch.messages) {
       const offset = Number(message.offset);
       if (tracker.add(offset)) {
@@ -231,7 +242,10 @@ export class DeliveryWorker {
     for (const { message, event, body } of fresh) {
       const offset = Number(message.offset);
       if (!event) {
-        this.#log.error({ partition: batch.partition, offset }, "record is not a gateway event; dead-lettering it");
+        this.#log.error(
+          { partition: batch.partition, offset },
+          "record is not a gateway event; dead-lettering it",
+        );
         this.#scheduler.push(`offset:${batch.partition}:${offset}`, {
           eventId: `kafka-${batch.partition}-${offset}`,
           userId: message.key?.toString() ?? "",
@@ -289,13 +303,23 @@ export class DeliveryWorker {
     if (!job.tracker) return;
     job.tracker.finish(job.offset);
     const { partition } = job;
-    if (this.#paused.has(partition) && this.#trackers.get(partition) === job.tracker && job.tracker.unfinished < RESUME_BELOW) {
+    if (
+      this.#paused.has(partition) &&
+      this.#trackers.get(partition) === job.tracker &&
+      job.tracker.unfinished < RESUME_BELOW
+    ) {
       this.#paused.delete(partition);
       this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
     }
   }
 
-  async #record(job: Job, attemptNumber: number, result: AttemptResult, outcome: AttemptOutcome, keepEvent: boolean) {
+  async #record(
+    job: Job,
+    attemptNumber: number,
+    result: AttemptResult,
+    outcome: AttemptOutcome,
+    keepEvent: boolean,
+  ) {
     const status = outcome === "succeeded" ? "delivered" : outcome === "dead" ? "dead" : "pending";
     const at = Date.now();
     // Recording must not be skipped: retry until the database takes it (or the worker stops).
@@ -377,20 +401,35 @@ export class DeliveryWorker {
     }
     const signal = this.#stop.signal;
     const d = () => this.#destination;
+    // p-retry discards a result when its signal aborted during the attempt; a delivery the receiver has
+    // accepted must still be recorded, or it would be sent again after the restart.
+    let delivered: AttemptResult | undefined;
     return pRetry(
       async () => {
         if (signal.aborted) throw new AbortError(new Stopped());
         const dest = d();
-        const result = await this.#scheduler.slot(() =>
-          sendWebhook(
-            { url: dest.url, headers: dest.headers, timeoutMs: dest.timeoutMs, key: this.#key, dispatcher: this.#dispatcher },
+        const result = await this.#scheduler.slot(async () => {
+          // Waiting for a slot can outlast a stop: no new attempt starts once the worker is stopping.
+          if (signal.aborted) throw new AbortError(new Stopped());
+          return sendWebhook(
+            {
+              url: dest.url,
+              headers: dest.headers,
+              timeoutMs: dest.timeoutMs,
+              key: this.#key,
+              dispatcher: this.#dispatcher,
+              abort: this.#kill.signal,
+            },
             job.eventId,
             job.body,
-          ),
-        );
+          );
+        });
         job.attemptsSoFar += 1;
         this.#deps.observe?.attempt(dest.id, result);
-        if (result.verdict === "success") return result;
+        if (result.verdict === "success") {
+          delivered = result;
+          return result;
+        }
         if (result.verdict === "gone") throw new AbortError(new Gone(result));
         if (job.attemptsSoFar >= dest.maxAttempts) throw new AbortError(new Exhausted(result));
         await this.#record(job, job.attemptsSoFar, result, "failed", false);
@@ -413,6 +452,7 @@ export class DeliveryWorker {
         },
       },
     ).catch((err: unknown) => {
+      if (delivered) return delivered;
       if (signal.aborted) throw new Stopped();
       throw err;
     });
@@ -465,14 +505,17 @@ export class DeliveryWorker {
 
   /**
    * Stops fetching, abandons backoff waits (those events stay uncommitted and are redelivered after a
-   * restart), lets HTTP attempts in flight finish, commits what is finished and disconnects.
+   * restart), gives HTTP attempts in flight `graceMs` to finish (then aborts them), commits what is
+   * finished and disconnects.
    */
-  async stop(): Promise<void> {
+  async stop(graceMs = 5000): Promise<void> {
     if (this.#stop.signal.aborted) return;
     this.#stop.abort();
     clearInterval(this.#commitTimer);
     await this.#consumer?.stop().catch(() => {});
+    const kill = setTimeout(() => this.#kill.abort(), graceMs);
     await this.#scheduler.idle();
+    clearTimeout(kill);
     this.#deps.recorder.flush();
     await this.#commit();
     await this.#consumer?.disconnect().catch(() => {});

@@ -58,7 +58,12 @@ export function ledgerRowsFor(db: Db, destinationId: string, eventIds: string[])
  * Marks dead events of a destination for replay with a fresh attempt budget (all of them, or those listed)
  * and returns the rows marked. One statement: a replay request is all-or-nothing.
  */
-export function markForReplay(db: Db, destinationId: string, eventIds: string[] | undefined, at: number): LedgerRow[] {
+export function markForReplay(
+  db: Db,
+  destinationId: string,
+  eventIds: string[] | undefined,
+  at: number,
+): LedgerRow[] {
   const where = and(
     eq(deliveries.destinationId, destinationId),
     eq(deliveries.status, "dead"),

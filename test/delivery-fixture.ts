@@ -1,0 +1,127 @@
+import { rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import type { Kafka } from "kafkajs";
+import pino from "pino";
+import { generateSecret } from "../src/delivery/sign.ts";
+import { createDestinationAgent } from "../src/delivery/ssrf.ts";
+import { DeliverySupervisor } from "../src/delivery/supervisor.ts";
+import { uuidv7 } from "../src/ingest/event-id.ts";
+import { GroupCommitProducer } from "../src/ingest/producer.ts";
+import { openStore, type Store } from "../src/store/db.ts";
+import { type Destination, insertDestination } from "../src/store/destinations.ts";
+import { createTestKafka, uniqueName } from "./helpers.ts";
+
+export interface DeliveryFixture {
+  kafka: Kafka;
+  store: Store;
+  dbPath: string;
+  topic: string;
+  deadLetterTopic: string;
+  groupPrefix: string;
+  sink: GroupCommitProducer;
+  supervisor: DeliverySupervisor;
+  /** Registers a destination the way the admin API does: pin offsets, insert, start its worker. */
+  addDestination(url: string, overrides?: Partial<Destination>): Promise<Destination>;
+  /** Publishes one event as the ingest route would and returns its id. */
+  publish(userID: string, payload: unknown, type?: string): Promise<string>;
+  /** Stops the supervisor and starts a new one on the same database (a gateway restart). */
+  restartSupervisor(): Promise<DeliverySupervisor>;
+}
+
+const silent = pino({ level: "silent" });
+
+function newSupervisor(
+  f: Omit<DeliveryFixture, "supervisor" | "addDestination" | "publish" | "restartSupervisor">,
+) {
+  return new DeliverySupervisor({
+    kafka: f.kafka,
+    store: f.store,
+    sink: f.sink,
+    logger: silent,
+    topic: f.topic,
+    deadLetterTopic: f.deadLetterTopic,
+    groupPrefix: f.groupPrefix,
+    createDispatcher: (d) =>
+      createDestinationAgent({ allowPrivate: true, connections: d.maxConcurrency, connectTimeoutMs: 2000 }),
+  });
+}
+
+/** A real broker topic pair, a fresh SQLite file, a real producer and a running supervisor; all torn down after. */
+export async function deliveryFixture(t: TestContext, partitions = 4): Promise<DeliveryFixture> {
+  const kafka = createTestKafka();
+  const topic = uniqueName("events");
+  const deadLetterTopic = uniqueName("dead");
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createTopics({
+    topics: [
+      { topic, numPartitions: partitions },
+      { topic: deadLetterTopic, numPartitions: 1 },
+    ],
+    waitForLeaders: true,
+  });
+  const dbPath = join(tmpdir(), `${uniqueName("delivery")}.db`);
+  const store = openStore(dbPath);
+  const sink = new GroupCommitProducer(kafka, {
+    maxRecords: 1000,
+    maxBytes: 1024 * 1024,
+    lingerMs: 1,
+    ackTimeoutMs: 10_000,
+    logger: silent,
+  });
+  sink.start();
+  await sink.whenReady();
+  const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix: uniqueName("gw"), sink };
+  const fixture: DeliveryFixture = {
+    ...base,
+    supervisor: newSupervisor(base),
+    async addDestination(url, overrides = {}) {
+      const id = `dest_${uuidv7().replaceAll("-", "")}`;
+      await fixture.supervisor.prepareDestination(id);
+      const now = Date.now();
+      const row = insertDestination(store.db, {
+        id,
+        url,
+        name: null,
+        eventTypes: [],
+        headers: {},
+        secret: generateSecret(),
+        maxAttempts: 8,
+        timeoutMs: 5000,
+        backoffBaseMs: 20,
+        backoffMaxMs: 200,
+        maxConcurrency: 16,
+        disabled: false,
+        createdAt: now,
+        updatedAt: now,
+        ...overrides,
+      });
+      await fixture.supervisor.destinationAdded(row);
+      return row;
+    },
+    async publish(userID, payload, type = "event") {
+      const id = uuidv7();
+      const value = JSON.stringify({ id, userID, type, timestamp: new Date().toISOString(), payload });
+      await sink.publish(topic, [{ key: userID, value, headers: { "event-id": id } }]);
+      return id;
+    },
+    async restartSupervisor() {
+      await fixture.supervisor.stop();
+      fixture.supervisor = newSupervisor(base);
+      await fixture.supervisor.start();
+      return fixture.supervisor;
+    },
+  };
+  await fixture.supervisor.start();
+  t.after(async () => {
+    await fixture.supervisor.stop();
+    await sink.close();
+    store.close();
+    await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => {});
+    await admin.disconnect();
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
+  });
+  return fixture;
+}

@@ -1,0 +1,276 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { and, eq } from "drizzle-orm";
+import { Webhook } from "standardwebhooks";
+import { getDestination } from "../src/store/destinations.ts";
+import { attempts, deliveries } from "../src/store/schema.ts";
+import { deliveryFixture } from "./delivery-fixture.ts";
+import { uniqueName } from "./helpers.ts";
+import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
+
+function ledger(store: { db: import("../src/store/db.ts").Db }, destinationId: string, status: string) {
+  return store.db
+    .select()
+    .from(deliveries)
+    .where(and(eq(deliveries.destinationId, destinationId), eq(deliveries.status, status)))
+    .all();
+}
+
+function attemptRows(store: { db: import("../src/store/db.ts").Db }, destinationId: string) {
+  return store.db.select().from(attempts).where(eq(attempts.destinationId, destinationId)).all();
+}
+
+/** Per user, the sequence numbers a receiver accepted, in arrival order. */
+function sequencesByUser(receiver: Receiver): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const e of receiver.delivered) {
+    const list = out.get(e.userID) ?? [];
+    list.push((e.payload as { seq: number }).seq);
+    out.set(e.userID, list);
+  }
+  return out;
+}
+
+async function publishPerUser(
+  f: Awaited<ReturnType<typeof deliveryFixture>>,
+  users: number,
+  perUser: number,
+  type?: (seq: number) => string,
+) {
+  const ids: string[] = [];
+  // Users publish concurrently; each user's events go one after another, as sequential requests would.
+  await Promise.all(
+    Array.from({ length: users }, async (_, u) => {
+      for (let seq = 0; seq < perUser; seq++) {
+        ids.push(await f.publish(`user-${u}`, { seq, pad: "x".repeat(100) }, type?.(seq)));
+      }
+    }),
+  );
+  return ids;
+}
+
+test("fan-out to three destinations keeps per-user order while one receiver fails at random", async (t) => {
+  const f = await deliveryFixture(t);
+  const healthy = await startReceiver();
+  const flaky = await startReceiver((_req, res) => {
+    if (Math.random() < 0.3) res.statusCode = 500;
+  });
+  const slow = await startReceiver();
+  t.after(() => Promise.all([healthy.close(), flaky.close(), slow.close()]));
+  // The slow receiver answers asynchronously, so it records its deliveries itself.
+  slow.behaviour = (req, res) => {
+    setTimeout(() => {
+      slow.delivered.push(JSON.parse(req.body));
+      res.end("ok");
+    }, 3);
+    return "handled";
+  };
+
+  const a = await f.addDestination(healthy.url);
+  const b = await f.addDestination(flaky.url, { maxAttempts: 50 });
+  const c = await f.addDestination(slow.url);
+  const users = 20;
+  const perUser = 15;
+  const ids = await publishPerUser(f, users, perUser);
+  const total = users * perUser;
+
+  await waitFor(
+    () =>
+      healthy.delivered.length >= total && flaky.delivered.length >= total && slow.delivered.length >= total,
+    "every event at all three destinations",
+  );
+  for (const receiver of [healthy, flaky, slow]) {
+    assert.deepEqual(new Set(receiver.delivered.map((e) => e.id)), new Set(ids));
+    assert.equal(receiver.delivered.length, total, "no duplicates without a crash");
+    for (const [user, seqs] of sequencesByUser(receiver)) {
+      assert.deepEqual(seqs, [...Array(perUser).keys()], `order of ${user}`);
+    }
+  }
+  assert.ok(flaky.requests.length > total, "the flaky receiver made the worker retry");
+
+  // Every request carries a Standard Webhooks signature that an independent library accepts.
+  const verifier = new Webhook(a.secret);
+  for (const r of healthy.requests) {
+    const verified = verifier.verify(r.body, r.headers as Record<string, string>) as { id: string };
+    assert.equal(verified.id, r.headers["webhook-id"]);
+    assert.equal(r.headers["content-type"], "application/json");
+    assert.match(String(r.headers["user-agent"]), /webhook-gateway/);
+  }
+
+  await waitFor(() => ledger(f.store, b.id, "delivered").length === total, "the ledger to settle");
+  for (const [dest, receiver] of [
+    [a, healthy],
+    [b, flaky],
+    [c, slow],
+  ] as const) {
+    assert.equal(ledger(f.store, dest.id, "delivered").length, total);
+    const rows = attemptRows(f.store, dest.id);
+    assert.equal(rows.length, receiver.requests.length, "one attempt row per request");
+    assert.equal(rows.filter((r) => r.outcome === "succeeded").length, total);
+  }
+  const failed = attemptRows(f.store, b.id).filter((r) => r.outcome === "failed");
+  assert.equal(failed.length, flaky.requests.length - total);
+  assert.ok(
+    failed.every((r) => r.statusCode === 500 && r.error === "HTTP 500" && r.responseSnippet === "ok"),
+  );
+});
+
+test("exhausted events go to the dead-letter topic and the ledger; replay delivers them after recovery", async (t) => {
+  const f = await deliveryFixture(t);
+  const receiver = await startReceiver((_req, res) => {
+    res.statusCode = 500;
+  });
+  t.after(() => receiver.close());
+  const dest = await f.addDestination(receiver.url, { maxAttempts: 3 });
+  const ids = [
+    await f.publish("u1", { n: 1 }),
+    await f.publish("u2", { n: 2 }),
+    await f.publish("u1", { n: 3 }),
+  ];
+
+  await waitFor(() => ledger(f.store, dest.id, "dead").length === 3, "three dead events");
+  const rows = attemptRows(f.store, dest.id);
+  assert.equal(rows.length, 9);
+  assert.equal(rows.filter((r) => r.outcome === "failed").length, 6);
+  assert.equal(rows.filter((r) => r.outcome === "dead").length, 3);
+  assert.deepEqual(
+    rows
+      .filter((r) => r.eventId === ids[0])
+      .map((r) => r.attemptNumber)
+      .sort(),
+    [1, 2, 3],
+  );
+
+  // The dead-letter topic holds each event with why it died.
+  const consumer = f.kafka.consumer({ groupId: uniqueName("dlq-reader") });
+  await consumer.connect();
+  await consumer.subscribe({ topic: f.deadLetterTopic, fromBeginning: true });
+  const parked: Array<{ id: string; headers: Record<string, string> }> = [];
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const headers = Object.fromEntries(
+        Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]),
+      );
+      parked.push({ id: JSON.parse(String(message.value)).id, headers });
+    },
+  });
+  await waitFor(() => parked.length >= 3, "three dead letters on the topic");
+  await consumer.disconnect();
+  assert.deepEqual(new Set(parked.map((p) => p.id)), new Set(ids));
+  for (const p of parked) {
+    assert.equal(p.headers["destination-id"], dest.id);
+    assert.equal(p.headers.attempts, "3");
+    assert.equal(p.headers["last-error"], "HTTP 500");
+  }
+
+  receiver.behaviour = () => {};
+  assert.equal(await f.supervisor.replay(dest.id, [ids[1] as string]), 1);
+  await waitFor(() => receiver.delivered.length === 1, "the one replayed event");
+  assert.equal(receiver.delivered[0]?.id, ids[1]);
+  assert.equal(await f.supervisor.replay(dest.id), 2);
+  await waitFor(() => receiver.delivered.length === 3, "the rest replayed");
+  await waitFor(() => ledger(f.store, dest.id, "delivered").length === 3, "the ledger marks them delivered");
+  assert.equal(ledger(f.store, dest.id, "dead").length, 0);
+  assert.equal(await f.supervisor.replay(dest.id), 0, "nothing left to replay");
+});
+
+test("410 Gone dead-letters at once and disables the destination", async (t) => {
+  const f = await deliveryFixture(t);
+  const receiver = await startReceiver((_req, res) => {
+    res.statusCode = 410;
+  });
+  t.after(() => receiver.close());
+  const dest = await f.addDestination(receiver.url, { maxAttempts: 8 });
+  await f.publish("u1", { n: 1 });
+  await waitFor(
+    () => getDestination(f.store.db, dest.id)?.disabled === true,
+    "the destination to be disabled",
+  );
+  await waitFor(() => f.supervisor.worker(dest.id) === undefined, "its worker to stop");
+  assert.equal(receiver.requests.length, 1, "no retry after 410");
+  assert.equal(ledger(f.store, dest.id, "dead").length, 1);
+  assert.match(String(getDestination(f.store.db, dest.id)?.disabledReason), /410/);
+});
+
+test("a destination receives only the event types it subscribes to", async (t) => {
+  const f = await deliveryFixture(t);
+  const all = await startReceiver();
+  const some = await startReceiver();
+  t.after(() => Promise.all([all.close(), some.close()]));
+  await f.addDestination(all.url);
+  const filtered = await f.addDestination(some.url, { eventTypes: ["order.created", "order.paid"] });
+  const types = ["order.created", "user.signup", "order.paid", "order.refunded"];
+  await publishPerUser(f, 4, 8, (seq) => types[seq % types.length] as string);
+  await waitFor(() => all.delivered.length === 32, "every event at the catch-all destination");
+  await waitFor(() => some.delivered.length === 16, "the subscribed half at the filtered destination");
+  assert.ok(some.delivered.every((e) => e.type === "order.created" || e.type === "order.paid"));
+  // Skipped events are finished, not stuck: the filtered worker's buffer drains.
+  await waitFor(() => f.supervisor.worker(filtered.id)?.buffered === 0, "nothing left buffered");
+});
+
+test("Retry-After from a 429 is waited out (clamped to backoffMaxMs) before the next attempt", async (t) => {
+  const f = await deliveryFixture(t);
+  let first = true;
+  const receiver = await startReceiver((_req, res) => {
+    if (first) {
+      first = false;
+      res.statusCode = 429;
+      res.setHeader("retry-after", "1");
+    }
+  });
+  t.after(() => receiver.close());
+  await f.addDestination(receiver.url, { backoffBaseMs: 10, backoffMaxMs: 5000 });
+  await f.publish("u1", { n: 1 });
+  await waitFor(() => receiver.delivered.length === 1, "delivery after the 429");
+  const [a, b] = receiver.requests;
+  assert.ok(a && b);
+  assert.ok(b.at - a.at >= 950, `second attempt waited for Retry-After (gap ${b.at - a.at} ms)`);
+});
+
+test("a destination that never answers does not hold back a healthy one", async (t) => {
+  const f = await deliveryFixture(t);
+  const hanging = await startReceiver(() => "handled"); // reads the request, never answers
+  const healthy = await startReceiver();
+  t.after(() => Promise.all([hanging.close(), healthy.close()]));
+  const stuck = await f.addDestination(hanging.url, { timeoutMs: 30_000, maxConcurrency: 4 });
+  await f.addDestination(healthy.url);
+  const t0 = Date.now();
+  await publishPerUser(f, 10, 20);
+  t.diagnostic(`published in ${Date.now() - t0} ms`);
+  await waitFor(() => healthy.delivered.length === 200, "every event at the healthy destination");
+  t.diagnostic(`delivered in ${Date.now() - t0} ms`);
+  // All of it happened while the hanging destination had not finished a single attempt.
+  assert.equal(attemptRows(f.store, stuck.id).length, 0);
+  assert.ok(
+    hanging.requests.length >= 1 && hanging.requests.length <= 4,
+    "the stuck one is capped by its own limit",
+  );
+});
+
+test("a restarted worker resumes from its committed offsets and skips what the ledger has finished", async (t) => {
+  const f = await deliveryFixture(t);
+  const receiver = await startReceiver();
+  receiver.behaviour = (req, res) => {
+    setTimeout(() => {
+      receiver.delivered.push(JSON.parse(req.body));
+      res.end("ok");
+    }, 2);
+    return "handled";
+  };
+  t.after(() => receiver.close());
+  await f.addDestination(receiver.url, { maxConcurrency: 4 });
+  const publishing = publishPerUser(f, 8, 50);
+  await waitFor(() => receiver.delivered.length >= 60, "some deliveries before the restart");
+  await f.restartSupervisor();
+  const ids = await publishing;
+  await waitFor(
+    () => new Set(receiver.delivered.map((e) => e.id)).size === ids.length,
+    "every event after restart",
+  );
+  const duplicates = receiver.delivered.length - ids.length;
+  t.diagnostic(`delivered ${receiver.delivered.length} for ${ids.length} events: ${duplicates} duplicates`);
+  assert.equal(duplicates, 0, "a graceful restart redelivers nothing");
+  for (const [user, seqs] of sequencesByUser(receiver)) {
+    assert.deepEqual(seqs, [...Array(50).keys()], `order of ${user} across the restart`);
+  }
+});
