@@ -1,0 +1,210 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { testBrokers, uniqueName } from "../helpers.ts";
+
+/**
+ * The whole gateway as a child process (`node src/main.ts`), so a test can SIGKILL it, restart it on the
+ * same SQLite file and topics, and measure it without sharing an event loop with the test's receivers.
+ */
+
+export const ADMIN_TOKEN = "fault-admin-token-0123456789";
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+
+/** A free TCP port on 127.0.0.1 (PORT=0 would work, but the child does not print the port it got). */
+export function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => done(port));
+    });
+  });
+}
+
+/** Settings that survive a restart: the same database and topics, hence the same consumer groups. */
+export interface GatewayEnv {
+  KAFKA_BROKERS: string;
+  DB_PATH: string;
+  EVENTS_TOPIC: string;
+  DEAD_LETTER_TOPIC: string;
+  CONSUMER_GROUP_PREFIX: string;
+  TOPIC_PARTITIONS: string;
+  [name: string]: string;
+}
+
+/** Fresh names for one test: a new SQLite file under the OS temp dir and unique topics and groups. */
+export function freshGatewayEnv(extra: Record<string, string> = {}): GatewayEnv {
+  return {
+    KAFKA_BROKERS: testBrokers().join(","),
+    DB_PATH: join(tmpdir(), `${uniqueName("fault-gw")}.db`),
+    EVENTS_TOPIC: uniqueName("fault-events"),
+    DEAD_LETTER_TOPIC: uniqueName("fault-dead"),
+    CONSUMER_GROUP_PREFIX: uniqueName("fault-gw"),
+    TOPIC_PARTITIONS: "6",
+    ...extra,
+  };
+}
+
+export function removeDatabase(path: string): void {
+  for (const suffix of ["", "-wal", "-shm"]) rmSync(`${path}${suffix}`, { force: true });
+}
+
+export interface ChildGateway {
+  url: string;
+  pid: number;
+  /** Resolves with the exit code (or the signal's name) once the process is gone. */
+  exited: Promise<number | string>;
+  /** The last lines the child wrote (for a failing test's message). */
+  output(): string;
+  /** SIGKILL: no shutdown hook runs, nothing is flushed. */
+  kill(): Promise<number | string>;
+  /** SIGTERM: the gateway drains its workers and exits; SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<number | string>;
+}
+
+/** Starts `node src/main.ts` with `env` on a free port and waits until /readyz answers 200. */
+export async function startChildGateway(env: GatewayEnv, readyTimeoutMs = 60_000): Promise<ChildGateway> {
+  const port = await freePort();
+  const child: ChildProcess = spawn(process.execPath, ["src/main.ts"], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? "",
+      HOST: "127.0.0.1",
+      PORT: String(port),
+      ADMIN_TOKEN,
+      ALLOW_PRIVATE_DESTINATIONS: "true",
+      LOG_LEVEL: "warn",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let tail = "";
+  const keep = (chunk: Buffer) => {
+    tail = (tail + chunk.toString("utf8")).slice(-20_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = new Promise<number | string>((done) => {
+    child.once("exit", (code, signal) => done(code ?? signal ?? "unknown"));
+  });
+  let gone = false;
+  void exited.then(() => {
+    gone = true;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const gateway: ChildGateway = {
+    url,
+    pid: child.pid ?? -1,
+    exited,
+    output: () => tail,
+    async kill() {
+      if (!gone) child.kill("SIGKILL");
+      return exited;
+    },
+    async stop(graceMs = 30_000) {
+      if (gone) return exited;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+  const deadline = Date.now() + readyTimeoutMs;
+  for (;;) {
+    if (gone) throw new Error(`gateway exited during start-up: ${tail}`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      if (res.status === 200) return gateway;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await gateway.kill();
+      throw new Error(`gateway not ready after ${readyTimeoutMs} ms: ${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Registers a destination through the admin API. Until the gateway has created its topics the API
+ * answers 503 (the consumer group cannot be pinned yet): retried.
+ */
+export async function registerDestination(
+  gatewayUrl: string,
+  body: Record<string, unknown>,
+  timeoutMs = 60_000,
+): Promise<{ id: string; secret: string } & Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await fetch(`${gatewayUrl}/api/destinations`, {
+      method: "POST",
+      headers: adminHeaders,
+      body: JSON.stringify(body),
+    });
+    if (res.status === 201) return (await res.json()) as { id: string; secret: string };
+    const text = await res.text();
+    if (res.status !== 503 || Date.now() > deadline) {
+      throw new Error(`registering ${String(body.url)}: ${res.status} ${text}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** GET an admin route as JSON. */
+export async function adminGet<T>(gatewayUrl: string, path: string): Promise<T> {
+  const res = await fetch(`${gatewayUrl}${path}`, { headers: adminHeaders });
+  if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as T;
+}
+
+export interface EventToSend {
+  userID: string;
+  type?: string;
+  payload: unknown;
+}
+
+/**
+ * POST /api/events until the gateway answers 202. A 503 (Kafka setup still running, or an ack timeout)
+ * is retried with the same Idempotency-Key, so any event of the refused attempt that did reach Kafka
+ * carries the id the final 202 reports: nothing unaccounted-for can be delivered.
+ * Returns the accepted ids in the batch's order.
+ */
+export async function ingestBatch(
+  gatewayUrl: string,
+  events: EventToSend[],
+  timeoutMs = 60_000,
+): Promise<{ ids: string[]; refused: number }> {
+  const deadline = Date.now() + timeoutMs;
+  let refused = 0;
+  const key = randomUUID();
+  for (;;) {
+    const res = await fetch(`${gatewayUrl}/api/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": key },
+      body: JSON.stringify({ events }),
+    });
+    if (res.status === 202) return { ids: ((await res.json()) as { ids: string[] }).ids, refused };
+    const text = await res.text();
+    if (res.status !== 503 || Date.now() > deadline) throw new Error(`ingest: ${res.status} ${text}`);
+    refused++;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Nearest-rank percentile of a list of numbers (sorted copy). */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank] as number;
+}
