@@ -106,7 +106,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const app = createApp({
     config,
     logger,
-    health: { kafkaReady: () => probe.check(), storeReady: () => isStoreHealthy(store) },
+    health: {
+      // Ready only once ingest can produce (topics made, producer connected) and a broker answers now.
+      kafkaReady: async () => kafkaSetup.isReady() && (await probe.check()),
+      storeReady: () => isStoreHealthy(store),
+    },
     metrics,
     store,
     delivery: supervisor,

@@ -53,11 +53,13 @@ test("Kafka down at start-up, killed or hung mid-run: 503 + Retry-After, then 20
   });
   try {
     assert.equal((await fetch(`${g.gateway.url}/healthz`)).status, 200, "the process serves without Kafka");
+    assert.equal((await fetch(`${g.gateway.url}/readyz`)).status, 503, "and reports not ready");
     await expectUnavailable(await g.post("/api/singleEvent", { userID: "u", payload: "early" }));
     await expectUnavailable(await g.post("/api/events", { events: [{ userID: "u", payload: 1 }] }));
 
     kafka = await startLocalKafka({ port });
     await g.gateway.kafkaReady;
+    assert.equal((await fetch(`${g.gateway.url}/readyz`)).status, 200);
     const before = await g.post("/api/singleEvent", { userID: "u", payload: "before" });
     assert.equal(before.status, 202);
     const beforeId = ((await before.json()) as { id: string }).id;

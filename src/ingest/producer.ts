@@ -51,6 +51,8 @@ class Batch {
   bytes = 0;
   /** The linger time ran out: the batch may leave as soon as nothing else is in flight. */
   due = false;
+  /** When its first publish arrived: the ack timeout counts from here, queueing included. */
+  readonly openedAt = performance.now();
 
   add(topic: string, messages: Message[], bytes: number, waiter: Waiter): void {
     let list = this.topics.get(topic);
@@ -225,12 +227,14 @@ export class GroupCommitProducer implements RecordSink {
     this.#inFlight = true;
     const { ackTimeoutMs, onBatch } = this.#opts;
     const started = performance.now();
+    // The deadline is the first publisher's: time spent queued behind a slow batch counts.
+    const budget = Math.max(1, Math.round(ackTimeoutMs - (started - batch.openedAt)));
     let ok = false;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, fail) => {
       timer = setTimeout(
         () => fail(new KafkaUnavailableError(`Kafka did not acknowledge within ${ackTimeoutMs} ms`)),
-        ackTimeoutMs,
+        budget,
       );
     });
     try {

@@ -1,0 +1,392 @@
+/**
+ * Ingest benchmark: `npm run bench:ingest [-- --duration 15 --connections 64 --rate 5000]`.
+ *
+ * Starts its own local Kafka broker, then measures in one run, each server in a child process of its own
+ * (so RSS is that server's alone):
+ *   (a) a bare Hono endpoint that parses JSON and answers 202 — the HTTP ceiling;
+ *   (b) kafkajs sendBatch (idempotent, acks=-1) of the same records straight to the broker — the Kafka ceiling;
+ *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
+ *   (d) the gateway at an offered 5,000 events/s (autocannon overallRate, latency corrected for
+ *       coordinated omission) for p99.
+ * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:ingest …).
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+// autocannon ships no types; only this call of it is used.
+const autocannon = createRequire(import.meta.url)("autocannon") as (
+  opts: Record<string, unknown>,
+) => Promise<unknown>;
+
+const CHILD_FLAG = "--bench-child";
+const HERE = new URL(import.meta.url).pathname;
+
+// ~200-byte event body; [<id>] is replaced by autocannon with a unique id per request (a new userID each).
+const PAYLOAD = {
+  orderId: "ord-7f3a9c21",
+  amount: 1249.5,
+  currency: "EUR",
+  items: [
+    { sku: "sku-1042", qty: 2 },
+    { sku: "sku-2210", qty: 1 },
+  ],
+  shipping: { country: "DE", method: "express" },
+  note: "gift wrap, leave at door",
+};
+const BODY = JSON.stringify({ userID: "user-[<id>]", type: "order.created", payload: PAYLOAD });
+
+interface Row {
+  name: string;
+  eventsPerSec: number;
+  p50: number;
+  p99: number;
+  rssMb: number | undefined;
+  note: string;
+}
+
+type ChildMessage =
+  | { type: "ready"; url?: string }
+  | { type: "rss"; rssMb: number }
+  | { type: "kafka-result"; events: number; seconds: number; p50: number; p99: number; rssMb: number };
+
+// ---------------------------------------------------------------------------------------------------------
+// Children
+// ---------------------------------------------------------------------------------------------------------
+
+/** Peak RSS since the last reset, sampled every 100 ms (the parent asks before and after each run). */
+function trackRss() {
+  let peak = process.memoryUsage().rss;
+  setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 100).unref();
+  process.on("message", (m: { type: string }) => {
+    if (m.type === "rss") {
+      peak = Math.max(peak, process.memoryUsage().rss);
+      process.send?.({ type: "rss", rssMb: peak / 2 ** 20 });
+    } else if (m.type === "rss-reset") {
+      peak = process.memoryUsage().rss;
+    }
+  });
+}
+
+async function childHono(): Promise<void> {
+  const { Hono } = await import("hono");
+  const { serve } = await import("@hono/node-server");
+  const app = new Hono();
+  app.post("/api/singleEvent", async (c) => {
+    const body = (await c.req.json()) as { userID: string; type?: string };
+    return c.json(
+      { id: "x", userID: body.userID, type: body.type ?? "event", receivedAt: new Date().toISOString() },
+      202,
+    );
+  });
+  const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) => {
+    process.send?.({ type: "ready", url: `http://127.0.0.1:${info.port}` });
+  });
+  trackRss();
+  process.on("message", (m: { type: string }) => {
+    if (m.type === "stop") server.close(() => process.exit(0));
+  });
+}
+
+async function childGateway(): Promise<void> {
+  const { loadConfig } = await import("../src/config.ts");
+  const { startGateway } = await import("../src/gateway.ts");
+  const { createLogger } = await import("../src/log.ts");
+  const config = loadConfig();
+  const gateway = await startGateway(config, createLogger(config.LOG_LEVEL));
+  await gateway.kafkaReady;
+  trackRss();
+  process.send?.({ type: "ready", url: gateway.url });
+  process.on("message", (m: { type: string }) => {
+    if (m.type === "stop") void gateway.stop().then(() => process.exit(0));
+  });
+}
+
+async function childKafka(): Promise<void> {
+  const { CompressionTypes, Partitioners } = await import("kafkajs");
+  const { createKafka } = await import("../src/kafka/client.ts");
+  const { uuidv7 } = await import("../src/ingest/event-id.ts");
+  const brokers = (process.env.KAFKA_BROKERS ?? "").split(",");
+  const topic = process.env.BENCH_TOPIC ?? "bench-kafka";
+  const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+  const batchSize = Number(process.env.BENCH_BATCH ?? 1000);
+  const kafka = createKafka({ brokers, clientId: "bench-kafka-ceiling" });
+  const producer = kafka.producer({ idempotent: true, createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  trackRss();
+  let n = 0;
+  const makeBatch = () =>
+    Array.from({ length: batchSize }, () => {
+      const id = uuidv7();
+      const userID = `user-${n++}`;
+      const value = JSON.stringify({
+        id,
+        userID,
+        type: "order.created",
+        timestamp: new Date().toISOString(),
+        payload: PAYLOAD,
+      });
+      return { key: userID, value, headers: { "event-id": id, "content-type": "application/json" } };
+    });
+  const latencies: number[] = [];
+  const started = performance.now();
+  let events = 0;
+  // The gateway builds each record as its request arrives; building them here too keeps the comparison fair.
+  while (performance.now() - started < seconds * 1000) {
+    const messages = makeBatch();
+    const t0 = performance.now();
+    await producer.sendBatch({
+      acks: -1,
+      compression: CompressionTypes.None,
+      topicMessages: [{ topic, messages }],
+    });
+    latencies.push(performance.now() - t0);
+    events += messages.length;
+  }
+  const elapsed = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
+  await producer.disconnect();
+  process.send?.({
+    type: "kafka-result",
+    events,
+    seconds: elapsed,
+    p50: pct(50),
+    p99: pct(99),
+    rssMb: process.memoryUsage().rss / 2 ** 20,
+  });
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parent
+// ---------------------------------------------------------------------------------------------------------
+
+function spawnChild(kind: string, env: Record<string, string>): ChildProcess {
+  return fork(HERE, [CHILD_FLAG, kind], {
+    env: { ...process.env, ...env },
+    execArgv:
+      process.env.BENCH_CPU_PROF && kind === "gateway" ? ["--cpu-prof", "--cpu-prof-dir=bench/profiles"] : [],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+}
+
+function nextMessage<T extends ChildMessage["type"]>(
+  child: ChildProcess,
+  type: T,
+): Promise<Extract<ChildMessage, { type: T }>> {
+  return new Promise((done, fail) => {
+    const onMessage = (m: ChildMessage) => {
+      if (m.type !== type) return;
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+      done(m as Extract<ChildMessage, { type: T }>);
+    };
+    const onExit = (code: number | null) => fail(new Error(`bench child exited (${code}) before "${type}"`));
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((done) => child.once("exit", done));
+  child.send({ type: "stop" });
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+interface CannonResult {
+  requests: { average: number; total: number };
+  latency: { p50: number; p99: number };
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  "2xx": number;
+  duration: number;
+}
+
+async function cannon(url: string, opts: { duration: number; connections: number; overallRate?: number }) {
+  const result = (await autocannon({
+    url: `${url}/api/singleEvent`,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: BODY,
+    idReplacement: true,
+    connections: opts.connections,
+    duration: opts.duration,
+    ...(opts.overallRate ? { overallRate: opts.overallRate } : {}),
+  })) as unknown as CannonResult;
+  return result;
+}
+
+async function measureServer(
+  child: ChildProcess,
+  url: string,
+  name: string,
+  opts: { duration: number; connections: number; overallRate?: number },
+): Promise<{ row: Row; accepted: number }> {
+  child.send({ type: "rss-reset" });
+  const r = await cannon(url, opts);
+  child.send({ type: "rss" });
+  const { rssMb } = await nextMessage(child, "rss");
+  const refused = r.non2xx + r.errors + r.timeouts;
+  return {
+    row: {
+      name,
+      eventsPerSec: r["2xx"] / r.duration,
+      p50: r.latency.p50,
+      p99: r.latency.p99,
+      rssMb,
+      note: refused > 0 ? `${refused} non-2xx/errors` : "",
+    },
+    accepted: r["2xx"],
+  };
+}
+
+async function countTopic(brokers: string[], topic: string): Promise<number> {
+  const { createKafka } = await import("../src/kafka/client.ts");
+  const admin = createKafka({ brokers, clientId: "bench-count" }).admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((s, o) => s + Number(o.high) - Number(o.low), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+function table(rows: Row[]): string {
+  const fmt = (n: number, d = 1) =>
+    n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+  const lines = [
+    "| run | events/s | p50 ms | p99 ms | RSS MiB | notes |",
+    "| --- | ---: | ---: | ---: | ---: | --- |",
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${fmt(r.eventsPerSec, 0)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${r.rssMb === undefined ? "—" : fmt(r.rssMb, 0)} | ${r.note} |`,
+    ),
+  ];
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: "string", default: "15" },
+      connections: { type: "string", default: "64" },
+      rate: { type: "string", default: "5000" },
+      warmup: { type: "string", default: "3" },
+    },
+  });
+  const duration = Number(values.duration);
+  const connections = Number(values.connections);
+  const rate = Number(values.rate);
+  const warmup = Number(values.warmup);
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const load = () =>
+    loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ");
+
+  log(`load average before: ${load()}`);
+  const { startLocalKafka } = await import("../src/kafka/runner.ts");
+  const kafka = await startLocalKafka({ log });
+  const brokers = kafka.brokers;
+  const rows: Row[] = [];
+  const dbPath = join(tmpdir(), `bench-ingest-${process.pid}.db`);
+  try {
+    log("(a) bare Hono endpoint …");
+    const hono = spawnChild("hono", {});
+    const honoUrl = (await nextMessage(hono, "ready")).url as string;
+    await cannon(honoUrl, { duration: warmup, connections });
+    rows.push(
+      (await measureServer(hono, honoUrl, "(a) bare Hono: parse JSON, answer 202", { duration, connections }))
+        .row,
+    );
+    await stopChild(hono);
+
+    log("(b) kafkajs sendBatch straight to the broker …");
+    const { createKafka } = await import("../src/kafka/client.ts");
+    const admin = createKafka({ brokers, clientId: "bench-admin" }).admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "bench-kafka", numPartitions: 12 }], waitForLeaders: true });
+    await admin.disconnect();
+    const batch = process.env.BATCH_MAX_RECORDS ?? "1000";
+    const kc = spawnChild("kafka", {
+      KAFKA_BROKERS: brokers.join(","),
+      BENCH_TOPIC: "bench-kafka",
+      BENCH_SECONDS: String(duration),
+      BENCH_BATCH: batch,
+    });
+    const k = await nextMessage(kc, "kafka-result");
+    rows.push({
+      name: `(b) kafkajs sendBatch, ${batch} records/batch, acks=-1, idempotent`,
+      eventsPerSec: k.events / k.seconds,
+      p50: k.p50,
+      p99: k.p99,
+      rssMb: k.rssMb,
+      note: "latency per batch",
+    });
+    await new Promise((done) => kc.once("exit", done));
+
+    log("(c, d) the gateway …");
+    const gw = spawnChild("gateway", {
+      KAFKA_BROKERS: brokers.join(","),
+      PORT: "0",
+      DB_PATH: dbPath,
+      LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+      EVENTS_TOPIC: "bench-events",
+      DEAD_LETTER_TOPIC: "bench-events.dead-letter",
+    });
+    const gwUrl = (await nextMessage(gw, "ready")).url as string;
+    let accepted = (await cannon(gwUrl, { duration: warmup, connections }))["2xx"];
+    const max = await measureServer(gw, gwUrl, `(c) gateway, max rate (${connections} connections)`, {
+      duration,
+      connections,
+    });
+    rows.push(max.row);
+    accepted += max.accepted;
+    const paced = await measureServer(
+      gw,
+      gwUrl,
+      `(d) gateway, offered ${rate.toLocaleString("en-US")} events/s`,
+      {
+        duration,
+        connections: Math.min(connections, 100),
+        overallRate: rate,
+      },
+    );
+    rows.push(paced.row);
+    accepted += paced.accepted;
+    await stopChild(gw);
+    const inTopic = await countTopic(brokers, "bench-events");
+
+    const out = [
+      table(rows),
+      "",
+      `202s from the gateway: ${accepted.toLocaleString("en-US")}; records in the topic: ${inTopic.toLocaleString("en-US")}` +
+        (inTopic >= accepted ? " (every 202 is in Kafka)" : " — MISSING RECORDS"),
+      `targets: ≥ 15,000 events/s through the gateway — ${max.row.eventsPerSec >= 15_000 ? "met" : "NOT met"}; ` +
+        `p99 ≤ 25 ms at ${rate.toLocaleString("en-US")}/s — ${paced.row.p99 <= 25 ? "met" : "NOT met"}`,
+      `duration ${duration} s per run, ${connections} connections; load average after: ${load()}`,
+    ];
+    process.stdout.write(`${out.join("\n")}\n`);
+  } finally {
+    await kafka.stop();
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
+  }
+}
+
+const childKind = process.argv[2] === CHILD_FLAG ? process.argv[3] : undefined;
+if (childKind === "hono") await childHono();
+else if (childKind === "gateway") await childGateway();
+else if (childKind === "kafka") await childKafka();
+else await main();
