@@ -4,7 +4,7 @@ import type { Config } from "./config.ts";
 import { createDestinationAgent } from "./delivery/ssrf.ts";
 import { DeliverySupervisor } from "./delivery/supervisor.ts";
 import { createApp } from "./http/app.ts";
-import { startKafkaSetup } from "./ingest/kafka-setup.ts";
+import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
 import { createIngestService } from "./ingest/service.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
@@ -52,7 +52,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
 
   // One group-commit producer for ingest, also the delivery workers' dead-letter sink. Kafka may be
   // down right now: HTTP starts anyway and a background loop connects it and makes sure the topics exist.
-  const producer = new GroupCommitProducer(kafka, {
+  const producerKafka = createKafka({
+    brokers,
+    clientId: config.KAFKA_CLIENT_ID,
+    overrides: kafkaLogsAtDebug(logger),
+  });
+  const producer = new GroupCommitProducer(producerKafka, {
     maxRecords: config.BATCH_MAX_RECORDS,
     maxBytes: config.BATCH_MAX_BYTES,
     lingerMs: config.BATCH_LINGER_MS,
@@ -64,7 +69,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     },
   });
   const kafkaSetup = startKafkaSetup({
-    kafka,
+    kafka: producerKafka,
     producer,
     topics: [config.EVENTS_TOPIC, config.DEAD_LETTER_TOPIC],
     partitions: config.TOPIC_PARTITIONS,

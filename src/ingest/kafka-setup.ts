@@ -1,7 +1,23 @@
-import type { Kafka } from "kafkajs";
+import { type Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import type { Logger } from "../log.ts";
 import type { GroupCommitProducer } from "./producer.ts";
 import { ensureTopics } from "./topics.ts";
+
+/**
+ * kafkajs options for the producer's client: its own logs go to `debug`. While a broker is down kafkajs
+ * logs every connection attempt (and warns on each new idempotent producer with bounded retries); the
+ * producer and this setup loop log each failure once per state change instead.
+ */
+export function kafkaLogsAtDebug(logger: Logger): Pick<KafkaConfig, "logLevel" | "logCreator"> {
+  const log = logger.child({ component: "kafkajs" });
+  return {
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ log: { message, ...extra } }) =>
+        log.debug(extra, message),
+  };
+}
 
 export interface KafkaSetupOptions {
   kafka: Kafka;
