@@ -1,9 +1,9 @@
 import type { AddressInfo } from "node:net";
-import { type ServerType, serve } from "@hono/node-server";
 import type { Config } from "./config.ts";
 import { createDestinationAgent } from "./delivery/ssrf.ts";
 import { DeliverySupervisor } from "./delivery/supervisor.ts";
 import { createApp } from "./http/app.ts";
+import { serveApp } from "./http/server.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
 import { createIngestService } from "./ingest/service.ts";
@@ -106,7 +106,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       }),
     observe: deliveryObserver(metrics),
   });
-  void kafkaReady.then(() => supervisor.start());
+  void kafkaReady
+    .then(() => supervisor.start())
+    .catch((err: unknown) => logger.error({ err }, "delivery supervisor failed to start"));
 
   const app = createApp({
     config,
@@ -127,9 +129,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     },
   });
 
-  const server: ServerType = await new Promise((done) => {
-    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => done(s));
-  });
+  const server = await serveApp(app.fetch, { port: config.PORT, hostname: config.HOST, logger });
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST}:${port}`;
   logger.info({ url }, "gateway listening");

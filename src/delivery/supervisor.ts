@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Admin, Kafka } from "kafkajs";
 import type { Dispatcher } from "undici";
 import type { RecordSink } from "../ingest/producer.ts";
@@ -69,6 +70,7 @@ export class DeliverySupervisor implements DeliveryControl {
    * flapping) is retried in the background until it runs or the supervisor stops.
    */
   async start(): Promise<void> {
+    if (this.#stopped) return;
     this.#started = true;
     const enabled = listDestinations(this.#deps.store.db).filter((d) => !d.disabled);
     await Promise.all(enabled.map((d) => this.#startWorker(d).catch(() => this.#retryStart(d.id))));
@@ -134,13 +136,23 @@ export class DeliverySupervisor implements DeliveryControl {
   }
 
   async prepareDestination(destinationId: string): Promise<void> {
-    const admin = await this.#adminClient();
-    const ends = await admin.fetchTopicOffsets(this.#deps.topic);
-    await admin.setOffsets({
-      groupId: groupIdFor(this.#deps.groupPrefix, destinationId),
-      topic: this.#deps.topic,
-      partitions: ends.map((p) => ({ partition: p.partition, offset: p.high })),
-    });
+    // Leadership moves (a broker restart, a topic just created) answer NOT_LEADER for a moment: retry
+    // retriable errors for a few seconds before the admin API gives up with a 503.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const admin = await this.#adminClient();
+        const ends = await admin.fetchTopicOffsets(this.#deps.topic);
+        await admin.setOffsets({
+          groupId: groupIdFor(this.#deps.groupPrefix, destinationId),
+          topic: this.#deps.topic,
+          partitions: ends.map((p) => ({ partition: p.partition, offset: p.high })),
+        });
+        return;
+      } catch (err) {
+        if (attempt >= 10 || !(err as { retriable?: boolean }).retriable) throw err;
+        await sleep(100 * attempt);
+      }
+    }
   }
 
   async destinationAdded(destination: Destination): Promise<void> {
