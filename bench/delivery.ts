@@ -17,7 +17,7 @@
  *   (5) start-up: 100 destinations registered, the gateway restarted (SIGTERM, spawn); time from spawn
  *       until one event accepted after /readyz has reached all 100 receiver paths (every worker runs).
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:delivery …);
- * `--cpu-prof` writes the gateway's CPU profiles to bench/profiles/.
+ * `--cpu-prof` writes the gateway's CPU profiles to $TMPDIR/bench-delivery-profiles/.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync, rmSync } from "node:fs";
@@ -36,6 +36,8 @@ const TOPIC = "events";
 /** The destination default (DESTINATION_DEFAULTS.maxConcurrency): the ceiling runs at the same width. */
 const DEFAULT_CONCURRENCY = 16;
 const USERS = 1000;
+/** Where `--cpu-prof` puts the gateway's profiles (one per gateway process; open them in Chrome DevTools). */
+const PROFILE_DIR = join(tmpdir(), "bench-delivery-profiles");
 
 // The ingest benchmark's ~200-byte payload, so both benchmarks move the same events.
 const PAYLOAD = {
@@ -224,7 +226,7 @@ class GatewayProcess {
     this.url = `http://127.0.0.1:${port}`;
     this.#env = { ...env, PORT: String(port), HOST: "127.0.0.1" };
     this.logPath = logPath;
-    this.#execArgv = cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${join(REPO, "bench", "profiles")}`] : [];
+    this.#execArgv = cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : [];
   }
 
   get pid(): number {
@@ -702,6 +704,8 @@ async function main(): Promise<void> {
       "ceiling-seconds": { type: "string", default: "10" },
       "startup-destinations": { type: "string", default: "100" },
       "cpu-prof": { type: "boolean", default: false },
+      /** A subset of the runs, e.g. --runs 1,2 while profiling (the table then has those rows only). */
+      runs: { type: "string", default: "1,2,3,4,5" },
     },
   });
   const events = Number(values.events);
@@ -711,6 +715,7 @@ async function main(): Promise<void> {
   const warmup = Number(values.warmup);
   const ceilingSeconds = Number(values["ceiling-seconds"]);
   const startupDestinations = Number(values["startup-destinations"]);
+  const runs = new Set(values.runs.split(",").map((r) => r.trim()));
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const load = () =>
     loadavg()
@@ -746,8 +751,10 @@ async function main(): Promise<void> {
   try {
     const receiver = new ReceiverClient(receiverChild, (await nextMessage(receiverChild, "ready")).url);
 
-    log("(1) ceiling: raw undici POSTs to the receiver …");
-    rows.push(await ceiling(receiver, DEFAULT_CONCURRENCY, ceilingSeconds));
+    if (runs.has("1")) {
+      log("(1) ceiling: raw undici POSTs to the receiver …");
+      rows.push(await ceiling(receiver, DEFAULT_CONCURRENCY, ceilingSeconds));
+    }
 
     log("starting the gateway …");
     const spawnedAt = now();
@@ -757,14 +764,22 @@ async function main(): Promise<void> {
     const idle = memoryOf(gw.pid);
     log(`  up in ${((now() - spawnedAt) / 1000).toFixed(1)} s, RSS ${fmt(idle.rssMb)} MiB`);
 
-    log("(2) drain, 1 destination …");
-    rows.push(...(await drain(gw, receiver, brokers, "one", 1, events, log)));
-    log(`(3) drain, ${destinations} destinations …`);
-    rows.push(...(await drain(gw, receiver, brokers, "ten", destinations, events, log)));
-    log("(4) latency, 1 destination …");
-    rows.push(await latency(gw, receiver, 1, rate, duration, warmup, log));
-    log(`(5) start-up with ${startupDestinations} destinations …`);
-    rows.push(await startup(gw, receiver, startupDestinations, log));
+    if (runs.has("2")) {
+      log("(2) drain, 1 destination …");
+      rows.push(...(await drain(gw, receiver, brokers, "one", 1, events, log)));
+    }
+    if (runs.has("3")) {
+      log(`(3) drain, ${destinations} destinations …`);
+      rows.push(...(await drain(gw, receiver, brokers, "ten", destinations, events, log)));
+    }
+    if (runs.has("4")) {
+      log("(4) latency, 1 destination …");
+      rows.push(await latency(gw, receiver, 1, rate, duration, warmup, log));
+    }
+    if (runs.has("5")) {
+      log(`(5) start-up with ${startupDestinations} destinations …`);
+      rows.push(await startup(gw, receiver, startupDestinations, log));
+    }
 
     const one = rows.find((r) => r.name.startsWith("(2)"));
     const ten = rows.find((r) => r.name.startsWith("(3)"));

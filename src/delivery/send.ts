@@ -1,3 +1,4 @@
+import type { KeyObject } from "node:crypto";
 import type { Dispatcher } from "undici";
 import { request } from "undici";
 import { signWebhook } from "./sign.ts";
@@ -22,7 +23,7 @@ export interface SendTarget {
   url: string;
   headers: Record<string, string>;
   timeoutMs: number;
-  key: Buffer;
+  key: KeyObject;
   dispatcher: Dispatcher;
   /** Aborts the attempt from outside (the worker is stopping and its grace period ran out). */
   abort?: AbortSignal;

@@ -1,3 +1,4 @@
+import type { KeyObject } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Consumer, EachBatchPayload, Kafka } from "kafkajs";
 import pRetry, { AbortError } from "p-retry";
@@ -121,7 +122,7 @@ function parseEvent(value: string): ParsedEvent | undefined {
 export class DeliveryWorker {
   #deps: WorkerDeps;
   #destination: Destination;
-  #key: Buffer;
+  #key: KeyObject;
   #dispatcher: Dispatcher;
   #consumer: Consumer | undefined;
   #scheduler: KeyedScheduler<Job>;

@@ -1,10 +1,52 @@
+import { sql } from "drizzle-orm";
 import type { Db } from "./db.ts";
 import { attempts } from "./schema.ts";
 
 export type AttemptRow = typeof attempts.$inferInsert;
 export type AttemptOutcome = "succeeded" | "failed" | "dead";
 
+const p = (name: string) => sql.placeholder(name);
+function prepareInsert(db: Db) {
+  return db
+    .insert(attempts)
+    .values({
+      eventId: p("eventId"),
+      destinationId: p("destinationId"),
+      userId: p("userId"),
+      attemptNumber: p("attemptNumber"),
+      startedAt: p("startedAt"),
+      durationMs: p("durationMs"),
+      statusCode: p("statusCode"),
+      error: p("error"),
+      responseSnippet: p("responseSnippet"),
+      outcome: p("outcome"),
+    })
+    .prepare();
+}
+// One prepared statement per database, run per row: building the query with drizzle and compiling it in
+// SQLite on every call cost several times more than the insert itself (bench/delivery.ts profile).
+const inserts = new WeakMap<Db, ReturnType<typeof prepareInsert>>();
+
 /** Inserts attempt rows; callers batch them into one transaction (see delivery/recorder.ts). */
 export function insertAttempts(db: Db, rows: AttemptRow[]): void {
-  if (rows.length > 0) db.insert(attempts).values(rows).run();
+  if (rows.length === 0) return;
+  let insert = inserts.get(db);
+  if (!insert) {
+    insert = prepareInsert(db);
+    inserts.set(db, insert);
+  }
+  for (const r of rows) {
+    insert.run({
+      eventId: r.eventId,
+      destinationId: r.destinationId,
+      userId: r.userId,
+      attemptNumber: r.attemptNumber,
+      startedAt: r.startedAt,
+      durationMs: r.durationMs,
+      statusCode: r.statusCode ?? null,
+      error: r.error ?? null,
+      responseSnippet: r.responseSnippet ?? null,
+      outcome: r.outcome,
+    });
+  }
 }

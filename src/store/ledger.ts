@@ -17,10 +17,51 @@ export interface LedgerUpdate {
   at: number;
 }
 
+const p = (name: string) => sql.placeholder(name);
+/** The value the conflicting INSERT proposed for a column (SQLite's `excluded.` row). */
+const excluded = (column: { name: string }) => sql.raw(`excluded."${column.name}"`);
+function prepareUpsert(db: Db) {
+  return db
+    .insert(deliveries)
+    .values({
+      destinationId: p("destinationId"),
+      eventId: p("eventId"),
+      userId: p("userId"),
+      status: p("status"),
+      attempts: p("attempts"),
+      lastError: p("lastError"),
+      event: p("event"),
+      updatedAt: p("updatedAt"),
+      deadAt: p("deadAt"),
+    })
+    .onConflictDoUpdate({
+      target: [deliveries.destinationId, deliveries.eventId],
+      set: {
+        userId: excluded(deliveries.userId),
+        status: excluded(deliveries.status),
+        attempts: excluded(deliveries.attempts),
+        lastError: excluded(deliveries.lastError),
+        event: excluded(deliveries.event),
+        updatedAt: excluded(deliveries.updatedAt),
+        deadAt: excluded(deliveries.deadAt),
+      },
+    })
+    .prepare();
+}
+// One prepared statement per database: building the upsert with drizzle and compiling it in SQLite for
+// every delivery was the gateway's top cost in bench/delivery.ts (several times the write itself).
+const upserts = new WeakMap<Db, ReturnType<typeof prepareUpsert>>();
+
 /** Writes where an event stands at a destination (insert or overwrite). */
 export function upsertLedger(db: Db, rows: LedgerUpdate[]): void {
+  if (rows.length === 0) return;
+  let upsert = upserts.get(db);
+  if (!upsert) {
+    upsert = prepareUpsert(db);
+    upserts.set(db, upsert);
+  }
   for (const r of rows) {
-    const values = {
+    upsert.run({
       destinationId: r.destinationId,
       eventId: r.eventId,
       userId: r.userId,
@@ -30,11 +71,7 @@ export function upsertLedger(db: Db, rows: LedgerUpdate[]): void {
       event: r.event,
       updatedAt: r.at,
       deadAt: r.status === "dead" ? r.at : null,
-    };
-    db.insert(deliveries)
-      .values(values)
-      .onConflictDoUpdate({ target: [deliveries.destinationId, deliveries.eventId], set: values })
-      .run();
+    });
   }
 }
 
