@@ -38,19 +38,34 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Number.isNaN(at) ? null : Math.max(0, at - now);
 }
 
-/** Reads at most SNIPPET_BYTES of a body, then drops the rest without reading it (a 50 MiB body costs 4 KiB). */
-async function readSnippet(body: Dispatcher.ResponseData["body"]): Promise<string> {
+/**
+ * Reads at most SNIPPET_BYTES of a body, then drops the rest without reading it (a 50 MiB body costs 4 KiB).
+ * A body that stalls past the deadline or breaks off yields what arrived and `failure` (the error).
+ */
+async function readSnippet(
+  body: Dispatcher.ResponseData["body"],
+): Promise<{ text: string; failed: boolean; failure: unknown }> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size >= SNIPPET_BYTES) {
-      body.destroy();
-      break;
+  let failed = false;
+  let failure: unknown;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= SNIPPET_BYTES) {
+        body.destroy();
+        break;
+      }
     }
+  } catch (err) {
+    failed = true;
+    failure = err;
   }
-  return Buffer.concat(chunks, Math.min(size, SNIPPET_BYTES)).subarray(0, SNIPPET_BYTES).toString("utf8");
+  const text = Buffer.concat(chunks, Math.min(size, SNIPPET_BYTES))
+    .subarray(0, SNIPPET_BYTES)
+    .toString("utf8");
+  return { text, failed, failure };
 }
 
 function describe(err: unknown, timedOut: boolean, timeoutMs: number): string {
@@ -97,9 +112,21 @@ export async function sendWebhook(target: SendTarget, eventId: string, body: str
     });
     const snippet = await readSnippet(res.body);
     const status = res.statusCode;
-    const base = { statusCode: status, durationMs: elapsed(), responseSnippet: snippet || null };
-    if (status >= 200 && status < 300)
-      return { ...base, verdict: "success", error: null, retryAfterMs: null };
+    const base = { statusCode: status, durationMs: elapsed(), responseSnippet: snippet.text || null };
+    if (status >= 200 && status < 300) {
+      if (!snippet.failed) return { ...base, verdict: "success", error: null, retryAfterMs: null };
+      // A 2xx whose body (its first 4 KiB or its end) does not arrive within the deadline — a slow drip —
+      // or breaks off is no success; the row still keeps the status the receiver sent.
+      const why = target.abort?.aborted
+        ? "aborted: the worker is stopping"
+        : describe(snippet.failure, timedOut, target.timeoutMs);
+      return {
+        ...base,
+        verdict: "retry",
+        error: `HTTP ${status}, then the body failed: ${why}`,
+        retryAfterMs: null,
+      };
+    }
     if (status === 410)
       return {
         ...base,

@@ -366,7 +366,12 @@ export class DeliveryWorker {
       this.#deps.observe?.finished(this.#destination.id, "delivered", job.acceptedAt);
       this.#finish(job);
     } catch (err) {
-      if (err instanceof Stopped || this.#stop.signal.aborted) return; // unfinished: redelivered after restart
+      // Unfinished: redelivered after a restart. But a verdict the receiver already gave (410, or the last
+      // allowed attempt failed) is carried out even while stopping, so that attempt is recorded and the
+      // event dead-lettered rather than silently dropped (a 410 stops the worker while other events'
+      // 410s are still arriving).
+      const verdict = err instanceof Gone || err instanceof Exhausted;
+      if (!verdict && (err instanceof Stopped || this.#stop.signal.aborted)) return;
       const gone = err instanceof Gone;
       const result =
         err instanceof Exhausted || err instanceof Gone
@@ -379,9 +384,12 @@ export class DeliveryWorker {
               responseSnippet: null,
               retryAfterMs: null,
             } satisfies AttemptResult);
-      await this.#deadLetter(job, result).catch(() => {});
-      if (this.#stop.signal.aborted) return;
-      await this.#record(job, Math.max(job.attemptsSoFar, 1), result, "dead", true);
+      try {
+        await this.#deadLetter(job, result);
+        await this.#record(job, Math.max(job.attemptsSoFar, 1), result, "dead", true);
+      } catch {
+        return; // stopping, and Kafka or the database refused: unfinished, redelivered after a restart
+      }
       this.#deps.observe?.finished(this.#destination.id, "dead", job.acceptedAt);
       this.#finish(job);
       if (gone) this.#deps.onGone(this.#destination.id, result.error ?? "410 Gone");
@@ -405,6 +413,8 @@ export class DeliveryWorker {
     // p-retry discards a result when its signal aborted during the attempt; a delivery the receiver has
     // accepted must still be recorded, or it would be sent again after the restart.
     let delivered: AttemptResult | undefined;
+    // Likewise p-retry reports an abort instead of the Gone/Exhausted thrown during the attempt.
+    let verdict: Gone | Exhausted | undefined;
     return pRetry(
       async () => {
         if (signal.aborted) throw new AbortError(new Stopped());
@@ -431,8 +441,15 @@ export class DeliveryWorker {
           delivered = result;
           return result;
         }
-        if (result.verdict === "gone") throw new AbortError(new Gone(result));
-        if (job.attemptsSoFar >= dest.maxAttempts) throw new AbortError(new Exhausted(result));
+        if (result.verdict === "gone") {
+          verdict = new Gone(result);
+          throw new AbortError(verdict);
+        }
+        // An attempt our own hard stop cut off is not the receiver's failure: it never exhausts the budget.
+        if (job.attemptsSoFar >= dest.maxAttempts && !this.#kill.signal.aborted) {
+          verdict = new Exhausted(result);
+          throw new AbortError(verdict);
+        }
         await this.#record(job, job.attemptsSoFar, result, "failed", false);
         throw new RetryableDeliveryError(result);
       },
@@ -454,6 +471,7 @@ export class DeliveryWorker {
       },
     ).catch((err: unknown) => {
       if (delivered) return delivered;
+      if (verdict) throw verdict;
       if (signal.aborted) throw new Stopped();
       throw err;
     });
