@@ -96,8 +96,11 @@ export async function startChildGateway(env: GatewayEnv, readyTimeoutMs = 60_000
     child.once("exit", (code, signal) => done(code ?? signal ?? "unknown"));
   });
   let gone = false;
-  void exited.then(() => {
+  let signalled = false;
+  void exited.then((code) => {
     gone = true;
+    // A gateway that dies on its own is a finding: show why, whatever the test does next.
+    if (!signalled) process.stderr.write(`gateway ${child.pid} exited by itself (${code}):\n${tail}\n`);
   });
   const url = `http://127.0.0.1:${port}`;
   const gateway: ChildGateway = {
@@ -106,10 +109,12 @@ export async function startChildGateway(env: GatewayEnv, readyTimeoutMs = 60_000
     exited,
     output: () => tail,
     async kill() {
+      signalled = true;
       if (!gone) child.kill("SIGKILL");
       return exited;
     },
     async stop(graceMs = 30_000) {
+      signalled = true;
       if (gone) return exited;
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
