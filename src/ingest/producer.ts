@@ -1,4 +1,11 @@
-import { CompressionTypes, type Kafka, Partitioners, type Producer } from "kafkajs";
+import {
+  CompressionTypes,
+  type ICustomPartitioner,
+  type Kafka,
+  Partitioners,
+  type Producer,
+  type RecordMetadata,
+} from "kafkajs";
 import type { Logger } from "../log.ts";
 
 /** One record to publish. `key` decides the partition (kafkajs's Java-compatible murmur2). */
@@ -91,6 +98,11 @@ type State = "idle" | "connecting" | "ready" | "closed";
  * request fails, so if the broker did write the lost request, the next batch could reuse those sequence
  * numbers and be acknowledged as a "duplicate" without being written. While no producer is connected,
  * publish() rejects at once, so ingest can answer 503 without waiting.
+ *
+ * A batch counts as acknowledged only when Kafka answered for every partition its records went to. kafkajs
+ * 2.2.4's send retry skips partitions whose leader moved to a broker that had already answered the first
+ * try (its per-broker response map survives the retry), and resolves without ever sending them
+ * (tulios/kafkajs#1303, #1798) — the broker-loss fault test lost acknowledged events that way.
  */
 export class GroupCommitProducer implements RecordSink {
   #kafka: Kafka;
@@ -108,6 +120,8 @@ export class GroupCommitProducer implements RecordSink {
   #readyWaiters: Array<() => void> = [];
   #drained: (() => void) | undefined;
   #lastError = "";
+  /** Per producer: the partitions its partitioner assigned the records of the batch in flight to. */
+  #assigned = new WeakMap<Producer, Map<string, Set<number>>>();
 
   constructor(kafka: Kafka, opts: GroupCommitOptions) {
     this.#kafka = kafka;
@@ -239,7 +253,9 @@ export class GroupCommitProducer implements RecordSink {
     });
     try {
       const topicMessages = [...batch.topics].map(([topic, messages]) => ({ topic, messages }));
-      await Promise.race([
+      const assigned = this.#assigned.get(producer);
+      assigned?.clear();
+      const answered = await Promise.race([
         producer.sendBatch({
           acks: -1,
           timeout: ackTimeoutMs,
@@ -248,6 +264,12 @@ export class GroupCommitProducer implements RecordSink {
         }),
         timeout,
       ]);
+      const unanswered = assigned ? unansweredPartitions(assigned, answered) : [];
+      if (unanswered.length > 0) {
+        throw new KafkaUnavailableError(
+          `Kafka acknowledged only part of the batch (no answer for ${unanswered.join(", ")})`,
+        );
+      }
       ok = true;
       for (const w of batch.waiters) w.resolve();
     } catch (err) {
@@ -292,13 +314,15 @@ export class GroupCommitProducer implements RecordSink {
   async #connectLoop(): Promise<void> {
     let delay = 250;
     while (this.#state === "connecting") {
+      const assigned = new Map<string, Set<number>>();
       const producer = this.#kafka.producer({
         idempotent: true,
         // Java-compatible murmur2, explicit so kafkajs does not warn about its v2 default change.
-        createPartitioner: Partitioners.DefaultPartitioner,
+        createPartitioner: recordingPartitioner(Partitioners.DefaultPartitioner, assigned),
         allowAutoTopicCreation: false,
         maxInFlightRequests: this.#opts.maxInFlightRequests,
       });
+      this.#assigned.set(producer, assigned);
       try {
         this.#connecting = producer;
         await producer.connect();
@@ -330,4 +354,34 @@ export class GroupCommitProducer implements RecordSink {
       }
     }
   }
+}
+
+/** Wraps a partitioner so every partition it picks is noted in `assigned` (topic → partitions). */
+function recordingPartitioner(
+  create: ICustomPartitioner,
+  assigned: Map<string, Set<number>>,
+): ICustomPartitioner {
+  return () => {
+    const partition = create();
+    return (args) => {
+      const chosen = partition(args);
+      let partitions = assigned.get(args.topic);
+      if (!partitions) {
+        partitions = new Set();
+        assigned.set(args.topic, partitions);
+      }
+      partitions.add(chosen);
+      return chosen;
+    };
+  };
+}
+
+/** "topic/partition" of each assigned partition that has no answer in `answered`. */
+function unansweredPartitions(assigned: Map<string, Set<number>>, answered: RecordMetadata[]): string[] {
+  const got = new Set(answered.map((r) => `${r.topicName}/${r.partition}`));
+  const missing: string[] = [];
+  for (const [topic, partitions] of assigned) {
+    for (const p of partitions) if (!got.has(`${topic}/${p}`)) missing.push(`${topic}/${p}`);
+  }
+  return missing;
 }
