@@ -33,6 +33,11 @@ const TIMEOUT_MS = 1000;
 const HUGE_BYTES = 50 * 1024 * 1024;
 const DRIP_BYTES = 25; // one byte per 200 ms: 5 s, far beyond the timeout
 const PROBE = "hostile.probe";
+/**
+ * HOSTILE_CONTROL=1: the nine extra destinations behave (answer 200 at once) and the test stops after the
+ * latency figures — what fan-out to ten destinations costs the healthy one on this machine, without hostility.
+ */
+const CONTROL = process.env.HOSTILE_CONTROL === "1";
 
 /** One request a hostile receiver got, and what it did with it. */
 interface Hit {
@@ -313,7 +318,16 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
   const baselineLoop = await loopDelay(gw.url);
 
   // ---- every hostile destination beside it, each subscribed to the probe events only
-  for (const hostile of hostiles(healthy.url)) {
+  for (const kind of hostiles(healthy.url)) {
+    const hostile: Hostile = CONTROL
+      ? {
+          ...kind,
+          behave(_req, res, hit) {
+            hit.status = 200;
+            res.end("ok");
+          },
+        }
+      : kind;
     const hits: Hit[] = [];
     const receiver = await startReceiver((req, res) => {
       const hit: Hit = { eventId: (JSON.parse(req.body) as { id: string }).id, at: req.at, status: null };
@@ -365,6 +379,16 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
     `when the healthy receiver had all ${loadedIds.size} events, probes finished per hostile destination ` +
       `(of ${probes.length}): ${running.map((r) => `${r.hostile.name} ${snapshot.get(r.id) ?? 0}`).join(", ")}`,
   );
+  if (CONTROL) {
+    t.diagnostic(
+      `control, healthy alone: accept→receive ${latencySummary(healthyLatency(baseline))}; ${baselineLoop}`,
+    );
+    t.diagnostic(
+      `control, beside 9 well-behaved destinations: accept→receive ${latencySummary(healthyLatency(loadedIds))}; ` +
+        loadedLoop,
+    );
+    return;
+  }
   // Provable: a probe at a destination that never answers in time costs maxAttempts × timeoutMs (2 s), and
   // a user's probes go one after another; the last probes were accepted moments ago.
   for (const name of ["never answers", "answers after the timeout", "slow drip"]) {
