@@ -64,7 +64,11 @@ export function jsonBody(opts: { optional?: boolean } = {}): MiddlewareHandler[]
   const limit = bodyLimit({
     maxSize: ADMIN_MAX_BODY_BYTES,
     onError: () => {
-      throw new HttpProblem(413, "Payload too large", `the body is over ${ADMIN_MAX_BODY_BYTES} bytes`);
+      // `connection: close`, as ingest does: left open, Node drains the unread body for the next request
+      // and gives up after a while, so a client reusing the connection lost its next request.
+      throw new HttpProblem(413, "Payload too large", `the body is over ${ADMIN_MAX_BODY_BYTES} bytes`, {
+        headers: { connection: "close" },
+      });
     },
   });
   const contentType: MiddlewareHandler = async (c, next) => {

@@ -39,16 +39,24 @@ function problemType(title: string): string {
     .replace(/^-|-$/g, "")}`;
 }
 
-export function problemResponse(c: Context, p: HttpProblem): Response {
+/**
+ * The JSON text of a problem document. `instance` is the request path; it is left out only when the
+ * request target could not be parsed at all (see server.ts).
+ */
+export function problemDocument(p: HttpProblem, instance: string | undefined): string {
   const body: Record<string, unknown> = {
     type: problemType(p.title),
     title: p.title,
     status: p.status,
     detail: p.detail,
-    instance: c.req.path,
   };
+  if (instance !== undefined) body.instance = instance;
   if (p.errors) body.errors = p.errors;
-  return new Response(JSON.stringify(body), {
+  return JSON.stringify(body);
+}
+
+export function problemResponse(c: Context, p: HttpProblem): Response {
+  return new Response(problemDocument(p, c.req.path), {
     status: p.status,
     headers: { "content-type": "application/problem+json", ...p.headers },
   });

@@ -1,0 +1,159 @@
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from "node:http";
+import type { Duplex } from "node:stream";
+import { getRequestListener, RequestError } from "@hono/node-server";
+import type { Logger } from "../log.ts";
+import { HttpProblem, problemDocument } from "./problem.ts";
+
+export interface ServeOptions {
+  port: number;
+  hostname: string;
+  logger: Logger;
+}
+
+type Fetch = (request: Request, env: { incoming: IncomingMessage; outgoing: ServerResponse }) => unknown;
+
+/**
+ * After answering a request Node could not parse, how long the socket may stay half-open while the
+ * client reads the answer. Destroying it at once, with the client's unread bytes still queued, makes the
+ * kernel send a reset that can overtake the answer.
+ */
+const LINGER_MS = 2000;
+
+/** A whole HTTP/1.1 response carrying a problem, for sockets that have no ServerResponse. */
+function rawProblemResponse(p: HttpProblem): string {
+  const body = problemDocument(p, undefined);
+  const head = [
+    `HTTP/1.1 ${p.status} ${STATUS_CODES[p.status] ?? "Error"}`,
+    "content-type: application/problem+json",
+    `content-length: ${Buffer.byteLength(body)}`,
+    ...Object.entries(p.headers).map(([name, value]) => `${name}: ${value}`),
+    "connection: close",
+  ];
+  return `${head.join("\r\n")}\r\n\r\n${body}`;
+}
+
+function endWithProblem(socket: Duplex, p: HttpProblem): void {
+  socket.end(rawProblemResponse(p));
+  // Keep reading (and dropping) what the client still sends until it closes or the linger ends.
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once("close", () => clearTimeout(timer));
+}
+
+/** What Node's own parser refused, as the problem Node would have answered with a bare status line. */
+function parserProblem(code: string | undefined): HttpProblem {
+  switch (code) {
+    case "HPE_HEADER_OVERFLOW":
+      return new HttpProblem(431, "Request header fields too large", "the request's headers are too large");
+    case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+      return new HttpProblem(413, "Payload too large", "the request's chunk extensions are too large");
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return new HttpProblem(408, "Request timeout", "the request did not arrive in time");
+    default:
+      return new HttpProblem(400, "Malformed request", "the request is not valid HTTP/1.1");
+  }
+}
+
+function writeProblem(res: ServerResponse, p: HttpProblem, instance: string | undefined): void {
+  const body = problemDocument(p, instance);
+  res.writeHead(p.status, {
+    "content-type": "application/problem+json",
+    "content-length": Buffer.byteLength(body),
+    connection: "close",
+    ...p.headers,
+  });
+  res.end(body);
+}
+
+/**
+ * Serves the Hono app on Node's HTTP server, like @hono/node-server's `serve`, but so that every refusal —
+ * including the ones Node or the adapter make before the app runs — is an `application/problem+json`
+ * 4xx and no malformed request just loses its connection:
+ * - a request line or header Node's parser refuses (400, 431 for oversized headers, 408 on timeout);
+ * - a request target or Host header the adapter cannot turn into a URL (`GET *`, a backslash path);
+ * - an HTTP/1.1 request without Host; an `Expect` other than 100-continue (417); CONNECT (405).
+ */
+export function serveApp(fetch: Fetch, opts: ServeOptions): Promise<Server> {
+  const listener = getRequestListener(fetch as Parameters<typeof getRequestListener>[0], {
+    // Only HTTP/1.0 requests get here without a Host; they are served as if addressed to us.
+    hostname: opts.hostname,
+    errorHandler: (err) => {
+      if (err instanceof RequestError) {
+        const p = new HttpProblem(
+          400,
+          "Malformed request",
+          `the request target is not valid: ${err.message}`,
+          {
+            headers: { connection: "close" },
+          },
+        );
+        return new Response(problemDocument(p, undefined), {
+          status: 400,
+          headers: { "content-type": "application/problem+json", ...p.headers },
+        });
+      }
+      opts.logger.error({ err }, "unhandled error serving a request");
+      const p = new HttpProblem(500, "Internal error", "the gateway failed to handle this request");
+      return new Response(problemDocument(p, undefined), {
+        status: 500,
+        headers: { "content-type": "application/problem+json" },
+      });
+    },
+  });
+
+  // Node would answer a missing Host with a bodiless 400; the check is ours so the 400 is a problem.
+  const server = createServer({ requireHostHeader: false }, (req, res) => {
+    if (req.headers.host === undefined && req.httpVersion !== "1.0") {
+      writeProblem(
+        res,
+        new HttpProblem(400, "Malformed request", "an HTTP/1.1 request needs a Host header"),
+        req.url,
+      );
+      return;
+    }
+    void listener(req, res);
+  });
+
+  const answered = new WeakSet<Duplex>();
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // Node calls this again for every later chunk of a connection its parser gave up on.
+    if (answered.has(socket)) return;
+    answered.add(socket);
+    const inFlight = (socket as { _httpMessage?: ServerResponse })._httpMessage;
+    if (err.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    endWithProblem(socket, parserProblem(err.code));
+  });
+
+  server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => {
+    const p = new HttpProblem(417, "Expectation failed", "only Expect: 100-continue is supported");
+    writeProblem(res, p, req.url);
+  });
+
+  // Without a listener Node drops a CONNECT's socket without a word.
+  server.on("connect", (_req: IncomingMessage, socket: Duplex) => {
+    endWithProblem(
+      socket,
+      new HttpProblem(405, "Method not allowed", "CONNECT is not supported: this is not a proxy", {
+        headers: { allow: "GET, HEAD, POST, PATCH, DELETE" },
+      }),
+    );
+  });
+
+  return new Promise((done, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port, opts.hostname, () => {
+      server.off("error", fail);
+      done(server);
+    });
+  });
+}
