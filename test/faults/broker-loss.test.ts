@@ -1,0 +1,198 @@
+/**
+ * Fault 1 — broker loss. A 3-node KRaft cluster (RF 3, min.insync.replicas=2), the gateway as its own
+ * process, ingest from many users, two healthy destinations. One broker is SIGKILLed and restarted, then
+ * the broker leading the most partitions of the events topic. Every 202 must be in the topic and
+ * delivered to both destinations in per-user order; every other answer must be a 503.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Kafka } from "kafkajs";
+import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
+import { type Receiver, startReceiver } from "../receiver.ts";
+import {
+  acceptedEvents,
+  analyseDeliveries,
+  cleanUp,
+  countTopicRecords,
+  faultKafka,
+  type GatewayEnv,
+  type GatewayProcess,
+  gatewayEnv,
+  type Load,
+  partitionLeaders,
+  readTopicEventIds,
+  registerDestination,
+  spawnGateway,
+  startLoad,
+  topicPartitions,
+  waitForFullIsr,
+  waitUntil,
+} from "./fault-helpers.ts";
+
+// 200 clients with 5 users each, 4 requests/s per client: 800/s offered. Group commit turns the
+// concurrency into batches, so the rate holds while an acks=all round trip takes ~200 ms on a busy
+// 2-core machine running three brokers.
+const CLIENTS = 200;
+const USERS_PER_CLIENT = 5;
+const RATE_PER_CLIENT = 4;
+const MIN_ACCEPTED = 20_000;
+const MIN_LOAD_MS = 20_000;
+
+let cluster: LocalKafka | undefined;
+let gateway: GatewayProcess | undefined;
+let setup: GatewayEnv | undefined;
+let kafka: Kafka | undefined;
+let load: Load | undefined;
+const receivers: Receiver[] = [];
+
+before(async () => {
+  cluster = await startLocalKafka({ nodes: 3 });
+});
+
+after(() =>
+  cleanUp(
+    () => load?.stop(),
+    () => gateway?.stop(),
+    ...receivers.map((r) => () => r.close()),
+    () => cluster?.stop(),
+    () => setup?.removeDb(),
+  ),
+);
+
+test("broker loss: SIGKILL a broker, then the partition leaders' broker — nothing acknowledged is lost", async (t) => {
+  assert.ok(cluster);
+  const brokers = cluster.brokers;
+  kafka = faultKafka(brokers);
+  setup = gatewayEnv({
+    KAFKA_BROKERS: brokers.join(","),
+    TOPIC_PARTITIONS: "6",
+    TOPIC_REPLICATION_FACTOR: "3",
+    ALLOW_PRIVATE_DESTINATIONS: "true",
+    INGEST_RETRY_AFTER_S: "1",
+  });
+  gateway = await spawnGateway(setup.env);
+  const gw = gateway;
+  await waitUntil(
+    async () => (await fetch(`${gw.url}/readyz`).catch(() => undefined))?.status === 200,
+    "the gateway to be ready",
+  );
+
+  receivers.push(await startReceiver(), await startReceiver());
+  for (const r of receivers) await registerDestination(gw.url, { url: r.url, maxConcurrency: 32 });
+
+  const partitions = await topicPartitions(kafka, setup.topic);
+  assert.equal(partitions.length, 6);
+  for (const p of partitions) assert.equal(p.replicas.length, 3, `partition ${p.partition} has RF 3`);
+
+  const started = Date.now();
+  const mark = (what: string) => {
+    const c = load?.counts();
+    t.diagnostic(
+      `+${((Date.now() - started) / 1000).toFixed(1)} s ${what} (sent ${c?.sent}, accepted ${c?.accepted}, refused ${c?.refused})`,
+    );
+  };
+  load = startLoad({
+    url: gw.url,
+    clients: CLIENTS,
+    usersPerClient: USERS_PER_CLIENT,
+    ratePerClient: RATE_PER_CLIENT,
+  });
+  const running = load;
+
+  // Fault 1a: an arbitrary broker (node 2), SIGKILLed while it leads some partitions and follows others.
+  await sleep(5000);
+  const leadersBefore = await partitionLeaders(kafka, setup.topic);
+  mark(`killing node 2 (leaders per node: ${JSON.stringify([...leadersBefore])})`);
+  await cluster.killNode(2);
+  await sleep(8000);
+  mark("restarting node 2");
+  await cluster.restartNode(2);
+  mark("node 2 is listed by the cluster again");
+  await waitForFullIsr(kafka, [setup.topic, "__consumer_offsets"]);
+  mark("node 2 back in every ISR");
+  await sleep(3000);
+
+  // Fault 1b: the broker that leads the most partitions of the events topic.
+  const leaders = await partitionLeaders(kafka, setup.topic);
+  const [victim] = [...leaders].sort((a, b) => b[1] - a[1])[0] ?? [1];
+  mark(`killing node ${victim}, leader of ${leaders.get(victim)} of 6 partitions`);
+  await cluster.killNode(victim);
+  await sleep(8000);
+  mark(`restarting node ${victim}`);
+  await cluster.restartNode(victim);
+  mark(`node ${victim} is listed by the cluster again`);
+  await waitForFullIsr(kafka, [setup.topic, "__consumer_offsets"]);
+  mark(`node ${victim} back in every ISR`);
+
+  await waitUntil(
+    () => running.counts().accepted >= MIN_ACCEPTED && Date.now() - started >= MIN_LOAD_MS,
+    `${MIN_ACCEPTED} accepted events`,
+    180_000,
+  );
+  await running.stop();
+  const loadSeconds = (Date.now() - started) / 1000;
+  mark("load stopped");
+
+  const counts = running.counts();
+  const accepted = acceptedEvents(running.outcomes);
+  const others = running.outcomes.filter((o) => !(o.status === 202 && o.id) && o.status !== 503);
+  assert.deepEqual(
+    others.slice(0, 5).map((o) => `${o.status} ${o.error ?? o.title ?? ""}`),
+    [],
+    "every answer is a 202 with an id or a 503",
+  );
+  for (const o of running.outcomes.filter((x) => x.status === 503).slice(0, 50)) {
+    assert.equal(o.contentType, "application/problem+json");
+    assert.equal(o.retryAfter, "1");
+  }
+
+  // Every acknowledged event is in the topic.
+  const inTopic = await readTopicEventIds(kafka, setup.topic, 120_000);
+  const topicRecords = await countTopicRecords(kafka, setup.topic);
+  const missingFromTopic = accepted.filter((a) => !inTopic.has(a.id));
+  mark(`topic read: ${inTopic.size} events`);
+
+  // ... and reaches both destinations (wait for the last of them, then analyse).
+  const expected = new Set(accepted.map((a) => a.id));
+  const deliveredAll = (r: Receiver) => {
+    let got = 0;
+    const seen = new Set<string>();
+    for (const d of r.delivered) if (expected.has(d.id) && !seen.has(d.id) && seen.add(d.id)) got++;
+    return got === expected.size;
+  };
+  await waitUntil(
+    () => receivers.every(deliveredAll),
+    "every accepted event at both destinations",
+    180_000,
+    500,
+  ).catch((err: Error) => mark(`${err.message}`));
+  mark("deliveries complete");
+
+  t.diagnostic(
+    `load: ${counts.sent} requests over ${loadSeconds.toFixed(1)} s from ${CLIENTS * USERS_PER_CLIENT} users; ` +
+      `accepted ${counts.accepted}, refused (503) ${counts.refused}, other ${counts.other}; ` +
+      `topic: ${topicRecords} records, ${inTopic.size} distinct events (${topicRecords - inTopic.size} written twice), ` +
+      `missing accepted: ${missingFromTopic.length}`,
+  );
+  const reports = receivers.map((r) => analyseDeliveries(accepted, r.delivered));
+  for (const [i, report] of reports.entries()) {
+    t.diagnostic(
+      `destination ${"ab"[i]}: delivered ${report.delivered} of ${report.expected}, ${report.deliveries} deliveries, ` +
+        `duplicates ${report.duplicates}, lost ${report.lost.length}, refused-but-written ${report.unannounced}, ` +
+        `order violations ${report.orderViolations.length}`,
+    );
+  }
+  // How often the producer caught kafkajs acknowledging only part of a batch (see src/ingest/producer.ts).
+  const partial = gw.logs().filter((l) => String(l.err ?? "").includes("only part of the batch")).length;
+  t.diagnostic(`partially acknowledged batches refused (503) by the producer: ${partial}`);
+  const warnings = [...gw.warnings()].map(([msg, n]) => `${n}× ${msg}`);
+  t.diagnostic(`gateway warnings: ${warnings.join("; ") || "none"}`);
+
+  assert.ok(counts.accepted >= MIN_ACCEPTED);
+  assert.deepEqual(missingFromTopic.slice(0, 5), [], "every 202 event is in the topic");
+  for (const [i, report] of reports.entries()) {
+    assert.deepEqual(report.lost.slice(0, 5), [], `destination ${"ab"[i]} lost nothing`);
+    assert.deepEqual(report.orderViolations.slice(0, 5), [], `destination ${"ab"[i]} kept per-user order`);
+  }
+});

@@ -1,0 +1,648 @@
+/**
+ * Shared helpers of the fault-injection suite (test/faults/*.test.ts).
+ *
+ * Other fault tests import these; keep the exported names and shapes stable and add rather than change:
+ *   - gatewayEnv / spawnGateway     a whole gateway as a child process (`node src/main.ts`) that can be SIGKILLed
+ *   - startLoad / ingestOutcomes    paced many-user ingest that records every answer (202 id + per-user seq)
+ *   - registerDestination           POST /api/destinations, retried through 503s
+ *   - analyseDeliveries             lost / duplicates / per-user order of what a receiver got
+ *   - readTopicEventIds             every event id in a topic (end offsets decide when reading is done)
+ *   - countTopicRecords             records in a topic, from its offsets
+ *   - partitionLeaders, waitForFullIsr   Kafka metadata for picking a victim broker and waiting for recovery
+ *   - waitUntil, cleanUp            async polling with a deadline; run every cleanup step even if one fails
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Kafka } from "kafkajs";
+import { Agent, request } from "undici";
+import { createKafka } from "../../src/kafka/client.ts";
+import { uniqueName } from "../helpers.ts";
+
+/** The admin token every fault-test gateway runs with. */
+export const FAULT_ADMIN_TOKEN = "fault-admin-token-0123456789";
+/** `Authorization` header for the admin API of a fault-test gateway. */
+export const adminHeaders = { authorization: `Bearer ${FAULT_ADMIN_TOKEN}` };
+
+const REPO_ROOT = resolve(import.meta.dirname, "..", "..");
+
+// ---------------------------------------------------------------------------------------------------------
+// Polling
+
+/** Polls `check` (sync or async) every `intervalMs` until it is true; throws naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 60_000,
+  intervalMs = 100,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * Runs every cleanup step even when earlier ones fail (a failed step must not leave brokers or gateways
+ * running), then throws the first error. Steps that are undefined are skipped.
+ */
+export async function cleanUp(...steps: Array<(() => unknown) | undefined>): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step?.();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw errors[0];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Gateway as a child process
+
+export interface GatewayEnv {
+  /** Environment for `node src/main.ts` (pass to spawnGateway; reuse it to restart on the same DB). */
+  env: Record<string, string>;
+  topic: string;
+  deadLetterTopic: string;
+  dbPath: string;
+  /** Removes the SQLite file and its -wal/-shm. */
+  removeDb(): void;
+}
+
+/**
+ * Environment of a fault-test gateway: PORT=0, unique topics and SQLite file, the fault admin token,
+ * info-level JSON logs (spawnGateway reads the URL from them). `overrides` win (KAFKA_BROKERS is required).
+ */
+export function gatewayEnv(overrides: Record<string, string> & { KAFKA_BROKERS: string }): GatewayEnv {
+  const topic = uniqueName("fault-events");
+  const deadLetterTopic = uniqueName("fault-dead");
+  const dbPath = join(tmpdir(), `${uniqueName("fault-gw")}.db`);
+  const env: Record<string, string> = {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    DB_PATH: dbPath,
+    EVENTS_TOPIC: topic,
+    DEAD_LETTER_TOPIC: deadLetterTopic,
+    TOPIC_PARTITIONS: "6",
+    LOG_LEVEL: "info",
+    ADMIN_TOKEN: FAULT_ADMIN_TOKEN,
+    CONSUMER_GROUP_PREFIX: uniqueName("fault-gw"),
+    ...overrides,
+  };
+  return {
+    env,
+    topic: env.EVENTS_TOPIC as string,
+    deadLetterTopic: env.DEAD_LETTER_TOPIC as string,
+    dbPath: env.DB_PATH as string,
+    removeDb() {
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(`${env.DB_PATH}${suffix}`, { force: true });
+    },
+  };
+}
+
+export interface GatewayProcess {
+  /** e.g. http://127.0.0.1:41234 */
+  url: string;
+  pid: number;
+  /** The child's stdout+stderr (pino JSON lines), kept after the process exits. */
+  logPath: string;
+  /** Resolves when the process has exited (at once if it already has). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly running: boolean;
+  /** Sends `signal` (default SIGKILL) and waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** SIGTERM (graceful drain), SIGKILL if it is still running after `graceMs`. Idempotent. */
+  stop(graceMs?: number): Promise<void>;
+  /** Parsed JSON log lines written so far (non-JSON lines come back as { msg: line }). */
+  logs(): Array<Record<string, unknown>>;
+  /** How many log lines carry each `msg` at level warn or above (for diagnostics). */
+  warnings(): Map<string, number>;
+}
+
+/**
+ * Starts `node src/main.ts` with exactly `env` (plus PATH/HOME) under `setpriv --pdeathsig KILL`, so the
+ * kernel kills it if the test process dies. Resolves once it logs "gateway listening"; rejects with the log
+ * tail if it exits first or takes longer than `timeoutMs`.
+ */
+export async function spawnGateway(
+  env: Record<string, string>,
+  opts: { timeoutMs?: number; logPath?: string } = {},
+): Promise<GatewayProcess> {
+  const logPath = opts.logPath ?? join(tmpdir(), `${uniqueName("fault-gw")}.log`);
+  const out = createWriteStream(logPath, { flags: "a" });
+  const child: ChildProcess = spawn(
+    "setpriv",
+    ["--pdeathsig", "KILL", process.execPath, join(REPO_ROOT, "src", "main.ts")],
+    {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? tmpdir(), ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let running = true;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
+    child.on("exit", (code, signal) => {
+      running = false;
+      done({ code, signal });
+    });
+  });
+  void exited.then(() => out.end());
+  let buffered = "";
+  let onListening: ((url: string) => void) | undefined;
+  child.stdout?.on("data", (chunk: Buffer) => {
+    out.write(chunk);
+    if (!onListening) return;
+    buffered += chunk.toString("utf8");
+    const lines = buffered.split("\n");
+    buffered = lines.pop() ?? "";
+    for (const line of lines) {
+      if (!line.includes('"gateway listening"')) continue;
+      const url = (JSON.parse(line) as { url?: string }).url;
+      if (url) onListening?.(url);
+    }
+  });
+  child.stderr?.on("data", (chunk: Buffer) => out.write(chunk));
+
+  const tail = () => readFileSync(logPath, "utf8").slice(-4000);
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  const url = await new Promise<string>((done, fail) => {
+    onListening = done;
+    timer = setTimeout(() => fail(new Error(`gateway did not listen within ${timeoutMs} ms`)), timeoutMs);
+    void exited.then(({ code, signal }) =>
+      fail(new Error(`gateway exited (${signal ?? code}) before listening:\n${tail()}`)),
+    );
+  }).finally(() => {
+    clearTimeout(timer);
+    onListening = undefined;
+  });
+
+  const parsedLogs = () =>
+    readFileSync(logPath, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => {
+        try {
+          return JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return { msg: line } as Record<string, unknown>;
+        }
+      });
+  let stopping: Promise<void> | undefined;
+  const gateway: GatewayProcess = {
+    url,
+    pid: child.pid as number,
+    logPath,
+    exited,
+    get running() {
+      return running;
+    },
+    async kill(signal = "SIGKILL") {
+      if (running) child.kill(signal);
+      await exited;
+    },
+    stop(graceMs = 25_000) {
+      stopping ??= (async () => {
+        if (!running) return;
+        child.kill("SIGTERM");
+        const force = setTimeout(() => child.kill("SIGKILL"), graceMs);
+        await exited;
+        clearTimeout(force);
+      })();
+      return stopping;
+    },
+    logs: parsedLogs,
+    warnings() {
+      const counts = new Map<string, number>();
+      for (const line of parsedLogs()) {
+        if (typeof line.level === "number" && line.level < 40) continue;
+        const msg = String(line.msg ?? "");
+        counts.set(msg, (counts.get(msg) ?? 0) + 1);
+      }
+      return counts;
+    },
+  };
+  return gateway;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Admin API
+
+/**
+ * Registers a destination (POST /api/destinations) and returns its view. Retries 503 answers (Kafka not
+ * ready yet) until `timeoutMs`; any other non-201 answer throws with its body.
+ */
+export async function registerDestination(
+  baseUrl: string,
+  body: Record<string, unknown>,
+  timeoutMs = 60_000,
+): Promise<{ id: string; secret: string } & Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await fetch(`${baseUrl}/api/destinations`, {
+      method: "POST",
+      headers: { ...adminHeaders, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const text = await res.text();
+    if (res.status === 201) return JSON.parse(text);
+    if (res.status !== 503 || Date.now() > deadline) {
+      throw new Error(`POST /api/destinations answered ${res.status}: ${text}`);
+    }
+    await sleep(250);
+  }
+}
+
+/** GET `path` on the gateway with the admin token and parse the JSON body. */
+export async function adminGet(baseUrl: string, path: string): Promise<unknown> {
+  const res = await fetch(`${baseUrl}${path}`, { headers: adminHeaders });
+  if (!res.ok) throw new Error(`GET ${path} answered ${res.status}: ${await res.text()}`);
+  return res.json();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ingest load
+
+/** One POST /api/singleEvent and what came back. */
+export interface IngestOutcome {
+  userID: string;
+  /** Per-user sequence number carried in the payload (`payload.seq`); increases with every request of the user. */
+  seq: number;
+  /** HTTP status; 0 when the request failed without an answer (connection error, client timeout). */
+  status: number;
+  /** The event id of a 202. */
+  id?: string;
+  /** Client clock when the request was sent and when its answer arrived (ms since epoch). */
+  sentAt: number;
+  answeredAt: number;
+  /** Retry-After and problem title of a non-2xx answer, or the client error. */
+  retryAfter?: string | null;
+  contentType?: string | null;
+  title?: string;
+  error?: string;
+}
+
+export interface LoadOptions {
+  /** Gateway base URL. */
+  url: string;
+  /** Concurrent clients; each sends sequentially (one request in flight). */
+  clients: number;
+  /** Users per client; a client's users are its own (`<prefix>-c<client>-u<n>`), used round-robin. */
+  usersPerClient: number;
+  /** Requests per second per client (paced against the start time, so slow answers do not add up). */
+  ratePerClient: number;
+  userPrefix?: string;
+  /** Event type of every event (default "fault.test"). */
+  type?: string;
+  /** Extra bytes of payload padding per event. */
+  paddingBytes?: number;
+  /** Client-side timeout per request (default 60 s; the gateway answers within its ack timeout). */
+  requestTimeoutMs?: number;
+}
+
+export interface Load {
+  /** Every answer so far, in the order they arrived. */
+  readonly outcomes: IngestOutcome[];
+  /** Counts of the outcomes so far. */
+  counts(): LoadCounts;
+  /** Stops sending; resolves once every client's last request is answered. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface LoadCounts {
+  sent: number;
+  accepted: number;
+  refused: number;
+  /** Anything that is neither a 202 with an id nor a 503. */
+  other: number;
+}
+
+/** Sorts outcomes into accepted (202 with an id), refused (503) and other (anything else). */
+export function countOutcomes(outcomes: IngestOutcome[]): LoadCounts {
+  let accepted = 0;
+  let refused = 0;
+  let other = 0;
+  for (const o of outcomes) {
+    if (o.status === 202 && o.id) accepted++;
+    else if (o.status === 503) refused++;
+    else other++;
+  }
+  return { sent: outcomes.length, accepted, refused, other };
+}
+
+/** The 202 outcomes (with their ids): the events the gateway promised to deliver. */
+export function acceptedEvents(outcomes: IngestOutcome[]): Array<IngestOutcome & { id: string }> {
+  return outcomes.filter((o): o is IngestOutcome & { id: string } => o.status === 202 && !!o.id);
+}
+
+const header = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value) ?? null;
+
+async function sendOne(
+  opts: LoadOptions,
+  dispatcher: Agent,
+  userID: string,
+  seq: number,
+  padding: string,
+): Promise<IngestOutcome> {
+  const sentAt = Date.now();
+  const timeout = opts.requestTimeoutMs ?? 60_000;
+  try {
+    // undici's request, not fetch: a fraction of the CPU per request, so the load generator does not
+    // compete with the gateway and three brokers for the machine's cores.
+    const res = await request(`${opts.url}/api/singleEvent`, {
+      method: "POST",
+      dispatcher,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        userID,
+        type: opts.type ?? "fault.test",
+        payload: padding ? { seq, padding } : { seq },
+      }),
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+    });
+    const text = await res.body.text();
+    const status = res.statusCode;
+    const outcome: IngestOutcome = { userID, seq, status, sentAt, answeredAt: Date.now() };
+    if (status >= 200 && status < 300) {
+      try {
+        const id = (JSON.parse(text) as { id?: unknown }).id;
+        if (typeof id === "string") outcome.id = id;
+      } catch {
+        // a 2xx without a JSON id stays id-less: countOutcomes calls it "other"
+      }
+    } else {
+      outcome.retryAfter = header(res.headers["retry-after"]);
+      outcome.contentType = header(res.headers["content-type"]);
+      try {
+        outcome.title = String((JSON.parse(text) as { title?: unknown }).title);
+      } catch {
+        outcome.title = text.slice(0, 200);
+      }
+    }
+    return outcome;
+  } catch (err) {
+    return { userID, seq, status: 0, sentAt, answeredAt: Date.now(), error: (err as Error).message };
+  }
+}
+
+/**
+ * Paced ingest from many users: `clients` loops, each with its own users, one request in flight at a time,
+ * payload `{ seq }` numbered per user. A refused request is not retried (the next one gets the next seq),
+ * so per-user order can be checked on the accepted ones alone.
+ */
+export function startLoad(opts: LoadOptions): Load {
+  const outcomes: IngestOutcome[] = [];
+  const prefix = opts.userPrefix ?? uniqueName("user");
+  const padding = "x".repeat(opts.paddingBytes ?? 0);
+  const interval = 1000 / opts.ratePerClient;
+  let stopped = false;
+  const wake = new Set<() => void>();
+  const dispatcher = new Agent({ connections: opts.clients, keepAliveTimeout: 30_000 });
+  const clients = Array.from({ length: opts.clients }, async (_, c) => {
+    const seqs = new Array<number>(opts.usersPerClient).fill(0);
+    const started = Date.now() + (c * interval) / opts.clients; // spread the clients over one interval
+    for (let n = 0; !stopped; n++) {
+      const due = started + n * interval;
+      const wait = due - Date.now();
+      if (wait > 0) {
+        await new Promise<void>((done) => {
+          const timer = setTimeout(() => {
+            wake.delete(finish);
+            done();
+          }, wait);
+          const finish = () => {
+            clearTimeout(timer);
+            done();
+          };
+          wake.add(finish);
+        });
+        if (stopped) break;
+      }
+      const u = n % opts.usersPerClient;
+      const seq = (seqs[u] as number) + 1;
+      seqs[u] = seq;
+      outcomes.push(await sendOne(opts, dispatcher, `${prefix}-c${c}-u${u}`, seq, padding));
+    }
+  });
+  const all = Promise.all(clients);
+  let stopping: Promise<void> | undefined;
+  return {
+    outcomes,
+    counts: () => countOutcomes(outcomes),
+    stop() {
+      stopping ??= (async () => {
+        stopped = true;
+        for (const finish of wake) finish();
+        await all;
+        await dispatcher.close();
+      })();
+      return stopping;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Delivery analysis
+
+/** What a receiver got, as test/receiver.ts records it (`receiver.delivered`: 2xx answers in arrival order). */
+export interface DeliveredEvent {
+  id: string;
+  userID: string;
+  payload: unknown;
+}
+
+export interface DeliveryReport {
+  /** Accepted events. */
+  expected: number;
+  /** 2xx deliveries in total (duplicates included). */
+  deliveries: number;
+  /** Accepted events delivered at least once. */
+  delivered: number;
+  /** Deliveries beyond the first of an event. */
+  duplicates: number;
+  /** Accepted event ids never delivered. */
+  lost: string[];
+  /** Delivered ids that no 202 announced (e.g. a 503'd request whose record Kafka did keep). */
+  unannounced: number;
+  /** "user: seq a before seq b" for each user whose first deliveries are not in acceptance order. */
+  orderViolations: string[];
+}
+
+/**
+ * Compares a receiver's deliveries with the accepted events: lost ones, duplicates, and per-user order —
+ * for each user the first deliveries of its accepted events must come in increasing `seq` order.
+ */
+export function analyseDeliveries(
+  accepted: Array<{ id: string; userID: string; seq: number }>,
+  deliveries: DeliveredEvent[],
+): DeliveryReport {
+  const seqOf = new Map<string, number>();
+  for (const a of accepted) seqOf.set(a.id, a.seq);
+  const seen = new Set<string>();
+  const lastSeq = new Map<string, number>();
+  const orderViolations: string[] = [];
+  let duplicates = 0;
+  let unannounced = 0;
+  for (const d of deliveries) {
+    if (seen.has(d.id)) {
+      duplicates++;
+      continue;
+    }
+    seen.add(d.id);
+    const seq = seqOf.get(d.id);
+    if (seq === undefined) {
+      unannounced++;
+      continue;
+    }
+    const last = lastSeq.get(d.userID);
+    if (last !== undefined && seq <= last) orderViolations.push(`${d.userID}: seq ${last} before seq ${seq}`);
+    lastSeq.set(d.userID, Math.max(seq, last ?? 0));
+  }
+  const lost = accepted.filter((a) => !seen.has(a.id)).map((a) => a.id);
+  return {
+    expected: accepted.length,
+    deliveries: deliveries.length,
+    delivered: accepted.length - lost.length,
+    duplicates,
+    lost,
+    unannounced,
+    orderViolations,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Kafka
+
+/** A kafkajs client for the test itself (not the gateway's), with quick retries. */
+export function faultKafka(brokers: string[]): Kafka {
+  return createKafka({
+    brokers,
+    clientId: uniqueName("fault-test"),
+    overrides: { retry: { initialRetryTime: 200, maxRetryTime: 2000, retries: 8 } },
+  });
+}
+
+export interface PartitionInfo {
+  partition: number;
+  leader: number;
+  replicas: number[];
+  isr: number[];
+}
+
+/** The topic's partitions with leader, replicas and ISR, fresh from the cluster. */
+export async function topicPartitions(kafka: Kafka, topic: string): Promise<PartitionInfo[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    return (topics[0]?.partitions ?? []).map((p) => ({
+      partition: p.partitionId,
+      leader: p.leader,
+      replicas: p.replicas,
+      isr: p.isr,
+    }));
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+/** How many partitions of `topic` each broker leads (brokers leading none are absent). */
+export async function partitionLeaders(kafka: Kafka, topic: string): Promise<Map<number, number>> {
+  const counts = new Map<number, number>();
+  for (const p of await topicPartitions(kafka, topic)) counts.set(p.leader, (counts.get(p.leader) ?? 0) + 1);
+  return counts;
+}
+
+/** Waits until every partition of each topic has all its replicas in sync (a restarted broker caught up). */
+export async function waitForFullIsr(kafka: Kafka, topics: string[], timeoutMs = 90_000): Promise<void> {
+  await waitUntil(
+    async () => {
+      try {
+        for (const topic of topics) {
+          const partitions = await topicPartitions(kafka, topic);
+          if (partitions.length === 0) return false;
+          if (partitions.some((p) => p.isr.length < p.replicas.length)) return false;
+        }
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    `full ISR of ${topics.join(", ")}`,
+    timeoutMs,
+    500,
+  );
+}
+
+/** Records in `topic` (sum of end minus start offsets); more than its distinct ids means duplicate writes. */
+export async function countTopicRecords(kafka: Kafka, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+/**
+ * Every event id (`value.id`) in `topic`, read from the beginning with a throwaway consumer group until
+ * each partition's end offset (taken first) is reached.
+ */
+export async function readTopicEventIds(
+  kafka: Kafka,
+  topic: string,
+  timeoutMs = 60_000,
+): Promise<Set<string>> {
+  const admin = kafka.admin();
+  await admin.connect();
+  let ends: Array<{ partition: number; high: string; low: string }>;
+  try {
+    ends = await admin.fetchTopicOffsets(topic);
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+  const remaining = new Map<number, number>();
+  for (const e of ends) if (Number(e.high) > Number(e.low)) remaining.set(e.partition, Number(e.high) - 1);
+  const ids = new Set<string>();
+  if (remaining.size === 0) return ids;
+  const consumer = kafka.consumer({ groupId: uniqueName("fault-reader"), maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((done, fail) => {
+      timer = setTimeout(
+        () => fail(new Error(`read ${ids.size} ids of ${topic}; partitions left: ${[...remaining.keys()]}`)),
+        timeoutMs,
+      );
+      void consumer.run({
+        eachBatch: async ({ batch, resolveOffset }) => {
+          for (const message of batch.messages) {
+            try {
+              const id = (JSON.parse(message.value?.toString("utf8") ?? "") as { id?: unknown }).id;
+              if (typeof id === "string") ids.add(id);
+            } catch {
+              // not an event: counted by offset only
+            }
+            resolveOffset(message.offset);
+            const last = remaining.get(batch.partition);
+            if (last !== undefined && Number(message.offset) >= last) remaining.delete(batch.partition);
+          }
+          if (remaining.size === 0) done();
+        },
+      });
+    }).finally(() => clearTimeout(timer));
+  } finally {
+    await consumer.disconnect().catch(() => {});
+  }
+  return ids;
+}
