@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -12,7 +12,11 @@ import { testBrokers, uniqueName } from "../helpers.ts";
  * same SQLite file and topics, and measure it without sharing an event loop with the test's receivers.
  */
 
-export const ADMIN_TOKEN = "fault-admin-token-0123456789";
+/**
+ * Unique per test process: other suites run gateways on this machine too, and a port freed by freePort()
+ * can be taken by one of them before our child binds it. Our token tells our gateway from theirs.
+ */
+export const ADMIN_TOKEN = `fault-${randomBytes(12).toString("hex")}`;
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
 
@@ -69,9 +73,46 @@ export interface ChildGateway {
   stop(graceMs?: number): Promise<number | string>;
 }
 
-/** Starts `node src/main.ts` with `env` on a free port and waits until /readyz answers 200. */
+/**
+ * Starts `node src/main.ts` with `env` on a free port and waits until /readyz answers 200 and the admin API
+ * takes our token (proof that the process on the port is ours). If the port was taken in the meantime
+ * (EADDRINUSE, or another gateway answering), tries another one.
+ */
 export async function startChildGateway(env: GatewayEnv, readyTimeoutMs = 60_000): Promise<ChildGateway> {
-  const port = await freePort();
+  for (let tries = 1; ; tries++) {
+    const gateway = await spawnGateway(env, await freePort());
+    const outcome = await waitReady(gateway, readyTimeoutMs);
+    if (outcome === "ready") return gateway;
+    await gateway.kill();
+    const portTaken = outcome === "not ours" || /EADDRINUSE/.test(gateway.output());
+    if (!portTaken || tries >= 3) throw new Error(`gateway did not start (${outcome}): ${gateway.output()}`);
+  }
+}
+
+async function waitReady(
+  gateway: ChildGateway & { gone(): boolean },
+  timeoutMs: number,
+): Promise<"ready" | "exited" | "not ours" | "timed out"> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (gateway.gone()) return "exited";
+    try {
+      const res = await fetch(`${gateway.url}/readyz`);
+      if (res.status === 200) {
+        const mine = await fetch(`${gateway.url}/api/destinations`, { headers: adminHeaders });
+        await mine.body?.cancel();
+        if (mine.status !== 200) return "not ours";
+        if (!gateway.gone()) return "ready";
+      } else await res.body?.cancel();
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) return "timed out";
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function spawnGateway(env: GatewayEnv, port: number): ChildGateway & { gone(): boolean } {
   const child: ChildProcess = spawn(process.execPath, ["src/main.ts"], {
     cwd: ROOT,
     env: {
@@ -102,11 +143,11 @@ export async function startChildGateway(env: GatewayEnv, readyTimeoutMs = 60_000
     // A gateway that dies on its own is a finding: show why, whatever the test does next.
     if (!signalled) process.stderr.write(`gateway ${child.pid} exited by itself (${code}):\n${tail}\n`);
   });
-  const url = `http://127.0.0.1:${port}`;
-  const gateway: ChildGateway = {
-    url,
+  return {
+    url: `http://127.0.0.1:${port}`,
     pid: child.pid ?? -1,
     exited,
+    gone: () => gone,
     output: () => tail,
     async kill() {
       signalled = true;
@@ -123,21 +164,6 @@ export async function startChildGateway(env: GatewayEnv, readyTimeoutMs = 60_000
       return code;
     },
   };
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (gone) throw new Error(`gateway exited during start-up: ${tail}`);
-    try {
-      const res = await fetch(`${url}/readyz`);
-      if (res.status === 200) return gateway;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await gateway.kill();
-      throw new Error(`gateway not ready after ${readyTimeoutMs} ms: ${tail}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**
