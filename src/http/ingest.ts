@@ -104,7 +104,8 @@ function requireApiKey(keys: string[]): MiddlewareHandler<IngestEnv> {
       return next();
     }
     const auth = header(c, "authorization") ?? "";
-    const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
+    // The scheme is case-insensitive (RFC 9110 §11.1), as the admin and metrics routes already read it.
+    const token = /^bearer /i.test(auth) ? auth.slice(7).trim() : "";
     const presented = digest(token);
     let matched = -1;
     // No early exit: every configured key is compared.
