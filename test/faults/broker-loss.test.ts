@@ -7,7 +7,6 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Kafka } from "kafkajs";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
 import { type Receiver, startReceiver } from "../receiver.ts";
 import {
@@ -21,12 +20,16 @@ import {
   gatewayEnv,
   type Load,
   partitionLeaders,
+  phaseFigures,
   readTopicEventIds,
+  refusalReasons,
+  refusalWindows,
   registerDestination,
   spawnGateway,
   startLoad,
   topicPartitions,
   waitForFullIsr,
+  waitForIsrWithout,
   waitUntil,
 } from "./fault-helpers.ts";
 
@@ -42,7 +45,6 @@ const MIN_LOAD_MS = 20_000;
 let cluster: LocalKafka | undefined;
 let gateway: GatewayProcess | undefined;
 let setup: GatewayEnv | undefined;
-let kafka: Kafka | undefined;
 let load: Load | undefined;
 const receivers: Receiver[] = [];
 
@@ -63,7 +65,7 @@ after(() =>
 test("broker loss: SIGKILL a broker, then the partition leaders' broker — nothing acknowledged is lost", async (t) => {
   assert.ok(cluster);
   const brokers = cluster.brokers;
-  kafka = faultKafka(brokers);
+  const k = faultKafka(brokers);
   setup = gatewayEnv({
     KAFKA_BROKERS: brokers.join(","),
     TOPIC_PARTITIONS: "6",
@@ -81,7 +83,8 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   receivers.push(await startReceiver(), await startReceiver());
   for (const r of receivers) await registerDestination(gw.url, { url: r.url, maxConcurrency: 32 });
 
-  const partitions = await topicPartitions(kafka, setup.topic);
+  const topic = setup.topic;
+  const partitions = await topicPartitions(k, topic);
   assert.equal(partitions.length, 6);
   for (const p of partitions) assert.equal(p.replicas.length, 3, `partition ${p.partition} has RF 3`);
 
@@ -100,30 +103,33 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   });
   const running = load;
 
+  const phases: Array<{ name: string; from: number }> = [{ name: "steady", from: started }];
+  const phase = (name: string) => {
+    phases.push({ name, from: Date.now() });
+    mark(name);
+  };
+  /** SIGKILL a broker, wait until the cluster has fenced it, keep it down a little, restart, wait for its ISRs. */
+  const loseBroker = async (victim: number, why: string) => {
+    phase(`node ${victim} killed (${why})`);
+    await cluster?.killNode(victim);
+    await waitForIsrWithout(k, topic, victim);
+    phase(`node ${victim} fenced: out of every ISR, leaders moved`);
+    await sleep(3000);
+    phase(`node ${victim} restarting`);
+    await cluster?.restartNode(victim);
+    await waitForFullIsr(k, [topic, "__consumer_offsets"]);
+    phase(`node ${victim} back in every ISR`);
+  };
+
   // Fault 1a: an arbitrary broker (node 2), SIGKILLed while it leads some partitions and follows others.
   await sleep(5000);
-  const leadersBefore = await partitionLeaders(kafka, setup.topic);
-  mark(`killing node 2 (leaders per node: ${JSON.stringify([...leadersBefore])})`);
-  await cluster.killNode(2);
-  await sleep(8000);
-  mark("restarting node 2");
-  await cluster.restartNode(2);
-  mark("node 2 is listed by the cluster again");
-  await waitForFullIsr(kafka, [setup.topic, "__consumer_offsets"]);
-  mark("node 2 back in every ISR");
+  await loseBroker(2, `leaders per node ${JSON.stringify([...(await partitionLeaders(k, topic))])}`);
   await sleep(3000);
 
   // Fault 1b: the broker that leads the most partitions of the events topic.
-  const leaders = await partitionLeaders(kafka, setup.topic);
+  const leaders = await partitionLeaders(k, topic);
   const [victim] = [...leaders].sort((a, b) => b[1] - a[1])[0] ?? [1];
-  mark(`killing node ${victim}, leader of ${leaders.get(victim)} of 6 partitions`);
-  await cluster.killNode(victim);
-  await sleep(8000);
-  mark(`restarting node ${victim}`);
-  await cluster.restartNode(victim);
-  mark(`node ${victim} is listed by the cluster again`);
-  await waitForFullIsr(kafka, [setup.topic, "__consumer_offsets"]);
-  mark(`node ${victim} back in every ISR`);
+  await loseBroker(victim, `leader of ${leaders.get(victim)} of 6 partitions`);
 
   await waitUntil(
     () => running.counts().accepted >= MIN_ACCEPTED && Date.now() - started >= MIN_LOAD_MS,
@@ -148,8 +154,8 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   }
 
   // Every acknowledged event is in the topic.
-  const inTopic = await readTopicEventIds(kafka, setup.topic, 120_000);
-  const topicRecords = await countTopicRecords(kafka, setup.topic);
+  const inTopic = await readTopicEventIds(k, topic, 120_000);
+  const topicRecords = await countTopicRecords(k, topic);
   const missingFromTopic = accepted.filter((a) => !inTopic.has(a.id));
   mark(`topic read: ${inTopic.size} events`);
 
@@ -175,6 +181,25 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
       `topic: ${topicRecords} records, ${inTopic.size} distinct events (${topicRecords - inTopic.size} written twice), ` +
       `missing accepted: ${missingFromTopic.length}`,
   );
+  const windows = refusalWindows(running.outcomes, started)
+    .map((w) => `+${w.from.toFixed(1)}…+${w.to.toFixed(1)} s: ${w.count}`)
+    .join(", ");
+  t.diagnostic(`503 windows (answer times): ${windows || "none"}`);
+  t.diagnostic(
+    `503 reasons: ${
+      refusalReasons(running.outcomes)
+        .map(([reason, n]) => `${n}× ${reason}`)
+        .join("; ") || "none"
+    }`,
+  );
+  const ends = [...phases.slice(1).map((p) => p.from), Date.now()];
+  for (const [i, p] of phases.entries()) {
+    const f = phaseFigures(running.outcomes, p.from, ends[i] as number);
+    t.diagnostic(
+      `phase "${p.name}" (+${((p.from - started) / 1000).toFixed(1)} s, ${(((ends[i] as number) - p.from) / 1000).toFixed(1)} s): ` +
+        `sent ${f.sent}, accepted ${f.accepted}, refused ${f.refused}; 202 latency p50 ${f.p50} ms, p99 ${f.p99} ms, max ${f.max} ms`,
+    );
+  }
   const reports = receivers.map((r) => analyseDeliveries(accepted, r.delivered));
   for (const [i, report] of reports.entries()) {
     t.diagnostic(

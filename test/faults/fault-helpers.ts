@@ -3,12 +3,14 @@
  *
  * Other fault tests import these; keep the exported names and shapes stable and add rather than change:
  *   - gatewayEnv / spawnGateway     a whole gateway as a child process (`node src/main.ts`) that can be SIGKILLed
- *   - startLoad / ingestOutcomes    paced many-user ingest that records every answer (202 id + per-user seq)
+ *   - startLoad, countOutcomes, acceptedEvents, refusalWindows, refusalReasons, phaseFigures
+ *                                   paced many-user ingest that records every answer (202 id + per-user seq)
  *   - registerDestination           POST /api/destinations, retried through 503s
  *   - analyseDeliveries             lost / duplicates / per-user order of what a receiver got
  *   - readTopicEventIds             every event id in a topic (end offsets decide when reading is done)
  *   - countTopicRecords             records in a topic, from its offsets
- *   - partitionLeaders, waitForFullIsr   Kafka metadata for picking a victim broker and waiting for recovery
+ *   - partitionLeaders, waitForIsrWithout, waitForFullIsr
+ *                                   Kafka metadata: pick a victim broker, see it fenced, wait for its recovery
  *   - waitUntil, cleanUp            async polling with a deadline; run every cleanup step even if one fails
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -281,10 +283,11 @@ export interface IngestOutcome {
   /** Client clock when the request was sent and when its answer arrived (ms since epoch). */
   sentAt: number;
   answeredAt: number;
-  /** Retry-After and problem title of a non-2xx answer, or the client error. */
+  /** Retry-After and problem title and detail of a non-2xx answer, or the client error. */
   retryAfter?: string | null;
   contentType?: string | null;
   title?: string;
+  detail?: string;
   error?: string;
 }
 
@@ -381,7 +384,9 @@ async function sendOne(
       outcome.retryAfter = header(res.headers["retry-after"]);
       outcome.contentType = header(res.headers["content-type"]);
       try {
-        outcome.title = String((JSON.parse(text) as { title?: unknown }).title);
+        const problem = JSON.parse(text) as { title?: unknown; detail?: unknown };
+        outcome.title = String(problem.title);
+        outcome.detail = String(problem.detail);
       } catch {
         outcome.title = text.slice(0, 200);
       }
@@ -446,6 +451,65 @@ export function startLoad(opts: LoadOptions): Load {
       return stopping;
     },
   };
+}
+
+/**
+ * Periods in which requests were refused: refusals (by answer time) less than `gapMs` apart belong to one
+ * window. Times are seconds since `origin`; `count` is the refusals in the window.
+ */
+export function refusalWindows(
+  outcomes: IngestOutcome[],
+  origin: number,
+  gapMs = 2000,
+): Array<{ from: number; to: number; count: number }> {
+  const times = outcomes
+    .filter((o) => o.status === 503)
+    .map((o) => o.answeredAt)
+    .sort((a, b) => a - b);
+  const windows: Array<{ from: number; to: number; count: number }> = [];
+  for (const at of times) {
+    const last = windows.at(-1);
+    const t = (at - origin) / 1000;
+    if (last && t - last.to <= gapMs / 1000) {
+      last.to = t;
+      last.count++;
+    } else windows.push({ from: t, to: t, count: 1 });
+  }
+  return windows;
+}
+
+/** Refusals counted by the reason in their problem detail (its first clause), most frequent first. */
+export function refusalReasons(outcomes: IngestOutcome[]): Array<[string, number]> {
+  const counts = new Map<string, number>();
+  for (const o of outcomes) {
+    if (o.status !== 503) continue;
+    const detail = (o.detail ?? o.title ?? "").replace(/^nothing was accepted: /, "");
+    const reason = detail.split(/[:;(]/)[0]?.trim() ?? "";
+    counts.set(reason, (counts.get(reason) ?? 0) + 1);
+  }
+  return [...counts].sort((a, b) => b[1] - a[1]);
+}
+
+export interface PhaseFigures {
+  sent: number;
+  accepted: number;
+  refused: number;
+  other: number;
+  /** Answer time of the 202s (ms): median, 99th percentile, maximum; 0 when there were none. */
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Counts and 202 latencies of the requests sent in [from, to). */
+export function phaseFigures(outcomes: IngestOutcome[], from: number, to: number): PhaseFigures {
+  const inPhase = outcomes.filter((o) => o.sentAt >= from && o.sentAt < to);
+  const latencies = acceptedEvents(inPhase)
+    .map((o) => o.answeredAt - o.sentAt)
+    .sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * q))] ?? 0;
+  const { sent, accepted, refused, other } = countOutcomes(inPhase);
+  return { sent, accepted, refused, other, p50: at(0.5), p99: at(0.99), max: latencies.at(-1) ?? 0 };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -558,6 +622,33 @@ export async function partitionLeaders(kafka: Kafka, topic: string): Promise<Map
   const counts = new Map<number, number>();
   for (const p of await topicPartitions(kafka, topic)) counts.set(p.leader, (counts.get(p.leader) ?? 0) + 1);
   return counts;
+}
+
+/**
+ * Waits until no partition of `topic` lists `nodeId` in its ISR or as leader: the controller has fenced a
+ * killed broker (broker.session.timeout.ms) and leadership has moved on.
+ */
+export async function waitForIsrWithout(
+  kafka: Kafka,
+  topic: string,
+  nodeId: number,
+  timeoutMs = 60_000,
+): Promise<void> {
+  await waitUntil(
+    async () => {
+      try {
+        const partitions = await topicPartitions(kafka, topic);
+        return (
+          partitions.length > 0 && partitions.every((p) => p.leader !== nodeId && !p.isr.includes(nodeId))
+        );
+      } catch {
+        return false;
+      }
+    },
+    `node ${nodeId} to leave every ISR of ${topic}`,
+    timeoutMs,
+    250,
+  );
 }
 
 /** Waits until every partition of each topic has all its replicas in sync (a restarted broker caught up). */
