@@ -2,28 +2,16 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { testBrokers, uniqueName } from "./helpers.ts";
+import { createTestKafka, testBrokers, uniqueName } from "./helpers.ts";
 import { startIngestGateway } from "./ingest-fixture.ts";
 import { startReceiver, waitFor } from "./receiver.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => done(port));
-    });
-  });
-}
 
 interface Child {
   url: string;
@@ -40,24 +28,26 @@ interface Child {
 /**
  * `node src/main.ts` with exactly `env` on top of fresh names (no variable of this process leaks in, so
  * ADMIN_TOKEN is unset unless given), waiting until /readyz answers 200. Keeps every byte it writes.
+ * PORT=0: the child picks a free port and logs it ("gateway listening", info level), so no other
+ * process can take the port between our choosing it and the child binding it.
  */
 async function startChild(
   t: { after(fn: () => unknown): void },
   env: Record<string, string>,
 ): Promise<Child> {
-  const port = await freePort();
   const dbPath = join(tmpdir(), `${uniqueName("auth-gw")}.db`);
+  const topics = [uniqueName("auth-events"), uniqueName("auth-dead")];
   const child: ChildProcess = spawn(process.execPath, ["src/main.ts"], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? "",
       HOME: process.env.HOME ?? "",
       HOST: "127.0.0.1",
-      PORT: String(port),
+      PORT: "0",
       KAFKA_BROKERS: testBrokers().join(","),
       DB_PATH: dbPath,
-      EVENTS_TOPIC: uniqueName("auth-events"),
-      DEAD_LETTER_TOPIC: uniqueName("auth-dead"),
+      EVENTS_TOPIC: topics[0],
+      DEAD_LETTER_TOPIC: topics[1],
       CONSUMER_GROUP_PREFIX: uniqueName("auth-gw"),
       TOPIC_PARTITIONS: "2",
       ...env,
@@ -88,17 +78,26 @@ async function startChild(
   t.after(async () => {
     await stop();
     for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
+    const admin = createTestKafka().admin();
+    await admin.connect();
+    await admin.deleteTopics({ topics: topics as string[] }).catch(() => {});
+    await admin.disconnect();
   });
-  const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
+  let url: string | undefined;
   for (;;) {
     if (gone) throw new Error(`the gateway exited while starting:\n${stdout}\n${stderr}`);
+    if (Date.now() > deadline) throw new Error(`the gateway was not ready in 60 s:\n${stdout}\n${stderr}`);
+    url ??= /"url":"(http:\/\/127\.0\.0\.1:\d+)","msg":"gateway listening"/.exec(stdout)?.[1];
+    if (!url) {
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
     const ready = await fetch(`${url}/readyz`).then(
       (r) => r.status === 200,
       () => false,
     );
     if (ready) break;
-    if (Date.now() > deadline) throw new Error(`the gateway was not ready in 60 s:\n${stdout}\n${stderr}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return { url, dbPath, stdout: () => stdout, stderr: () => stderr, stop };
