@@ -1,5 +1,5 @@
 /**
- * Ingest benchmark: `npm run bench:ingest [-- --duration 15 --connections 64 --rate 5000]`.
+ * Ingest benchmark: `npm run bench:ingest [-- --duration 15 --connections 256 --rate 5000]`.
  *
  * Starts its own local Kafka broker, then measures in one run, each server in a child process of its own
  * (so RSS is that server's alone):
@@ -45,30 +45,46 @@ interface Row {
   p50: number;
   p99: number;
   rssMb: number | undefined;
+  /** CPU time (user + system, all threads) the server process spent per event: load-independent cost. */
+  cpuUsPerEvent: number | undefined;
   note: string;
 }
 
 type ChildMessage =
   | { type: "ready"; url?: string }
-  | { type: "rss"; rssMb: number }
-  | { type: "kafka-result"; events: number; seconds: number; p50: number; p99: number; rssMb: number };
+  | { type: "rss"; rssMb: number; cpuUs: number }
+  | {
+      type: "kafka-result";
+      events: number;
+      seconds: number;
+      p50: number;
+      p99: number;
+      rssMb: number;
+      cpuUs: number;
+    };
 
 // ---------------------------------------------------------------------------------------------------------
 // Children
 // ---------------------------------------------------------------------------------------------------------
 
-/** Peak RSS since the last reset, sampled every 100 ms (the parent asks before and after each run). */
+/**
+ * Peak RSS and CPU time since the last reset, RSS sampled every 100 ms (the parent resets before a run
+ * and asks after it).
+ */
 function trackRss() {
   let peak = process.memoryUsage().rss;
+  let cpu = process.cpuUsage();
   setInterval(() => {
     peak = Math.max(peak, process.memoryUsage().rss);
   }, 100).unref();
   process.on("message", (m: { type: string }) => {
     if (m.type === "rss") {
       peak = Math.max(peak, process.memoryUsage().rss);
-      process.send?.({ type: "rss", rssMb: peak / 2 ** 20 });
+      const used = process.cpuUsage(cpu);
+      process.send?.({ type: "rss", rssMb: peak / 2 ** 20, cpuUs: used.user + used.system });
     } else if (m.type === "rss-reset") {
       peak = process.memoryUsage().rss;
+      cpu = process.cpuUsage();
     }
   });
 }
@@ -134,6 +150,7 @@ async function childKafka(): Promise<void> {
       return { key: userID, value, headers: { "event-id": id, "content-type": "application/json" } };
     });
   const latencies: number[] = [];
+  const cpu0 = process.cpuUsage();
   const started = performance.now();
   let events = 0;
   // The gateway builds each record as its request arrives; building them here too keeps the comparison fair.
@@ -149,6 +166,7 @@ async function childKafka(): Promise<void> {
     events += messages.length;
   }
   const elapsed = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
   const pct = (p: number) =>
     latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
@@ -160,6 +178,7 @@ async function childKafka(): Promise<void> {
     p50: pct(50),
     p99: pct(99),
     rssMb: process.memoryUsage().rss / 2 ** 20,
+    cpuUs: cpu.user + cpu.system,
   });
   process.exit(0);
 }
@@ -236,8 +255,9 @@ async function measureServer(
   child.send({ type: "rss-reset" });
   const r = await cannon(url, opts);
   child.send({ type: "rss" });
-  const { rssMb } = await nextMessage(child, "rss");
+  const { rssMb, cpuUs } = await nextMessage(child, "rss");
   const refused = r.non2xx + r.errors + r.timeouts;
+  const answered = r["2xx"] + r.non2xx;
   return {
     row: {
       name,
@@ -245,6 +265,7 @@ async function measureServer(
       p50: r.latency.p50,
       p99: r.latency.p99,
       rssMb,
+      cpuUsPerEvent: answered > 0 ? cpuUs / answered : undefined,
       note: refused > 0 ? `${refused} non-2xx/errors` : "",
     },
     accepted: r["2xx"],
@@ -267,11 +288,11 @@ function table(rows: Row[]): string {
   const fmt = (n: number, d = 1) =>
     n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
   const lines = [
-    "| run | events/s | p50 ms | p99 ms | RSS MiB | notes |",
-    "| --- | ---: | ---: | ---: | ---: | --- |",
+    "| run | events/s | p50 ms | p99 ms | RSS MiB | CPU µs/event | notes |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ...rows.map(
       (r) =>
-        `| ${r.name} | ${fmt(r.eventsPerSec, 0)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${r.rssMb === undefined ? "—" : fmt(r.rssMb, 0)} | ${r.note} |`,
+        `| ${r.name} | ${fmt(r.eventsPerSec, 0)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${r.rssMb === undefined ? "—" : fmt(r.rssMb, 0)} | ${r.cpuUsPerEvent === undefined ? "—" : fmt(r.cpuUsPerEvent, 0)} | ${r.note} |`,
     ),
   ];
   return lines.join("\n");
@@ -281,7 +302,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       duration: { type: "string", default: "15" },
-      connections: { type: "string", default: "64" },
+      connections: { type: "string", default: "256" },
       rate: { type: "string", default: "5000" },
       warmup: { type: "string", default: "3" },
     },
@@ -333,7 +354,8 @@ async function main(): Promise<void> {
       p50: k.p50,
       p99: k.p99,
       rssMb: k.rssMb,
-      note: "latency per batch",
+      cpuUsPerEvent: k.cpuUs / k.events,
+      note: "latency per batch; CPU includes building the records",
     });
     await new Promise((done) => kc.once("exit", done));
 
