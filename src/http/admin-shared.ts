@@ -5,7 +5,7 @@ import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
-import { HttpProblem } from "./problem.ts";
+import { HttpProblem, ProblemSchema } from "./problem.ts";
 
 /** What the admin routes need from the gateway. */
 export interface AdminDeps {
@@ -20,17 +20,6 @@ export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
 
 /** Seconds suggested in Retry-After when the delivery side (Kafka) cannot take an admin change. */
 export const ADMIN_RETRY_AFTER_S = 5;
-
-export const ProblemSchema = z
-  .object({
-    type: z.string(),
-    title: z.string(),
-    status: z.number().int(),
-    detail: z.string(),
-    instance: z.string(),
-    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
-  })
-  .openapi("Problem");
 
 const DESCRIPTIONS: Record<number, string> = {
   400: "Invalid request: the problem's `errors` name each field that failed",

@@ -14,7 +14,7 @@ import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { metricsRoutes } from "./metrics.ts";
-import { fieldName, HttpProblem, problemResponse } from "./problem.ts";
+import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
 
 export interface AppDeps {
   config: Config;
@@ -33,21 +33,7 @@ export interface AppDeps {
 export function createRouter<E extends Env = Env>(): OpenAPIHono<E> {
   return new OpenAPIHono<E>({
     defaultHook: (result) => {
-      if (!result.success) {
-        // An unknown key (strict objects) is named as the field itself, not as its parent object.
-        const errors = result.error.issues.flatMap((i) =>
-          i.code === "unrecognized_keys"
-            ? i.keys.map((k) => ({ field: fieldName([...i.path, k]), message: `unknown field "${k}"` }))
-            : [{ field: fieldName(i.path), message: i.message }],
-        );
-        const first = errors[0];
-        throw new HttpProblem(
-          400,
-          "Invalid request",
-          first ? `${first.field}: ${first.message}` : "the request is not valid",
-          { errors },
-        );
-      }
+      if (!result.success) throw invalidRequest(result.error.issues);
     },
   });
 }

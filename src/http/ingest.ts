@@ -19,7 +19,7 @@ import {
   type IngestService,
 } from "../ingest/service.ts";
 import { createRouter } from "./app.ts";
-import { fieldName, HttpProblem } from "./problem.ts";
+import { HttpProblem, invalidRequest, ProblemSchema } from "./problem.ts";
 
 export interface IngestDeps {
   service: IngestService;
@@ -31,18 +31,6 @@ export interface IngestDeps {
 }
 
 type IngestEnv = { Variables: { ingestScope: string } };
-
-/** RFC 9457 problem document, as every error of the API answers. */
-export const ProblemSchema = z
-  .object({
-    type: z.string(),
-    title: z.string(),
-    status: z.number().int(),
-    detail: z.string(),
-    instance: z.string(),
-    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
-  })
-  .openapi("Problem");
 
 const problem = (description: string) => ({
   description,
@@ -172,14 +160,7 @@ async function readJson(c: Context): Promise<unknown> {
 function validate<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const errors = result.error.issues.map((i) => ({ field: fieldName(i.path), message: i.message }));
-  const first = errors[0];
-  throw new HttpProblem(
-    400,
-    "Invalid request",
-    first ? `${first.field}: ${first.message}` : "the request is not valid",
-    { errors },
-  );
+  throw invalidRequest(result.error.issues);
 }
 
 function idempotencyOf(c: Context<IngestEnv>): IdempotencyRequest | undefined {

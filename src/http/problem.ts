@@ -1,5 +1,18 @@
+import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/** RFC 9457 problem document, as every error of the API answers (the OpenAPI component "Problem"). */
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    instance: z.string(),
+    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+  })
+  .openapi("Problem");
 
 /** A field that failed validation, as reported in a problem document's `errors`. */
 export interface FieldError {
@@ -65,4 +78,23 @@ export function problemResponse(c: Context, p: HttpProblem): Response {
 /** Maps a zod issue path to the dotted field name clients see (`events.3.userID`). */
 export function fieldName(path: ReadonlyArray<PropertyKey>): string {
   return path.length === 0 ? "(body)" : path.map(String).join(".");
+}
+
+/**
+ * The 400 problem of a failed zod validation, naming each field. An unknown key (strict objects) is named
+ * as the field itself, not as its parent object.
+ */
+export function invalidRequest(issues: ReadonlyArray<z.core.$ZodIssue>): HttpProblem {
+  const errors = issues.flatMap((i) =>
+    i.code === "unrecognized_keys"
+      ? i.keys.map((k) => ({ field: fieldName([...i.path, k]), message: `unknown field "${k}"` }))
+      : [{ field: fieldName(i.path), message: i.message }],
+  );
+  const first = errors[0];
+  return new HttpProblem(
+    400,
+    "Invalid request",
+    first ? `${first.field}: ${first.message}` : "the request is not valid",
+    { errors },
+  );
 }
