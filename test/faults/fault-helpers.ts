@@ -5,11 +5,12 @@
  *   - gatewayEnv / spawnGateway     a whole gateway as a child process (`node src/main.ts`) that can be SIGKILLed
  *   - startLoad, countOutcomes, acceptedEvents, refusalWindows, refusalReasons, phaseFigures
  *                                   paced many-user ingest that records every answer (202 id + per-user seq)
- *   - registerDestination           POST /api/destinations, retried through 503s
+ *   - registerDestination, adminGet, adminHeaders, FAULT_ADMIN_TOKEN
+ *                                   admin API of a gateway started with gatewayEnv (POST retried through 503s)
  *   - analyseDeliveries             lost / duplicates / per-user order of what a receiver got
  *   - readTopicEventIds             every event id in a topic (end offsets decide when reading is done)
  *   - countTopicRecords             records in a topic, from its offsets
- *   - partitionLeaders, waitForIsrWithout, waitForFullIsr
+ *   - faultKafka, topicPartitions, partitionLeaders, waitForIsrWithout, waitForFullIsr
  *                                   Kafka metadata: pick a victim broker, see it fenced, wait for its recovery
  *   - waitUntil, cleanUp            async polling with a deadline; run every cleanup step even if one fails
  */
