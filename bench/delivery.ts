@@ -1,6 +1,6 @@
 /**
  * Delivery benchmark: `npm run bench:delivery [-- --events 50000 --rate 1000 --duration 15 --destinations 10
- * --startup-destinations 100 --cpu-prof]`.
+ * --startup-destinations 100 --concurrency 16 --runs 1,2,3,4,5 --cpu-prof]`.
  *
  * Starts its own local Kafka broker, a fast receiver (node:http, answers 200 at once, records arrival time,
  * event id and the event's `timestamp`) and the gateway (`node src/main.ts`), each in a child process of
@@ -12,8 +12,10 @@
  *       N events in the topic with kafkajs sendBatch (the gateway's record format), PATCH it enabled and
  *       time until the receiver has all N;
  *   (3) drain, 10 destinations: the same with 10 destinations, N events each;
+ *   (runs 3 and 4 each start with a freshly spawned gateway on the same database, so RSS is theirs alone)
  *   (4) latency: 1 destination, 1,000 events/s offered through POST /api/singleEvent (own paced loop),
- *       accept→receive = receiver's arrival time − the driver's time of the 202 (same machine clock);
+ *       accept→receive = receiver's arrival time − the driver's time of the 202 (same machine clock),
+ *       measured after the worker has joined and caught up with a warm-up at the same rate;
  *   (5) start-up: 100 destinations registered, the gateway restarted (SIGTERM, spawn); time from spawn
  *       until one event accepted after /readyz has reached all 100 receiver paths (every worker runs).
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:delivery …);
@@ -33,8 +35,11 @@ const HERE = new URL(import.meta.url).pathname;
 const REPO = dirname(dirname(HERE));
 const ADMIN_TOKEN = "bench-admin-token-0123456789";
 const TOPIC = "events";
-/** The destination default (DESTINATION_DEFAULTS.maxConcurrency): the ceiling runs at the same width. */
-const DEFAULT_CONCURRENCY = 16;
+/**
+ * Requests in flight per destination: the destination default (DESTINATION_DEFAULTS.maxConcurrency) unless
+ * --concurrency says otherwise; the ceiling runs at the same width.
+ */
+let concurrency = 16;
 const USERS = 1000;
 /** Where `--cpu-prof` puts the gateway's profiles (one per gateway process; open them in Chrome DevTools). */
 const PROFILE_DIR = join(tmpdir(), "bench-delivery-profiles");
@@ -215,6 +220,27 @@ function cpuSecondsOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** The sum of a metric's series in the gateway's /metrics text (NaN when absent). */
+function metricSum(text: string, name: string): number {
+  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))].map((m) =>
+    Number(m[1]),
+  );
+  return values.length ? values.reduce((a, b) => a + b, 0) : Number.NaN;
+}
+
+async function scrape(gw: GatewayProcess): Promise<string> {
+  try {
+    return await (await fetch(`${gw.url}/metrics`)).text();
+  } catch {
+    return "";
+  }
+}
+
+/** `nodejs_heap_size_used_bytes` from the gateway's /metrics, MiB (NaN when it cannot be read). */
+async function heapUsedMb(gw: GatewayProcess): Promise<number> {
+  return metricSum(await scrape(gw), "nodejs_heap_size_used_bytes") / 2 ** 20;
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
@@ -286,6 +312,14 @@ class GatewayProcess {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
+  /** A fresh process on the same database, so a run's RSS is not what an earlier run left behind. */
+  async restart(): Promise<void> {
+    await this.stop();
+    this.spawn();
+    await this.waitReady(120_000);
+    await this.acceptOne(120_000);
+  }
+
   /** Until GET /readyz answers 200. */
   async waitReady(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -322,7 +356,11 @@ class GatewayProcess {
 async function registerDestination(gw: GatewayProcess, url: string, name: string): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const d = await gw.api<{ id: string }>("POST", "/api/destinations", { url, name });
+      const d = await gw.api<{ id: string }>("POST", "/api/destinations", {
+        url,
+        name,
+        maxConcurrency: concurrency,
+      });
       return d.id;
     } catch (err) {
       if (attempt >= 10 || !(err as Error).message.includes("→ 503")) throw err;
@@ -485,6 +523,14 @@ async function drain(
   );
   const rssBefore = memoryOf(gw.pid).rssMb;
   let peakRss = rssBefore;
+  // V8 heap in use (live objects plus garbage not yet collected), from the gateway's own /metrics once a
+  // second: tells buffered events from a heap that merely grew.
+  let peakHeap = 0;
+  const heapSampler = setInterval(() => {
+    void heapUsedMb(gw).then((mb) => {
+      if (Number.isFinite(mb)) peakHeap = Math.max(peakHeap, mb);
+    });
+  }, 1000);
   const sampler = setInterval(() => {
     try {
       peakRss = Math.max(peakRss, memoryOf(gw.pid).rssMb);
@@ -521,7 +567,7 @@ async function drain(
         note:
           `${fmt(withJoin)}/s counted from the enabling PATCH (incl. consumer group join, ` +
           `${((first - enabledAt) / 1000).toFixed(1)} s to the first delivery); gateway CPU ${fmt(cpuUs)} µs/delivery; ` +
-          `peak RSS ${fmt(peakRss)} MiB` +
+          `peak RSS ${fmt(peakRss)} MiB, peak V8 heap used ${fmt(peakHeap)} MiB` +
           (duplicates ? `; ${duplicates} duplicates` : ""),
       });
     } else {
@@ -536,13 +582,14 @@ async function drain(
           `per destination min ${fmt(perRates[0] as number)} / median ${fmt(percentile(perRates, 50))} / max ` +
           `${fmt(perRates.at(-1) as number)} per s; ${fmt(withJoin)}/s total from the enabling PATCHes; ` +
           `gateway CPU ${fmt(cpuUs)} µs/delivery; ` +
-          `peak RSS ${fmt(peakRss)} MiB` +
+          `peak RSS ${fmt(peakRss)} MiB, peak V8 heap used ${fmt(peakHeap)} MiB` +
           (duplicates ? `; ${duplicates} duplicates` : ""),
       });
     }
     return rows;
   } finally {
     clearInterval(sampler);
+    clearInterval(heapSampler);
     // Gone before the next phase, so its worker takes no CPU there.
     await inParallel(ids, 4, (id) => gw.api("DELETE", `/api/destinations/${id}`));
   }
@@ -567,6 +614,7 @@ async function latency(
   const accepted = new Map<string, number>(); // event id → time of its 202
   const ingestMs: number[] = [];
   let refused = 0;
+  let warmAccepted = 0;
   let i = 0;
   const offer = async (ms: number, record: boolean) => {
     const inflight = new Set<Promise<void>>();
@@ -594,7 +642,7 @@ async function latency(
             if (record) {
               accepted.set(id, t202);
               ingestMs.push(t202 - t0);
-            }
+            } else warmAccepted++;
           })
           .catch(() => {
             refused++;
@@ -607,9 +655,28 @@ async function latency(
     await Promise.all(inflight);
     return (now() - start) / 1000;
   };
+  const delivered = (n: number) => (s: Record<string, PathStats>) =>
+    paths.every((p) => (s[p]?.distinct ?? 0) >= n);
   try {
+    // Steady state only: the workers have joined their groups (a probe arrived everywhere) and have caught
+    // up with the warm-up, so no start-up backlog is counted as latency.
+    await gw.acceptOne(30_000, "bench-latency-probe");
+    await receiver.waitUntil(delivered(1), "the probe event at every latency destination", 60_000);
     await offer(warmupSeconds * 1000, false);
-    const elapsed = await offer(seconds * 1000, true);
+    await receiver.waitUntil(delivered(1 + warmAccepted), "the warm-up events", 120_000);
+    const cpuBefore = cpuSecondsOf(gw.pid);
+    // Where events wait: in the worker (buffered, fetched but not yet delivered) or in the event loop.
+    let maxBuffered = 0;
+    let maxLoopLagMs = 0;
+    const sampler = setInterval(() => {
+      void scrape(gw).then((text) => {
+        const buffered = metricSum(text, "worker_buffered_events");
+        const lag = metricSum(text, "nodejs_eventloop_lag_p99_seconds") * 1000;
+        if (Number.isFinite(buffered)) maxBuffered = Math.max(maxBuffered, buffered);
+        if (Number.isFinite(lag)) maxLoopLagMs = Math.max(maxLoopLagMs, lag);
+      });
+    }, 1000);
+    const elapsed = await offer(seconds * 1000, true).finally(() => clearInterval(sampler));
     log(`  ${fmt(accepted.size)} accepted in ${elapsed.toFixed(1)} s; waiting for the receiver`);
     const want = [...accepted.keys()];
     const arrivals = new Map<string, [number, number]>();
@@ -631,6 +698,8 @@ async function latency(
         latTs.push(at - ts);
       }
     }
+    // Ingest and delivery of every accepted event (and whatever of the warm-up was still in flight).
+    const cpuUs = ((cpuSecondsOf(gw.pid) - cpuBefore) / accepted.size) * 1e6;
     lat.sort((a, b) => a - b);
     latTs.sort((a, b) => a - b);
     ingestMs.sort((a, b) => a - b);
@@ -643,7 +712,9 @@ async function latency(
       note:
         `accept(202)→receive, max ${fmt(lat.at(-1) as number, 1)} ms; from the event's timestamp: ` +
         `p50 ${fmt(percentile(latTs, 50), 1)} / p99 ${fmt(percentile(latTs, 99), 1)} ms; ` +
-        `ingest 202 p50 ${fmt(percentile(ingestMs, 50), 1)} / p99 ${fmt(percentile(ingestMs, 99), 1)} ms` +
+        `ingest 202 p50 ${fmt(percentile(ingestMs, 50), 1)} / p99 ${fmt(percentile(ingestMs, 99), 1)} ms; ` +
+        `gateway CPU ${fmt(cpuUs)} µs/event (ingest + ${destinations} deliver${destinations > 1 ? "ies" : "y"}); ` +
+        `worker buffered ≤ ${fmt(maxBuffered)} events, event-loop lag p99 ≤ ${fmt(maxLoopLagMs, 1)} ms` +
         (refused ? `; ${refused} not accepted` : ""),
     };
   } finally {
@@ -727,6 +798,7 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "3" },
       "ceiling-seconds": { type: "string", default: "10" },
       "startup-destinations": { type: "string", default: "100" },
+      concurrency: { type: "string", default: "16" },
       "cpu-prof": { type: "boolean", default: false },
       /** A subset of the runs, e.g. --runs 1,2 while profiling (the table then has those rows only). */
       runs: { type: "string", default: "1,2,3,4,5" },
@@ -739,6 +811,7 @@ async function main(): Promise<void> {
   const warmup = Number(values.warmup);
   const ceilingSeconds = Number(values["ceiling-seconds"]);
   const startupDestinations = Number(values["startup-destinations"]);
+  concurrency = Number(values.concurrency);
   const runs = new Set(values.runs.split(",").map((r) => r.trim()));
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const load = () =>
@@ -777,7 +850,7 @@ async function main(): Promise<void> {
 
     if (runs.has("1")) {
       log("(1) ceiling: raw undici POSTs to the receiver …");
-      rows.push(await ceiling(receiver, DEFAULT_CONCURRENCY, ceilingSeconds));
+      rows.push(await ceiling(receiver, concurrency, ceilingSeconds));
     }
 
     log("starting the gateway …");
@@ -793,10 +866,12 @@ async function main(): Promise<void> {
       rows.push(...(await drain(gw, receiver, brokers, "one", 1, events, log)));
     }
     if (runs.has("3")) {
+      if (runs.has("2")) await gw.restart();
       log(`(3) drain, ${destinations} destinations …`);
       rows.push(...(await drain(gw, receiver, brokers, "ten", destinations, events, log)));
     }
     if (runs.has("4")) {
+      if (runs.has("2") || runs.has("3")) await gw.restart();
       log("(4) latency, 1 destination …");
       rows.push(await latency(gw, receiver, 1, rate, duration, warmup, log));
     }
