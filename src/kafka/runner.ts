@@ -319,7 +319,9 @@ export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<Loc
   }
   const voters = nodes.map((n) => `${n.id}@127.0.0.1:${n.controllerPort}`).join(",");
   // A KRaft cluster id is 16 random bytes in URL-safe base64 without padding (what `random-uuid` prints).
-  const clusterId = randomBytes(16).toString("base64url");
+  // Like Kafka's own Uuid.randomUuid, never one starting with "-": the storage tool would read it as a flag.
+  let clusterId = randomBytes(16).toString("base64url");
+  while (clusterId.startsWith("-")) clusterId = randomBytes(16).toString("base64url");
   const heap = opts.heapMb ?? (count === 1 ? 512 : 384);
   const jvmArgs = [
     `-Xms${Math.min(128, heap)}m`,
