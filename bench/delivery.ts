@@ -1,6 +1,6 @@
 /**
  * Delivery benchmark: `npm run bench:delivery [-- --events 50000 --rate 1000 --duration 15 --destinations 10
- * --startup-destinations 100 --concurrency 16 --runs 1,2,3,4,5 --cpu-prof]`.
+ * --rate-10 200 --startup-destinations 100 --concurrency 16 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f]`.
  *
  * Starts its own local Kafka broker, a fast receiver (node:http, answers 200 at once, records arrival time,
  * event id and the event's `timestamp`) and the gateway (`node src/main.ts`), each in a child process of
@@ -16,13 +16,15 @@
  *   (4) latency: 1 destination, 1,000 events/s offered through POST /api/singleEvent (own paced loop),
  *       accept→receive = receiver's arrival time − the driver's time of the 202 (same machine clock),
  *       measured after the worker has joined and caught up with a warm-up at the same rate;
+ *   (4b) the same with 10 destinations at an offered 200 events/s (2,000 deliveries/s);
+ *   (4i, only with --runs 4i) the offered load of (4) with no destination: ingest's share of the CPU;
  *   (5) start-up: 100 destinations registered, the gateway restarted (SIGTERM, spawn); time from spawn
  *       until one event accepted after /readyz has reached all 100 receiver paths (every worker runs).
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:delivery …);
  * `--cpu-prof` writes the gateway's CPU profiles to $TMPDIR/bench-delivery-profiles/.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createNetServer } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -40,6 +42,8 @@ const TOPIC = "events";
  * --concurrency says otherwise; the ceiling runs at the same width.
  */
 let concurrency = 16;
+/** --dump-latency <file>: "acceptedAt(s) latency(ms)" per event of the latency run, to find stalls. */
+let dumpLatency: string | undefined;
 const USERS = 1000;
 /** Where `--cpu-prof` puts the gateway's profiles (one per gateway process; open them in Chrome DevTools). */
 const PROFILE_DIR = join(tmpdir(), "bench-delivery-profiles");
@@ -602,6 +606,7 @@ async function drain(
 async function latency(
   gw: GatewayProcess,
   receiver: ReceiverClient,
+  label: string,
   destinations: number,
   rate: number,
   seconds: number,
@@ -683,6 +688,7 @@ async function latency(
     const deadline = Date.now() + 120_000;
     const rssMb = memoryOf(gw.pid).rssMb;
     const lat: number[] = [];
+    const series: Array<[accepted: number, latency: number]> = [];
     const latTs: number[] = [];
     for (const path of paths) {
       for (;;) {
@@ -695,8 +701,16 @@ async function latency(
       for (const id of want) {
         const [at, ts] = arrivals.get(id) as [number, number];
         lat.push(at - (accepted.get(id) as number));
+        series.push([accepted.get(id) as number, at - (accepted.get(id) as number)]);
         latTs.push(at - ts);
       }
+    }
+    if (dumpLatency) {
+      series.sort((a, b) => a[0] - b[0]);
+      writeFileSync(
+        dumpLatency,
+        series.map(([t, l]) => `${(t / 1000).toFixed(3)} ${l.toFixed(1)}`).join("\n"),
+      );
     }
     // Ingest and delivery of every accepted event (and whatever of the warm-up was still in flight).
     const cpuUs = ((cpuSecondsOf(gw.pid) - cpuBefore) / accepted.size) * 1e6;
@@ -704,8 +718,14 @@ async function latency(
     latTs.sort((a, b) => a - b);
     ingestMs.sort((a, b) => a - b);
     return {
-      name: `(4) latency, ${destinations} destination${destinations > 1 ? "s" : ""}, ${fmt(rate)} events/s offered for ${seconds} s`,
-      rate: `${fmt((accepted.size * destinations) / elapsed)} deliveries/s`,
+      name:
+        destinations === 0
+          ? `${label} ingest only (no destination), ${fmt(rate)} events/s offered for ${seconds} s`
+          : `${label} latency, ${destinations} destination${destinations > 1 ? "s" : ""}, ${fmt(rate)} events/s offered for ${seconds} s`,
+      rate:
+        destinations === 0
+          ? `${fmt(accepted.size / elapsed)} events/s accepted`
+          : `${fmt((accepted.size * destinations) / elapsed)} deliveries/s`,
       p50: percentile(lat, 50),
       p99: percentile(lat, 99),
       rssMb,
@@ -794,24 +814,29 @@ async function main(): Promise<void> {
       events: { type: "string", default: "50000" },
       destinations: { type: "string", default: "10" },
       rate: { type: "string", default: "1000" },
+      /** Offered events/s of run 4b (each goes to every one of --destinations). */
+      "rate-10": { type: "string", default: "200" },
       duration: { type: "string", default: "15" },
       warmup: { type: "string", default: "3" },
       "ceiling-seconds": { type: "string", default: "10" },
       "startup-destinations": { type: "string", default: "100" },
       concurrency: { type: "string", default: "16" },
+      "dump-latency": { type: "string" },
       "cpu-prof": { type: "boolean", default: false },
       /** A subset of the runs, e.g. --runs 1,2 while profiling (the table then has those rows only). */
-      runs: { type: "string", default: "1,2,3,4,5" },
+      runs: { type: "string", default: "1,2,3,4,4b,5" },
     },
   });
   const events = Number(values.events);
   const destinations = Number(values.destinations);
   const rate = Number(values.rate);
+  const rate10 = Number(values["rate-10"]);
   const duration = Number(values.duration);
   const warmup = Number(values.warmup);
   const ceilingSeconds = Number(values["ceiling-seconds"]);
   const startupDestinations = Number(values["startup-destinations"]);
   concurrency = Number(values.concurrency);
+  dumpLatency = values["dump-latency"];
   const runs = new Set(values.runs.split(",").map((r) => r.trim()));
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const load = () =>
@@ -873,7 +898,18 @@ async function main(): Promise<void> {
     if (runs.has("4")) {
       if (runs.has("2") || runs.has("3")) await gw.restart();
       log("(4) latency, 1 destination …");
-      rows.push(await latency(gw, receiver, 1, rate, duration, warmup, log));
+      rows.push(await latency(gw, receiver, "(4)", 1, rate, duration, warmup, log));
+    }
+    if (runs.has("4b")) {
+      if (runs.has("2") || runs.has("3") || runs.has("4")) await gw.restart();
+      log(`(4b) latency, ${destinations} destinations …`);
+      rows.push(await latency(gw, receiver, "(4b)", destinations, rate10, duration, warmup, log));
+    }
+    if (runs.has("4i")) {
+      // Diagnostic, not in the default runs: the same offered load with no destination = ingest's share.
+      await gw.restart();
+      log("(4i) ingest only, no destination …");
+      rows.push(await latency(gw, receiver, "(4i)", 0, rate, duration, warmup, log));
     }
     if (runs.has("5")) {
       log(`(5) start-up with ${startupDestinations} destinations …`);
