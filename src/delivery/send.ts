@@ -69,9 +69,11 @@ async function readSnippet(
 }
 
 function describe(err: unknown, timedOut: boolean, timeoutMs: number): string {
-  if (timedOut) return `timed out after ${timeoutMs} ms`;
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = e?.code ?? e?.cause?.code;
+  if (timedOut || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
+    return `timed out after ${timeoutMs} ms`;
+  }
   const message = e?.cause?.message ?? e?.message ?? String(err);
   return code ? `${code}: ${message}` : message;
 }
@@ -98,8 +100,10 @@ export async function sendWebhook(target: SendTarget, eventId: string, body: str
       method: "POST",
       dispatcher: target.dispatcher,
       signal: controller.signal,
-      headersTimeout: target.timeoutMs,
-      bodyTimeout: target.timeoutMs,
+      // Our own timer (above) bounds the whole attempt and names the error; undici's timers are only a
+      // backstop, set later so the two never race to describe the same timeout differently.
+      headersTimeout: target.timeoutMs + 1000,
+      bodyTimeout: target.timeoutMs + 1000,
       headers: {
         ...target.headers,
         "content-type": "application/json",
