@@ -1,6 +1,6 @@
 /**
  * Delivery benchmark: `npm run bench:delivery [-- --events 50000 --rate 1000 --duration 15 --destinations 10
- * --rate-10 200 --startup-destinations 100 --concurrency 16 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f]`.
+ * --rate-10 200 --startup-destinations 100 --concurrency 16 --users 1000 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f]`.
  *
  * Starts its own local Kafka broker, a fast receiver (node:http, answers 200 at once, records arrival time,
  * event id and the event's `timestamp`) and the gateway (`node src/main.ts`), each in a child process of
@@ -44,7 +44,8 @@ const TOPIC = "events";
 let concurrency = 16;
 /** --dump-latency <file>: "acceptedAt(s) latency(ms)" per event of the latency run, to find stalls. */
 let dumpLatency: string | undefined;
-const USERS = 1000;
+/** Distinct userIDs of the events (--users): events of one userID are delivered one after another. */
+let users = 1000;
 /** Where `--cpu-prof` puts the gateway's profiles (one per gateway process; open them in Chrome DevTools). */
 const PROFILE_DIR = join(tmpdir(), "bench-delivery-profiles");
 
@@ -404,7 +405,7 @@ async function preload(brokers: string[], count: number): Promise<number> {
       const timestamp = new Date().toISOString();
       const messages = Array.from({ length: Math.min(batch, count - sent) }, (_, i) => {
         const id = uuidv7();
-        const userID = `user-${(sent + i) % USERS}`;
+        const userID = `user-${(sent + i) % users}`;
         const value = JSON.stringify({ id, userID, type: "order.created", timestamp, payload: PAYLOAD });
         return { key: userID, value, headers: { "event-id": id, "content-type": "application/json" } };
       });
@@ -433,7 +434,7 @@ function sampleRecord(): string {
 }
 
 function eventBody(i: number): string {
-  return JSON.stringify({ userID: `user-${i % USERS}`, type: "order.created", payload: PAYLOAD });
+  return JSON.stringify({ userID: `user-${i % users}`, type: "order.created", payload: PAYLOAD });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -821,6 +822,7 @@ async function main(): Promise<void> {
       "ceiling-seconds": { type: "string", default: "10" },
       "startup-destinations": { type: "string", default: "100" },
       concurrency: { type: "string", default: "16" },
+      users: { type: "string", default: "1000" },
       "dump-latency": { type: "string" },
       "cpu-prof": { type: "boolean", default: false },
       /** A subset of the runs, e.g. --runs 1,2 while profiling (the table then has those rows only). */
@@ -836,6 +838,7 @@ async function main(): Promise<void> {
   const ceilingSeconds = Number(values["ceiling-seconds"]);
   const startupDestinations = Number(values["startup-destinations"]);
   concurrency = Number(values.concurrency);
+  users = Number(values.users);
   dumpLatency = values["dump-latency"];
   const runs = new Set(values.runs.split(",").map((r) => r.trim()));
   const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -932,7 +935,7 @@ async function main(): Promise<void> {
       "",
       `targets: ${targets.join("; ")}`,
       `gateway idle RSS after start-up: ${fmt(idle.rssMb)} MiB; events ${fmt(events)} (${JSON.stringify(PAYLOAD).length}-byte payloads, ${sampleRecord().length}-byte records, ` +
-        `${USERS} userIDs); node ${process.version}; load average before: ${loadBefore}, after: ${load()}; ` +
+        `${users} userIDs); node ${process.version}; load average before: ${loadBefore}, after: ${load()}; ` +
         `${new Date().toISOString()}`,
     ];
     process.stdout.write(`${out.join("\n")}\n`);

@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Webhook } from "standardwebhooks";
 import { KeyedScheduler } from "../src/delivery/keyed-scheduler.ts";
 import { PartitionTracker } from "../src/delivery/partition-tracker.ts";
+import { DeliveryRecorder } from "../src/delivery/recorder.ts";
 import { parseRetryAfter } from "../src/delivery/send.ts";
 import { generateSecret, secretKey, signWebhook } from "../src/delivery/sign.ts";
+import { createLogger } from "../src/log.ts";
+import { openStore } from "../src/store/db.ts";
 
 test("the commit offset never passes an unfinished offset", () => {
   const t = new PartitionTracker();
@@ -61,6 +68,80 @@ test("one key runs in order, different keys in parallel, under the slot limit", 
       [0, 1, 2, 3, 4].map((n) => `${key}${n}`),
     );
   }
+});
+
+test("a key is starving only when a slot is free and its next job waits behind the running one", async () => {
+  const release: Array<() => void> = [];
+  const scheduler = new KeyedScheduler<string>(2, async () => {
+    await scheduler.slot(() => new Promise<void>((done) => release.push(done)));
+  });
+  scheduler.push("a", "a0");
+  assert.equal(scheduler.isStarving("a"), false, "nothing queued behind a0");
+  scheduler.push("a", "a1");
+  assert.equal(scheduler.isStarving("a"), true, "a1 waits for a0 and a slot is free");
+  scheduler.push("b", "b0");
+  await sleep(0);
+  assert.equal(scheduler.isStarving("a"), false, "both slots taken: something else uses the capacity");
+  assert.equal(scheduler.isStarving("zzz"), false, "an unknown key");
+  while (scheduler.size > 0) {
+    release.shift()?.();
+    await sleep(1);
+  }
+  await scheduler.idle();
+});
+
+test("the recorder writes an urgent row at the end of the turn and batches the others for its window", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "recorder-"));
+  const store = openStore(join(dir, "gateway.db"));
+  t.after(() => {
+    store.sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const recorder = new DeliveryRecorder(store, createLogger("silent"), 60_000);
+  const row = (eventId: string) =>
+    [
+      {
+        eventId,
+        destinationId: "d1",
+        userId: "u1",
+        attemptNumber: 1,
+        startedAt: Date.now(),
+        durationMs: 1,
+        statusCode: 200,
+        error: null,
+        responseSnippet: null,
+        outcome: "succeeded",
+      },
+      {
+        destinationId: "d1",
+        eventId,
+        userId: "u1",
+        status: "delivered",
+        attempts: 1,
+        lastError: null,
+        event: null,
+        at: Date.now(),
+      },
+    ] as const;
+  const count = () => (store.sqlite.prepare("select count(*) as n from attempts").get() as { n: number }).n;
+
+  let lazyDone = false;
+  const lazy = recorder.record(...row("e1")).then(() => {
+    lazyDone = true;
+  });
+  await sleep(50);
+  assert.equal(lazyDone, false, "a normal row waits for the 60 s window");
+  assert.equal(count(), 0);
+
+  await recorder.record(...row("e2"), true);
+  assert.equal(count(), 2, "the urgent write took the waiting row along");
+  await lazy;
+  assert.equal(lazyDone, true);
+
+  const flushed = recorder.record(...row("e3"));
+  recorder.flush();
+  await flushed;
+  assert.equal(count(), 3, "flush() writes at once");
 });
 
 test("signatures verify with the standardwebhooks package", () => {

@@ -56,6 +56,14 @@ export class KeyedScheduler<J> {
     if (this.#queued === 0) for (const done of this.#idle.splice(0)) done();
   }
 
+  /**
+   * True when `key` has a job queued behind the running one and a slot is free: the running job's end is
+   * all that holds work back (nothing else is ready to use the slot).
+   */
+  isStarving(key: string): boolean {
+    return this.#active < this.#limit && (this.#queues.get(key)?.length ?? 0) > 1;
+  }
+
   /** Runs `fn` holding one of the `limit` slots. */
   async slot<T>(fn: () => Promise<T>): Promise<T> {
     if (this.#active >= this.#limit) {

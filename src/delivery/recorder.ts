@@ -9,46 +9,53 @@ interface Pending {
   waiters: Array<{ done: () => void; fail: (err: unknown) => void }>;
 }
 
-/** A batch this large is written at once instead of waiting for the end of the turn (bounds one transaction). */
+/** A batch this large is written at once instead of waiting for the timer (bounds one transaction). */
 const FLUSH_AT_ROWS = 500;
 
 /**
- * Group-commits attempt rows and ledger updates of every worker into one SQLite transaction. A delivery
- * counts as finished (and its offset may be committed) only once `record()` resolved, i.e. once its rows
- * are in the database. better-sqlite3 is synchronous, so a transaction never spans network I/O.
+ * Group-commits attempt rows and ledger updates of every worker into one SQLite transaction every
+ * `flushMs`. A delivery counts as finished (and its offset may be committed) only once `record()`
+ * resolved, i.e. once its rows are in the database. better-sqlite3 is synchronous, so a transaction never
+ * spans network I/O.
  *
- * The batch is written at the end of the event-loop turn (setImmediate) that queued its first row: every
- * response that turn handled shares one commit, and batches grow by themselves with the load. A commit
- * costs about as much as its rows (two rows + commit: ~50 µs CPU at 5 a commit, ~32 µs at 20+), so a fixed
- * 10 ms window batches more (35 rows a commit at 2k deliveries/s against ~8 here, ≈ 15 µs a delivery), but
- * the next event of the same userID waits for this write: a timer caps a hot key's rate (10 ms: < 100
- * events/s per userID and destination). See bench/README.md.
+ * A commit costs about as much as its rows (two rows + commit: ~50 µs CPU at 5 a commit, ~32 µs at 20+),
+ * so the window is 10 ms: one destination's drain went from ~3,500 (a commit per event-loop turn, ~8 rows)
+ * to ~4,500 deliveries/s (~35 rows) — bench/README.md. But the next event of a userID waits for its
+ * predecessor's write, and a lone busy userID would then be held to < 100 events/s: a worker passes
+ * `urgent` when that wait is all that holds it back (a free slot and nothing else ready), and the batch is
+ * written at the end of the current event-loop turn instead.
  */
 export class DeliveryRecorder {
   #store: Store;
   #logger: Logger;
   #pending: Pending = { attempts: [], ledger: [], waiters: [] };
-  #scheduled: NodeJS.Immediate | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #immediate: NodeJS.Immediate | undefined;
+  #flushMs: number;
 
-  constructor(store: Store, logger: Logger) {
+  constructor(store: Store, logger: Logger, flushMs = 10) {
     this.#store = store;
     this.#logger = logger;
+    this.#flushMs = flushMs;
   }
 
-  record(attempt: AttemptRow | undefined, ledger: LedgerUpdate | undefined): Promise<void> {
+  record(attempt: AttemptRow | undefined, ledger: LedgerUpdate | undefined, urgent = false): Promise<void> {
     if (attempt) this.#pending.attempts.push(attempt);
     if (ledger) this.#pending.ledger.push(ledger);
     const done = new Promise<void>((resolve, reject) =>
       this.#pending.waiters.push({ done: resolve, fail: reject }),
     );
     if (this.#pending.waiters.length >= FLUSH_AT_ROWS) this.flush();
-    else this.#scheduled ??= setImmediate(() => this.flush());
+    else if (urgent) this.#immediate ??= setImmediate(() => this.flush());
+    else this.#timer ??= setTimeout(() => this.flush(), this.#flushMs);
     return done;
   }
 
   flush(): void {
-    clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    clearImmediate(this.#immediate);
+    this.#immediate = undefined;
     const batch = this.#pending;
     if (batch.waiters.length === 0) return;
     this.#pending = { attempts: [], ledger: [], waiters: [] };

@@ -351,6 +351,8 @@ export class DeliveryWorker {
             event: keepEvent ? job.body : null,
             at,
           },
+          // The next event of this userID waits for this write; write it now if nothing else can run.
+          this.#scheduler.isStarving(job.userId),
         );
         return;
       } catch {
