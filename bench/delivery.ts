@@ -1,12 +1,12 @@
 /**
  * Delivery benchmark: `npm run bench:delivery [-- --events 50000 --rate 1000 --duration 15 --destinations 10
- * --rate-10 200 --startup-destinations 100 --concurrency 16 --users 1000 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f]`.
+ * --rate-10 200 --startup-destinations 100 --concurrency 64 --users 1000 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f]`.
  *
  * Starts its own local Kafka broker, a fast receiver (node:http, answers 200 at once, records arrival time,
  * event id and the event's `timestamp`) and the gateway (`node src/main.ts`), each in a child process of
  * its own: the receiver's CPU is not charged to this driver and the gateway's RSS is its own
  * (/proc/<pid>/status). One run, one table:
- *   (1) ceiling: raw undici POSTs (keep-alive Pool, the destination's default concurrency of 16, same body)
+ *   (1) ceiling: raw undici POSTs (keep-alive Pool, the destination's default concurrency of 64, same body)
  *       straight to the receiver;
  *   (2) drain, 1 destination: register it, PATCH it disabled (its group stays pinned at the topic end), put
  *       N events in the topic with kafkajs sendBatch (the gateway's record format), PATCH it enabled and
@@ -41,7 +41,7 @@ const TOPIC = "events";
  * Requests in flight per destination: the destination default (DESTINATION_DEFAULTS.maxConcurrency) unless
  * --concurrency says otherwise; the ceiling runs at the same width.
  */
-let concurrency = 16;
+let concurrency = 64;
 /** --dump-latency <file>: "acceptedAt(s) latency(ms)" per event of the latency run, to find stalls. */
 let dumpLatency: string | undefined;
 /** Distinct userIDs of the events (--users): events of one userID are delivered one after another. */
@@ -821,7 +821,7 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "3" },
       "ceiling-seconds": { type: "string", default: "10" },
       "startup-destinations": { type: "string", default: "100" },
-      concurrency: { type: "string", default: "16" },
+      concurrency: { type: "string", default: "64" },
       users: { type: "string", default: "1000" },
       "dump-latency": { type: "string" },
       "cpu-prof": { type: "boolean", default: false },

@@ -243,7 +243,7 @@ describe("POST /api/destinations", () => {
         timeoutMs: 15000,
         backoffBaseMs: 1000,
         backoffMaxMs: 60000,
-        maxConcurrency: 16,
+        maxConcurrency: 64,
         disabled: false,
         disabledReason: null,
       },

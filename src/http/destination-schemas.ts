@@ -8,7 +8,7 @@ export const DESTINATION_DEFAULTS = {
   timeoutMs: 15_000,
   backoffBaseMs: 1_000,
   backoffMaxMs: 60_000,
-  maxConcurrency: 16,
+  maxConcurrency: 64,
 } as const;
 
 /**
@@ -122,7 +122,7 @@ const settings = {
   backoffMaxMs: int(1, 3_600_000)
     .optional()
     .openapi({ description: "Default 60000; must be ≥ backoffBaseMs." }),
-  maxConcurrency: int(1, 1000).optional().openapi({ description: "Default 16." }),
+  maxConcurrency: int(1, 1000).optional().openapi({ description: "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second." }),
 };
 
 export const CreateDestinationBody = z
