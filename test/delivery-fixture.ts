@@ -7,6 +7,7 @@ import pino from "pino";
 import { generateSecret } from "../src/delivery/sign.ts";
 import { createDestinationAgent } from "../src/delivery/ssrf.ts";
 import { DeliverySupervisor } from "../src/delivery/supervisor.ts";
+import type { BufferLimits } from "../src/delivery/worker.ts";
 import { uuidv7 } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
 import { openStore, type Store } from "../src/store/db.ts";
@@ -34,6 +35,7 @@ const silent = pino({ level: "silent" });
 
 function newSupervisor(
   f: Omit<DeliveryFixture, "supervisor" | "addDestination" | "publish" | "restartSupervisor">,
+  buffer?: BufferLimits,
 ) {
   return new DeliverySupervisor({
     kafka: f.kafka,
@@ -43,13 +45,18 @@ function newSupervisor(
     topic: f.topic,
     deadLetterTopic: f.deadLetterTopic,
     groupPrefix: f.groupPrefix,
+    buffer,
     createDispatcher: (d) =>
       createDestinationAgent({ allowPrivate: true, connections: d.maxConcurrency, connectTimeoutMs: 2000 }),
   });
 }
 
 /** A real broker topic pair, a fresh SQLite file, a real producer and a running supervisor; all torn down after. */
-export async function deliveryFixture(t: TestContext, partitions = 4): Promise<DeliveryFixture> {
+export async function deliveryFixture(
+  t: TestContext,
+  partitions = 4,
+  opts: { buffer?: BufferLimits } = {},
+): Promise<DeliveryFixture> {
   const kafka = createTestKafka();
   const topic = uniqueName("events");
   const deadLetterTopic = uniqueName("dead");
@@ -76,7 +83,7 @@ export async function deliveryFixture(t: TestContext, partitions = 4): Promise<D
   const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix: uniqueName("gw"), sink };
   const fixture: DeliveryFixture = {
     ...base,
-    supervisor: newSupervisor(base),
+    supervisor: newSupervisor(base, opts.buffer),
     async addDestination(url, overrides = {}) {
       const id = `dest_${uuidv7().replaceAll("-", "")}`;
       await fixture.supervisor.prepareDestination(id);
@@ -109,7 +116,7 @@ export async function deliveryFixture(t: TestContext, partitions = 4): Promise<D
     },
     async restartSupervisor() {
       await fixture.supervisor.stop();
-      fixture.supervisor = newSupervisor(base);
+      fixture.supervisor = newSupervisor(base, opts.buffer);
       await fixture.supervisor.start();
       return fixture.supervisor;
     },

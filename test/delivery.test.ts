@@ -274,3 +274,43 @@ test("a restarted worker resumes from its committed offsets and skips what the l
     assert.deepEqual(seqs, [...Array(50).keys()], `order of ${user} across the restart`);
   }
 });
+
+test("a full buffer pauses the partition and resumes it as deliveries drain, order kept", async (t) => {
+  const buffer = { events: 40, bytes: 1024 * 1024, fetchBytes: 16 * 1024, fetchBytesPerPartition: 16 * 1024 };
+  const f = await deliveryFixture(t, 1, { buffer });
+  const held: Array<() => void> = [];
+  let open = false;
+  const receiver = await startReceiver();
+  receiver.behaviour = (req, res) => {
+    const answer = () => {
+      receiver.delivered.push(JSON.parse(req.body));
+      res.end("ok");
+    };
+    if (open) answer();
+    else held.push(answer);
+    return "handled";
+  };
+  t.after(() => receiver.close());
+  const dest = await f.addDestination(receiver.url, { maxConcurrency: 4 });
+  const ids = await publishPerUser(f, 10, 30);
+  // The receiver holds the first 4 requests: nothing finishes. Unbounded, the worker would fetch all 300
+  // within a fetch or two (maxWaitTimeInMs 500); bounded, it stops at the limit plus at most one fetch.
+  await waitFor(() => held.length === 4, "the first attempts");
+  await new Promise((r) => setTimeout(r, 1500));
+  const worker = f.supervisor.worker(dest.id);
+  assert.ok(worker);
+  const buffered = worker.buffered;
+  t.diagnostic(`buffered while the receiver held every answer: ${buffered} of ${ids.length}`);
+  assert.equal(worker.pausedPartitions, 1, "the partition is paused");
+  assert.ok(buffered > buffer.events, `filled up to the bound (${buffered})`);
+  assert.ok(buffered <= buffer.events + 80, `bounded by the limit plus one 16 KiB fetch, got ${buffered}`);
+
+  open = true;
+  for (const answer of held.splice(0)) answer();
+  await waitFor(() => receiver.delivered.length >= ids.length, "every event once the receiver answers");
+  assert.equal(worker.pausedPartitions, 0, "resumed");
+  assert.deepEqual(new Set(receiver.delivered.map((e) => e.id)), new Set(ids));
+  for (const [user, seqs] of sequencesByUser(receiver)) {
+    assert.deepEqual(seqs, [...Array(30).keys()], `order of ${user}`);
+  }
+});

@@ -13,7 +13,7 @@ import {
 import { deleteLedger, markForReplay } from "../store/ledger.ts";
 import { type DeliveryControl, groupIdFor } from "./control.ts";
 import { DeliveryRecorder } from "./recorder.ts";
-import { DeliveryWorker, type WorkerObserver } from "./worker.ts";
+import { type BufferLimits, DeliveryWorker, type WorkerObserver } from "./worker.ts";
 
 export interface SupervisorDeps {
   kafka: Kafka;
@@ -25,6 +25,8 @@ export interface SupervisorDeps {
   groupPrefix: string;
   createDispatcher(destination: Destination): Dispatcher;
   observe?: WorkerObserver;
+  /** Per-worker memory bounds (default DEFAULT_BUFFER_LIMITS). */
+  buffer?: BufferLimits;
 }
 
 /**
@@ -102,6 +104,7 @@ export class DeliverySupervisor implements DeliveryControl {
       createDispatcher: this.#deps.createDispatcher,
       onGone: (id, reason) => void this.#disable(id, reason),
       observe: this.#deps.observe,
+      buffer: this.#deps.buffer,
     });
     const started = worker
       .start()

@@ -31,6 +31,8 @@ export interface WorkerDeps {
   onGone(destinationId: string, reason: string): void;
   /** Observability hooks (metrics). */
   observe?: WorkerObserver;
+  /** Defaults: DEFAULT_BUFFER_LIMITS (tests use small ones). */
+  buffer?: BufferLimits;
 }
 
 export interface WorkerObserver {
@@ -60,9 +62,25 @@ interface ParsedEvent {
   timestamp?: string;
 }
 
-/** Above this many unfinished events a partition is paused; below RESUME_BELOW it is resumed. */
-const PAUSE_ABOVE = 5000;
-const RESUME_BELOW = 2500;
+/**
+ * What one worker may hold in memory (queued or in flight, over all its partitions): above either bound
+ * the partition that just delivered a batch is paused, and every paused partition resumes once both are
+ * below half. One fetch can add up to `fetchBytes` on top. Ten destinations draining a 50,000-event
+ * backlog held 1.7 GiB when the bound was 5,000 events per partition and fetches were kafkajs's 10 MiB.
+ */
+export interface BufferLimits {
+  events: number;
+  bytes: number;
+  /** kafkajs `maxBytes` of one fetch, and `maxBytesPerPartition` (a larger single record still comes). */
+  fetchBytes: number;
+  fetchBytesPerPartition: number;
+}
+export const DEFAULT_BUFFER_LIMITS: BufferLimits = {
+  events: 10_000,
+  bytes: 16 * 1024 * 1024,
+  fetchBytes: 4 * 1024 * 1024,
+  fetchBytesPerPartition: 512 * 1024,
+};
 const COMMIT_EVERY_MS = 250;
 
 class Stopped extends Error {
@@ -128,6 +146,9 @@ export class DeliveryWorker {
   #scheduler: KeyedScheduler<Job>;
   #trackers = new Map<number, PartitionTracker>();
   #paused = new Set<number>();
+  /** UTF-16 length of the bodies queued or in flight (≈ bytes: event JSON is mostly ASCII). */
+  #bufferedBytes = 0;
+  #limits: BufferLimits;
   /** Soft stop: no new attempts, backoff waits end. */
   #stop = new AbortController();
   /** Hard stop: attempts still in flight after the grace period are aborted. */
@@ -137,11 +158,12 @@ export class DeliveryWorker {
 
   constructor(destination: Destination, deps: WorkerDeps) {
     this.#deps = deps;
+    this.#limits = deps.buffer ?? DEFAULT_BUFFER_LIMITS;
     this.#destination = destination;
     this.#key = secretKey(destination.secret);
     this.#dispatcher = deps.createDispatcher(destination);
     this.#log = deps.logger.child({ destinationId: destination.id });
-    this.#scheduler = new KeyedScheduler(destination.maxConcurrency, (job) => this.#deliver(job));
+    this.#scheduler = new KeyedScheduler(destination.maxConcurrency, (job) => this.#run(job));
   }
 
   get destination(): Destination {
@@ -151,6 +173,11 @@ export class DeliveryWorker {
   /** Events queued or in flight. */
   get buffered(): number {
     return this.#scheduler.size;
+  }
+
+  /** Partitions paused because the buffer is full. */
+  get pausedPartitions(): number {
+    return this.#paused.size;
   }
 
   /** New settings take effect for the next attempt; the consumer keeps its position. */
@@ -174,6 +201,8 @@ export class DeliveryWorker {
       sessionTimeout: 10_000,
       heartbeatInterval: 3000,
       maxWaitTimeInMs: 500,
+      maxBytes: this.#limits.fetchBytes,
+      maxBytesPerPartition: this.#limits.fetchBytesPerPartition,
       allowAutoTopicCreation: false,
     });
     this.#consumer = consumer;
@@ -249,7 +278,7 @@ export class DeliveryWorker {
           { partition: batch.partition, offset },
           "record is not a gateway event; dead-lettering it",
         );
-        this.#scheduler.push(`offset:${batch.partition}:${offset}`, {
+        this.#enqueue(`offset:${batch.partition}:${offset}`, {
           eventId: `kafka-${batch.partition}-${offset}`,
           userId: message.key?.toString() ?? "",
           body,
@@ -268,7 +297,7 @@ export class DeliveryWorker {
         continue;
       }
       const acceptedAt = event.timestamp ? Date.parse(event.timestamp) : undefined;
-      this.#scheduler.push(event.userID, {
+      this.#enqueue(event.userID, {
         eventId: event.id,
         userId: event.userID,
         body,
@@ -279,7 +308,7 @@ export class DeliveryWorker {
         offset,
       });
     }
-    if (tracker.unfinished > PAUSE_ABOVE && !this.#paused.has(batch.partition)) {
+    if (this.#overLimit() && !this.#paused.has(batch.partition)) {
       this.#paused.add(batch.partition);
       pause();
     }
@@ -290,7 +319,7 @@ export class DeliveryWorker {
   /** Queues a dead-lettered event for another round of attempts (it is in the ledger as "replaying"). */
   enqueueReplay(row: LedgerRow): void {
     if (row.event === null) return;
-    this.#scheduler.push(row.userId, {
+    this.#enqueue(row.userId, {
       eventId: row.eventId,
       userId: row.userId,
       body: row.event,
@@ -302,18 +331,35 @@ export class DeliveryWorker {
     });
   }
 
-  #finish(job: Job): void {
-    if (!job.tracker) return;
-    job.tracker.finish(job.offset);
-    const { partition } = job;
-    if (
-      this.#paused.has(partition) &&
-      this.#trackers.get(partition) === job.tracker &&
-      job.tracker.unfinished < RESUME_BELOW
-    ) {
-      this.#paused.delete(partition);
-      this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
+  #enqueue(key: string, job: Job): void {
+    this.#bufferedBytes += job.body.length;
+    this.#scheduler.push(key, job);
+  }
+
+  #overLimit(): boolean {
+    return this.#scheduler.size > this.#limits.events || this.#bufferedBytes > this.#limits.bytes;
+  }
+
+  /** The scheduler's job: one event from first attempt to finished (or stopped). */
+  async #run(job: Job): Promise<void> {
+    try {
+      await this.#deliver(job);
+    } finally {
+      this.#bufferedBytes -= job.body.length;
+      if (
+        this.#paused.size > 0 &&
+        this.#scheduler.size <= this.#limits.events / 2 &&
+        this.#bufferedBytes <= this.#limits.bytes / 2
+      ) {
+        const partitions = [...this.#paused];
+        this.#paused.clear();
+        this.#consumer?.resume([{ topic: this.#deps.topic, partitions }]);
+      }
     }
+  }
+
+  #finish(job: Job): void {
+    job.tracker?.finish(job.offset);
   }
 
   async #record(
