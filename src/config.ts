@@ -60,6 +60,9 @@ const EnvSchema = z.object({
   BATCH_MAX_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
   BATCH_LINGER_MS: int(0, 1000).default(2),
   IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
+  /** Attempt rows, and ledger rows of delivered or dead events, older than this are deleted. */
+  RETENTION_DAYS: int(1, 3650).default(30),
+  RETENTION_CHECK_MINUTES: int(1, 24 * 60).default(60),
 });
 
 export type Config = z.output<typeof EnvSchema> & {

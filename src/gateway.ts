@@ -12,6 +12,7 @@ import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
 import { isStoreHealthy, openStore } from "./store/db.ts";
+import { startRetention } from "./store/retention.ts";
 
 export interface Gateway {
   /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
@@ -46,6 +47,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   }
 
   const store = openStore(config.DB_PATH);
+  const retention = startRetention(store, logger, {
+    retentionMs: config.RETENTION_DAYS * 24 * 3600 * 1000,
+    everyMs: config.RETENTION_CHECK_MINUTES * 60 * 1000,
+  });
   const kafka = createKafka({ brokers, clientId: config.KAFKA_CLIENT_ID, logger });
   const probe = createKafkaProbe(kafka);
   const metrics = createMetrics();
@@ -154,6 +159,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         ingest.close();
         await producer.close();
         await probe.close();
+        await retention.stop();
         store.close();
         await embedded?.stop();
       })();

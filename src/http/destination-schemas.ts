@@ -122,12 +122,10 @@ const settings = {
   backoffMaxMs: int(1, 3_600_000)
     .optional()
     .openapi({ description: "Default 60000; must be ≥ backoffBaseMs." }),
-  maxConcurrency: int(1, 1000)
-    .optional()
-    .openapi({
-      description:
-        "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",
-    }),
+  maxConcurrency: int(1, 1000).optional().openapi({
+    description:
+      "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",
+  }),
 };
 
 export const CreateDestinationBody = z
