@@ -31,6 +31,7 @@ import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
+import { PAYLOAD } from "./payload.ts";
 
 const CHILD_FLAG = "--bench-child";
 const HERE = new URL(import.meta.url).pathname;
@@ -48,19 +49,6 @@ let dumpLatency: string | undefined;
 let users = 1000;
 /** Where `--cpu-prof` puts the gateway's profiles (one per gateway process; open them in Chrome DevTools). */
 const PROFILE_DIR = join(tmpdir(), "bench-delivery-profiles");
-
-// The ingest benchmark's ~200-byte payload, so both benchmarks move the same events.
-const PAYLOAD = {
-  orderId: "ord-7f3a9c21",
-  amount: 1249.5,
-  currency: "EUR",
-  items: [
-    { sku: "sku-1042", qty: 2 },
-    { sku: "sku-2210", qty: 1 },
-  ],
-  shipping: { country: "DE", method: "express" },
-  note: "gift wrap, leave at door",
-};
 
 /** Wall-clock milliseconds with sub-millisecond resolution; every process on this machine shares the clock. */
 const now = () => performance.timeOrigin + performance.now();

@@ -16,6 +16,7 @@ import { createRequire } from "node:module";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { PAYLOAD } from "./payload.ts";
 
 // autocannon ships no types; only this call of it is used.
 const autocannon = createRequire(import.meta.url)("autocannon") as (
@@ -26,17 +27,6 @@ const CHILD_FLAG = "--bench-child";
 const HERE = new URL(import.meta.url).pathname;
 
 // ~200-byte event body; [<id>] is replaced by autocannon with a unique id per request (a new userID each).
-const PAYLOAD = {
-  orderId: "ord-7f3a9c21",
-  amount: 1249.5,
-  currency: "EUR",
-  items: [
-    { sku: "sku-1042", qty: 2 },
-    { sku: "sku-2210", qty: 1 },
-  ],
-  shipping: { country: "DE", method: "express" },
-  note: "gift wrap, leave at door",
-};
 const BODY = JSON.stringify({ userID: "user-[<id>]", type: "order.created", payload: PAYLOAD });
 
 interface Row {

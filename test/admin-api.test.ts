@@ -12,6 +12,7 @@ import { createMetrics } from "../src/metrics.ts";
 import { openStore, type Store } from "../src/store/db.ts";
 import type { Destination } from "../src/store/destinations.ts";
 import { attempts, deliveries, destinations } from "../src/store/schema.ts";
+import { ATTEMPT_FIELDS } from "./helpers.ts";
 
 const TOKEN = "test-admin-token-0123456789abcdef";
 
@@ -681,18 +682,7 @@ describe("attempts", () => {
       "newest first, none repeated or skipped",
     );
     assert.ok(items.every((x) => x.destinationId === a.id));
-    assert.deepEqual(Object.keys(items[0] ?? {}).sort(), [
-      "attemptNumber",
-      "destinationId",
-      "durationMs",
-      "error",
-      "eventId",
-      "outcome",
-      "responseSnippet",
-      "startedAt",
-      "statusCode",
-      "userID",
-    ]);
+    assert.deepEqual(Object.keys(items[0] ?? {}).sort(), ATTEMPT_FIELDS);
     const one = await allPages(h, `/api/destinations/${a.id}/attempts?limit=500`);
     assert.deepEqual(one.pages, [120]);
     const tiny = await allPages(h, `/api/destinations/${a.id}/attempts?limit=1`);

@@ -1,22 +1,10 @@
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LocalKafka, startLocalKafka } from "../src/kafka/runner.ts";
 import { openStore } from "../src/store/db.ts";
+import { freePort } from "./helpers.ts";
 import { type IngestGateway, startIngestGateway } from "./ingest-fixture.ts";
-
-async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => done(port));
-    });
-  });
-}
 
 async function expectUnavailable(res: Response): Promise<void> {
   const text = await res.text();

@@ -86,29 +86,32 @@ const COMMIT_EVERY_MS = 250;
 class Stopped extends Error {
   override name = "Stopped";
 }
-class Exhausted extends Error {
-  override name = "Exhausted";
+/** An attempt's outcome carried through p-retry as an error. */
+abstract class AttemptError extends Error {
   readonly result: AttemptResult;
-  constructor(result: AttemptResult) {
-    super(result.error ?? "attempts exhausted");
+  constructor(result: AttemptResult, fallback: string) {
+    super(result.error ?? fallback);
     this.result = result;
   }
 }
-class Gone extends Error {
-  override name = "Gone";
-  readonly result: AttemptResult;
+/** The last allowed attempt failed. */
+class Exhausted extends AttemptError {
+  override name = "Exhausted";
   constructor(result: AttemptResult) {
-    super(result.error ?? "410 Gone");
-    this.result = result;
+    super(result, "attempts exhausted");
+  }
+}
+class Gone extends AttemptError {
+  override name = "Gone";
+  constructor(result: AttemptResult) {
+    super(result, "410 Gone");
   }
 }
 /** A failed attempt that will be retried; p-retry sees it, the receiver's Retry-After rides along. */
-class RetryableDeliveryError extends Error {
+class RetryableDeliveryError extends AttemptError {
   override name = "RetryableDeliveryError";
-  readonly result: AttemptResult;
   constructor(result: AttemptResult) {
-    super(result.error ?? "delivery failed");
-    this.result = result;
+    super(result, "delivery failed");
   }
 }
 

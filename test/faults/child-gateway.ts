@@ -1,11 +1,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { testBrokers, uniqueName } from "../helpers.ts";
+import { freePort, testBrokers, uniqueName } from "../helpers.ts";
 
 /**
  * The whole gateway as a child process (`node src/main.ts`), so a test can SIGKILL it, restart it on the
@@ -19,18 +18,6 @@ import { testBrokers, uniqueName } from "../helpers.ts";
 export const ADMIN_TOKEN = `fault-${randomBytes(12).toString("hex")}`;
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
-
-/** A free TCP port on 127.0.0.1 (PORT=0 would work, but the child does not print the port it got). */
-export function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => done(port));
-    });
-  });
-}
 
 /** Settings that survive a restart: the same database and topics, hence the same consumer groups. */
 export interface GatewayEnv {

@@ -4,10 +4,10 @@
  * recover by itself — ingest and the existing delivery workers — once the broker is back.
  */
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
+import { freePort } from "../helpers.ts";
 import { startIngestGateway } from "../ingest-fixture.ts";
 import { startReceiver } from "../receiver.ts";
 import {
@@ -21,18 +21,6 @@ import {
   startLoad,
   waitUntil,
 } from "./fault-helpers.ts";
-
-async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => done(port));
-    });
-  });
-}
 
 /** A 503 problem document with Retry-After; returns the problem. */
 async function expectProblem503(res: Response, retryAfter: string): Promise<Record<string, unknown>> {
