@@ -63,6 +63,9 @@ const EnvSchema = z.object({
   /** Attempt rows, and ledger rows of delivered or dead events, older than this are deleted. */
   RETENTION_DAYS: int(1, 3650).default(30),
   RETENTION_CHECK_MINUTES: int(1, 24 * 60).default(60),
+  /** Delivery consumers' fetch: the broker answers once this much is there, or after the wait. */
+  DELIVERY_FETCH_MIN_BYTES: int(1, 1024 * 1024).default(1),
+  DELIVERY_FETCH_MAX_WAIT_MS: int(10, 10_000).default(500),
 });
 
 export type Config = z.output<typeof EnvSchema> & {

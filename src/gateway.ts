@@ -103,6 +103,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     topic: config.EVENTS_TOPIC,
     deadLetterTopic: config.DEAD_LETTER_TOPIC,
     groupPrefix: config.CONSUMER_GROUP_PREFIX,
+    fetch: { minBytes: config.DELIVERY_FETCH_MIN_BYTES, maxWaitMs: config.DELIVERY_FETCH_MAX_WAIT_MS },
     createDispatcher: (d) =>
       createDestinationAgent({
         allowPrivate: config.ALLOW_PRIVATE_DESTINATIONS,

@@ -7,7 +7,7 @@ import pino from "pino";
 import { generateSecret } from "../src/delivery/sign.ts";
 import { createDestinationAgent } from "../src/delivery/ssrf.ts";
 import { DeliverySupervisor } from "../src/delivery/supervisor.ts";
-import type { BufferLimits } from "../src/delivery/worker.ts";
+import type { BufferLimits, FetchTuning } from "../src/delivery/worker.ts";
 import { uuidv7 } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
 import { openStore, type Store } from "../src/store/db.ts";
@@ -33,9 +33,15 @@ export interface DeliveryFixture {
 
 const silent = pino({ level: "silent" });
 
+/** Worker settings a test may shrink or stretch. */
+interface FixtureOptions {
+  buffer?: BufferLimits;
+  fetch?: FetchTuning;
+}
+
 function newSupervisor(
   f: Omit<DeliveryFixture, "supervisor" | "addDestination" | "publish" | "restartSupervisor">,
-  buffer?: BufferLimits,
+  opts: FixtureOptions = {},
 ) {
   return new DeliverySupervisor({
     kafka: f.kafka,
@@ -45,7 +51,8 @@ function newSupervisor(
     topic: f.topic,
     deadLetterTopic: f.deadLetterTopic,
     groupPrefix: f.groupPrefix,
-    buffer,
+    buffer: opts.buffer,
+    fetch: opts.fetch,
     createDispatcher: (d) =>
       createDestinationAgent({ allowPrivate: true, connections: d.maxConcurrency, connectTimeoutMs: 2000 }),
   });
@@ -55,7 +62,7 @@ function newSupervisor(
 export async function deliveryFixture(
   t: TestContext,
   partitions = 4,
-  opts: { buffer?: BufferLimits } = {},
+  opts: FixtureOptions = {},
 ): Promise<DeliveryFixture> {
   const kafka = createTestKafka();
   const topic = uniqueName("events");
@@ -83,7 +90,7 @@ export async function deliveryFixture(
   const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix: uniqueName("gw"), sink };
   const fixture: DeliveryFixture = {
     ...base,
-    supervisor: newSupervisor(base, opts.buffer),
+    supervisor: newSupervisor(base, opts),
     async addDestination(url, overrides = {}) {
       const id = `dest_${uuidv7().replaceAll("-", "")}`;
       await fixture.supervisor.prepareDestination(id);
@@ -116,7 +123,7 @@ export async function deliveryFixture(
     },
     async restartSupervisor() {
       await fixture.supervisor.stop();
-      fixture.supervisor = newSupervisor(base, opts.buffer);
+      fixture.supervisor = newSupervisor(base, opts);
       await fixture.supervisor.start();
       return fixture.supervisor;
     },

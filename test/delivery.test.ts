@@ -314,3 +314,23 @@ test("a full buffer pauses the partition and resumes it as deliveries drain, ord
     assert.deepEqual(seqs, [...Array(30).keys()], `order of ${user}`);
   }
 });
+
+test("a fetch minBytes holds a trickle at the broker until the wait ends, then delivers it together", async (t) => {
+  const f = await deliveryFixture(t, 4, { fetch: { minBytes: 1024 * 1024, maxWaitMs: 1000 } });
+  const receiver = await startReceiver();
+  t.after(() => receiver.close());
+  await f.addDestination(receiver.url);
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    ids.push(await f.publish(`user-${i}`, { seq: i }));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await waitFor(() => receiver.delivered.length >= ids.length, "the 20 trickled events");
+  // Published 100 ms apart: answered at once (minBytes 1) they arrive in ~20 groups; held until the
+  // 1 s wait ends they arrive in 2–4.
+  const arrivals = receiver.requests.map((r) => r.at).sort((a, b) => a - b);
+  const groups = 1 + arrivals.slice(1).filter((at, i) => at - (arrivals[i] as number) > 25).length;
+  t.diagnostic(`arrival groups: ${groups}`);
+  assert.ok(groups <= 8, `events arrived in ${groups} groups`);
+  assert.deepEqual(new Set(receiver.delivered.map((e) => e.id)), new Set(ids));
+});

@@ -13,7 +13,7 @@ import {
 import { deleteLedger, markForReplay } from "../store/ledger.ts";
 import { type DeliveryControl, groupIdFor } from "./control.ts";
 import { DeliveryRecorder } from "./recorder.ts";
-import { type BufferLimits, DeliveryWorker, type WorkerObserver } from "./worker.ts";
+import { type BufferLimits, DeliveryWorker, type FetchTuning, type WorkerObserver } from "./worker.ts";
 
 export interface SupervisorDeps {
   kafka: Kafka;
@@ -27,6 +27,8 @@ export interface SupervisorDeps {
   observe?: WorkerObserver;
   /** Per-worker memory bounds (default DEFAULT_BUFFER_LIMITS). */
   buffer?: BufferLimits;
+  /** Consumer fetch settings of every worker (default DEFAULT_FETCH). */
+  fetch?: FetchTuning;
 }
 
 /**
@@ -105,6 +107,7 @@ export class DeliverySupervisor implements DeliveryControl {
       onGone: (id, reason) => void this.#disable(id, reason),
       observe: this.#deps.observe,
       buffer: this.#deps.buffer,
+      fetch: this.#deps.fetch,
     });
     const started = worker
       .start()

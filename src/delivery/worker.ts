@@ -33,6 +33,8 @@ export interface WorkerDeps {
   observe?: WorkerObserver;
   /** Defaults: DEFAULT_BUFFER_LIMITS (tests use small ones). */
   buffer?: BufferLimits;
+  /** Default: DEFAULT_FETCH. */
+  fetch?: FetchTuning;
 }
 
 export interface WorkerObserver {
@@ -75,6 +77,18 @@ export interface BufferLimits {
   fetchBytes: number;
   fetchBytesPerPartition: number;
 }
+/**
+ * How long the broker may hold a worker's fetch (kafkajs `maxWaitTimeInMs`) to collect `minBytes`. The
+ * defaults (1 byte, 500 ms) answer a fetch as soon as one record is there: lowest latency, but at a few
+ * hundred events/s per destination every record batch costs a fetch round trip of its own (12 partitions
+ * encoded and decoded); raising minBytes trades latency for CPU — bench/README.md.
+ */
+export interface FetchTuning {
+  minBytes: number;
+  maxWaitMs: number;
+}
+export const DEFAULT_FETCH: FetchTuning = { minBytes: 1, maxWaitMs: 500 };
+
 export const DEFAULT_BUFFER_LIMITS: BufferLimits = {
   events: 10_000,
   bytes: 16 * 1024 * 1024,
@@ -203,7 +217,8 @@ export class DeliveryWorker {
       // partitions move on in ~10 s instead of kafkajs's default 30 s.
       sessionTimeout: 10_000,
       heartbeatInterval: 3000,
-      maxWaitTimeInMs: 500,
+      maxWaitTimeInMs: (this.#deps.fetch ?? DEFAULT_FETCH).maxWaitMs,
+      minBytes: (this.#deps.fetch ?? DEFAULT_FETCH).minBytes,
       maxBytes: this.#limits.fetchBytes,
       maxBytesPerPartition: this.#limits.fetchBytesPerPartition,
       allowAutoTopicCreation: false,
