@@ -19,8 +19,8 @@ const FLUSH_AT_ROWS = 500;
  * spans network I/O.
  *
  * A commit costs about as much as its rows (two rows + commit: ~50 µs CPU at 5 a commit, ~32 µs at 20+),
- * so the window is 10 ms: one destination's drain went from ~3,500 (a commit per event-loop turn, ~8 rows)
- * to ~4,500 deliveries/s (~35 rows) — bench/README.md. But the next event of a userID waits for its
+ * so the window is 10 ms: back to back, one destination's drain went from 6.6k (a commit per event-loop
+ * turn) to 7.9k deliveries/s — bench/README.md. But the next event of a userID waits for its
  * predecessor's write, and a lone busy userID would then be held to < 100 events/s: a worker passes
  * `urgent` when that wait is all that holds it back (a free slot and nothing else ready), and the batch is
  * written at the end of the current event-loop turn instead.

@@ -166,6 +166,7 @@ export class DeliveryWorker {
   /** UTF-16 length of the bodies queued or in flight (≈ bytes: event JSON is mostly ASCII). */
   #bufferedBytes = 0;
   #limits: BufferLimits;
+  #fetch: FetchTuning;
   /** Soft stop: no new attempts, backoff waits end. */
   #stop = new AbortController();
   /** Hard stop: attempts still in flight after the grace period are aborted. */
@@ -176,6 +177,7 @@ export class DeliveryWorker {
   constructor(destination: Destination, deps: WorkerDeps) {
     this.#deps = deps;
     this.#limits = deps.buffer ?? DEFAULT_BUFFER_LIMITS;
+    this.#fetch = deps.fetch ?? DEFAULT_FETCH;
     this.#destination = destination;
     this.#key = secretKey(destination.secret);
     this.#dispatcher = deps.createDispatcher(destination);
@@ -217,8 +219,8 @@ export class DeliveryWorker {
       // partitions move on in ~10 s instead of kafkajs's default 30 s.
       sessionTimeout: 10_000,
       heartbeatInterval: 3000,
-      maxWaitTimeInMs: (this.#deps.fetch ?? DEFAULT_FETCH).maxWaitMs,
-      minBytes: (this.#deps.fetch ?? DEFAULT_FETCH).minBytes,
+      maxWaitTimeInMs: this.#fetch.maxWaitMs,
+      minBytes: this.#fetch.minBytes,
       maxBytes: this.#limits.fetchBytes,
       maxBytesPerPartition: this.#limits.fetchBytesPerPartition,
       allowAutoTopicCreation: false,

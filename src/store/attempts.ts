@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import type { Db } from "./db.ts";
+import { type Db, preparedPerDb } from "./db.ts";
 import { attempts } from "./schema.ts";
 
 export type AttemptRow = typeof attempts.$inferInsert;
@@ -23,18 +23,12 @@ function prepareInsert(db: Db) {
     })
     .prepare();
 }
-// One prepared statement per database, run per row: building the query with drizzle and compiling it in
-// SQLite on every call cost several times more than the insert itself (bench/delivery.ts profile).
-const inserts = new WeakMap<Db, ReturnType<typeof prepareInsert>>();
+const insertStatement = preparedPerDb(prepareInsert);
 
 /** Inserts attempt rows; callers batch them into one transaction (see delivery/recorder.ts). */
 export function insertAttempts(db: Db, rows: AttemptRow[]): void {
   if (rows.length === 0) return;
-  let insert = inserts.get(db);
-  if (!insert) {
-    insert = prepareInsert(db);
-    inserts.set(db, insert);
-  }
+  const insert = insertStatement(db);
   for (const r of rows) {
     insert.run({
       eventId: r.eventId,

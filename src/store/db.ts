@@ -40,6 +40,22 @@ export function openStore(path: string): Store {
   };
 }
 
+/**
+ * `prepare(db)` run once per database, then reused: building a hot query with drizzle and compiling it in
+ * SQLite on every call cost several times the write itself (bench/delivery.ts profile).
+ */
+export function preparedPerDb<T>(prepare: (db: Db) => T): (db: Db) => T {
+  const cache = new WeakMap<Db, T>();
+  return (db) => {
+    let statement = cache.get(db);
+    if (statement === undefined) {
+      statement = prepare(db);
+      cache.set(db, statement);
+    }
+    return statement;
+  };
+}
+
 /** True when the database answers a trivial query (readiness). */
 export function isStoreHealthy(store: Store): boolean {
   try {

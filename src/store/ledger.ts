@@ -1,5 +1,5 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
-import type { Db } from "./db.ts";
+import { type Db, preparedPerDb } from "./db.ts";
 import { deliveries } from "./schema.ts";
 
 export type DeliveryStatus = "pending" | "delivered" | "dead" | "replaying";
@@ -48,18 +48,12 @@ function prepareUpsert(db: Db) {
     })
     .prepare();
 }
-// One prepared statement per database: building the upsert with drizzle and compiling it in SQLite for
-// every delivery was the gateway's top cost in bench/delivery.ts (several times the write itself).
-const upserts = new WeakMap<Db, ReturnType<typeof prepareUpsert>>();
+const upsertStatement = preparedPerDb(prepareUpsert);
 
 /** Writes where an event stands at a destination (insert or overwrite). */
 export function upsertLedger(db: Db, rows: LedgerUpdate[]): void {
   if (rows.length === 0) return;
-  let upsert = upserts.get(db);
-  if (!upsert) {
-    upsert = prepareUpsert(db);
-    upserts.set(db, upsert);
-  }
+  const upsert = upsertStatement(db);
   for (const r of rows) {
     upsert.run({
       destinationId: r.destinationId,
@@ -82,7 +76,7 @@ function prepareLookup(db: Db) {
     .where(and(eq(deliveries.destinationId, p("destinationId")), eq(deliveries.eventId, p("eventId"))))
     .prepare();
 }
-const lookups = new WeakMap<Db, ReturnType<typeof prepareLookup>>();
+const lookupStatement = preparedPerDb(prepareLookup);
 
 /**
  * Ledger rows of some events at one destination, by event id (skip-finished and attempts-so-far on resume).
@@ -93,11 +87,7 @@ const lookups = new WeakMap<Db, ReturnType<typeof prepareLookup>>();
 export function ledgerRowsFor(db: Db, destinationId: string, eventIds: string[]): Map<string, LedgerRow> {
   const out = new Map<string, LedgerRow>();
   if (eventIds.length === 0) return out;
-  let lookup = lookups.get(db);
-  if (!lookup) {
-    lookup = prepareLookup(db);
-    lookups.set(db, lookup);
-  }
+  const lookup = lookupStatement(db);
   for (const eventId of eventIds) {
     const row = lookup.get({ destinationId, eventId });
     if (row) out.set(eventId, row);
