@@ -5,13 +5,22 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Webhook } from "standardwebhooks";
+import { Agent } from "undici";
 import { KeyedScheduler } from "../src/delivery/keyed-scheduler.ts";
 import { PartitionTracker } from "../src/delivery/partition-tracker.ts";
 import { DeliveryRecorder } from "../src/delivery/recorder.ts";
-import { parseRetryAfter } from "../src/delivery/send.ts";
+import {
+  abortAttempts,
+  parseRetryAfter,
+  SNIPPET_BYTES,
+  sendTarget,
+  sendWebhook,
+} from "../src/delivery/send.ts";
 import { generateSecret, secretKey, signWebhook } from "../src/delivery/sign.ts";
 import { createLogger } from "../src/log.ts";
 import { openStore } from "../src/store/db.ts";
+import { freePort } from "./helpers.ts";
+import { startReceiver } from "./receiver.ts";
 
 test("the commit offset never passes an unfinished offset", () => {
   const t = new PartitionTracker();
@@ -165,4 +174,148 @@ test("Retry-After is read as seconds or as an HTTP date", () => {
   assert.equal(parseRetryAfter("soon"), null);
   const now = Date.parse("2026-01-01T00:00:00Z");
   assert.equal(parseRetryAfter("Thu, 01 Jan 2026 00:00:05 GMT", now), 5000);
+});
+
+test("an attempt: signed headers and path, a 4 KiB snippet of a huge 2xx, Retry-After, 410", async (t) => {
+  const receiver = await startReceiver((req, res) => {
+    if (req.url.endsWith("big")) {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("x".repeat(1024 * 1024));
+      return "handled";
+    }
+    if (req.url.endsWith("busy")) {
+      res.writeHead(503, { "retry-after": "7" });
+      res.end("busy");
+      return "handled";
+    }
+    if (req.url.endsWith("gone")) res.statusCode = 410;
+  });
+  const agent = new Agent({ connections: 4 });
+  t.after(async () => {
+    await agent.close();
+    await receiver.close();
+  });
+  const secret = generateSecret();
+  const target = (path: string) =>
+    sendTarget(
+      { url: `${receiver.url}${path}`, headers: { authorization: "Bearer r" }, timeoutMs: 5000 },
+      secretKey(secret),
+      agent,
+    );
+  const body = JSON.stringify({
+    id: "evt_1",
+    userID: "u",
+    type: "t",
+    timestamp: "2026-01-01T00:00:00Z",
+    payload: 1,
+  });
+
+  const ok = await sendWebhook(target("?q=1"), "evt_1", body);
+  assert.equal(ok.verdict, "success");
+  assert.equal(ok.responseSnippet, "ok");
+  const seen = receiver.requests[0];
+  assert.equal(seen?.url, "/hook?q=1", "path and query are kept");
+  assert.equal(seen?.headers.authorization, "Bearer r");
+  assert.equal(seen?.headers["content-type"], "application/json");
+  new Webhook(secret).verify(body, seen?.headers as Record<string, string>);
+
+  const big = await sendWebhook(target("/big"), "evt_1", body);
+  assert.equal(big.verdict, "success");
+  assert.equal(big.responseSnippet?.length, SNIPPET_BYTES, "only the first 4 KiB is kept");
+
+  const busy = await sendWebhook(target("/busy"), "evt_1", body);
+  assert.deepEqual(
+    [busy.verdict, busy.statusCode, busy.retryAfterMs, busy.error],
+    ["retry", 503, 7000, "HTTP 503"],
+  );
+  const gone = await sendWebhook(target("/gone"), "evt_1", body);
+  assert.equal(gone.verdict, "gone");
+});
+
+test("an attempt is cut off by its timeout even while queued for a connection, and never sent late", async (t) => {
+  let answer: (() => void) | undefined;
+  const receiver = await startReceiver((_req, res) => {
+    answer = () => res.end("late");
+    return "handled";
+  });
+  const agent = new Agent({ connections: 1 });
+  t.after(async () => {
+    answer?.();
+    await agent.close();
+    await receiver.close();
+  });
+  const target = sendTarget(
+    { url: receiver.url, headers: {}, timeoutMs: 300 },
+    secretKey(generateSecret()),
+    agent,
+  );
+  const started = performance.now();
+  // One connection: the second attempt waits in the pool behind the first, which is never answered.
+  const [first, second] = await Promise.all([
+    sendWebhook(target, "evt_a", "{}"),
+    sendWebhook(target, "evt_b", "{}"),
+  ]);
+  const took = performance.now() - started;
+  assert.ok(took < 2000, `both ended at their deadline, not later (${Math.round(took)} ms)`);
+  for (const r of [first, second]) {
+    assert.equal(r.verdict, "retry");
+    assert.equal(r.statusCode, null);
+    assert.equal(r.error, "timed out after 300 ms");
+  }
+  assert.equal(target.inFlight.size, 0, "finished attempts leave the in-flight set");
+  await sleep(300);
+  assert.deepEqual(
+    receiver.requests.map((r) => r.headers["webhook-id"]),
+    ["evt_a"],
+    "the queued attempt was dropped, not sent after its deadline",
+  );
+});
+
+test("a stopping worker cuts off attempts in flight; a slow 2xx body is no success", async (t) => {
+  const receiver = await startReceiver((req, res) => {
+    if (req.url.endsWith("drip")) {
+      res.writeHead(200);
+      res.write("par");
+      return "handled"; // the rest never comes
+    }
+    return "handled"; // never answers
+  });
+  const agent = new Agent({ connections: 4 });
+  t.after(async () => {
+    await agent.close();
+    await receiver.close();
+  });
+  const key = secretKey(generateSecret());
+  const hanging = sendTarget({ url: receiver.url, headers: {}, timeoutMs: 10_000 }, key, agent);
+  const pending = sendWebhook(hanging, "evt_h", "{}");
+  while (receiver.requests.length === 0) await sleep(10);
+  assert.equal(hanging.inFlight.size, 1);
+  abortAttempts(hanging.inFlight, "aborted: the worker is stopping");
+  const cut = await pending;
+  assert.deepEqual(
+    [cut.verdict, cut.statusCode, cut.error],
+    ["retry", null, "aborted: the worker is stopping"],
+  );
+
+  const drip = sendTarget({ url: `${receiver.url}/drip`, headers: {}, timeoutMs: 300 }, key, agent);
+  const slow = await sendWebhook(drip, "evt_d", "{}");
+  assert.equal(slow.verdict, "retry");
+  assert.equal(slow.statusCode, 200, "the row keeps the status the receiver sent");
+  assert.equal(slow.responseSnippet, "par");
+  assert.equal(slow.error, "HTTP 200, then the body failed: timed out after 300 ms");
+});
+
+test("a refused connection is a retryable attempt with the socket error", async (t) => {
+  const port = await freePort();
+  const agent = new Agent({ connections: 1 });
+  t.after(() => agent.close());
+  const target = sendTarget(
+    { url: `http://127.0.0.1:${port}/`, headers: {}, timeoutMs: 2000 },
+    secretKey(generateSecret()),
+    agent,
+  );
+  const r = await sendWebhook(target, "evt_x", "{}");
+  assert.equal(r.verdict, "retry");
+  assert.equal(r.statusCode, null);
+  assert.match(r.error ?? "", /ECONNREFUSED/);
 });

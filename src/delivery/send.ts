@@ -1,6 +1,6 @@
 import type { KeyObject } from "node:crypto";
+import type { IncomingHttpHeaders } from "node:http";
 import type { Dispatcher } from "undici";
-import { request } from "undici";
 import { signWebhook } from "./sign.ts";
 
 /** At most this much of a response body is read and stored; the rest is dropped unread. */
@@ -19,14 +19,42 @@ export interface AttemptResult {
   retryAfterMs: number | null;
 }
 
+/**
+ * Where and how a destination's attempts go, derived once per destination (and again when it changes),
+ * not per request: the URL split into origin and path, and the request headers that are the same on every
+ * attempt as undici's flat `[name, value, …]` list.
+ */
 export interface SendTarget {
-  url: string;
-  headers: Record<string, string>;
+  origin: string;
+  path: string;
+  headers: string[];
   timeoutMs: number;
   key: KeyObject;
   dispatcher: Dispatcher;
-  /** Aborts the attempt from outside (the worker is stopping and its grace period ran out). */
-  abort?: AbortSignal;
+  /** Attempts in flight, so a stopping worker can cut them off (see `abortAttempts`). */
+  inFlight: Set<Attempt>;
+}
+
+export function sendTarget(
+  destination: { url: string; headers: Record<string, string>; timeoutMs: number },
+  key: KeyObject,
+  dispatcher: Dispatcher,
+  inFlight: Set<Attempt> = new Set(),
+): SendTarget {
+  const url = new URL(destination.url);
+  // Reserved names (content-type, user-agent, webhook-*) are refused when a destination is saved.
+  const headers: string[] = [];
+  for (const [name, value] of Object.entries(destination.headers)) headers.push(name, value);
+  headers.push("content-type", "application/json", "user-agent", USER_AGENT);
+  return {
+    origin: url.origin,
+    path: url.search ? `${url.pathname}${url.search}` : url.pathname,
+    headers,
+    timeoutMs: destination.timeoutMs,
+    key,
+    dispatcher,
+    inFlight,
+  };
 }
 
 /** Parses Retry-After: delay-seconds or an HTTP-date. */
@@ -38,126 +66,186 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Number.isNaN(at) ? null : Math.max(0, at - now);
 }
 
-/**
- * Reads at most SNIPPET_BYTES of a body, then drops the rest without reading it (a 50 MiB body costs 4 KiB).
- * A body that stalls past the deadline or breaks off yields what arrived and `failure` (the error).
- */
-async function readSnippet(
-  body: Dispatcher.ResponseData["body"],
-): Promise<{ text: string; failed: boolean; failure: unknown }> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let failed = false;
-  let failure: unknown;
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      chunks.push(chunk);
-      size += chunk.length;
-      if (size >= SNIPPET_BYTES) {
-        body.destroy();
-        break;
-      }
-    }
-  } catch (err) {
-    failed = true;
-    failure = err;
-  }
-  const text = Buffer.concat(chunks, Math.min(size, SNIPPET_BYTES))
-    .subarray(0, SNIPPET_BYTES)
-    .toString("utf8");
-  return { text, failed, failure };
-}
-
-function describe(err: unknown, timedOut: boolean, timeoutMs: number): string {
+function describe(err: unknown, timeoutMs: number): string {
   const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = e?.code ?? e?.cause?.code;
-  if (timedOut || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT")
     return `timed out after ${timeoutMs} ms`;
-  }
   const message = e?.cause?.message ?? e?.message ?? String(err);
   return code ? `${code}: ${message}` : message;
 }
 
+/** Why we cut an attempt off ourselves; handed to undici so it drops the connection. */
+class AttemptCut extends Error {
+  override name = "AttemptCut";
+}
+
 /**
- * One signed POST of an event body. Never throws: every outcome, network errors and timeouts included,
- * comes back as an AttemptResult. The whole attempt (connect, headers, snippet) is bounded by timeoutMs.
+ * One HTTP attempt as an undici dispatch handler: the status, the headers and at most SNIPPET_BYTES of the
+ * body, then one AttemptResult. No response stream, async iterator or AbortSignal per request — the
+ * `request()` API's machinery was half of the HTTP cost per delivery (bench/README.md) — and the whole
+ * attempt (queueing for a connection, connect, headers, snippet) is bounded by one timer.
  */
-export async function sendWebhook(target: SendTarget, eventId: string, body: string): Promise<AttemptResult> {
-  const started = performance.now();
-  const timestamp = Math.floor(Date.now() / 1000);
-  const controller = new AbortController();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort();
-  }, target.timeoutMs);
-  const onAbort = () => controller.abort();
-  if (target.abort?.aborted) controller.abort();
-  else target.abort?.addEventListener("abort", onAbort, { once: true });
-  const elapsed = () => Math.round(performance.now() - started);
-  try {
-    const res = await request(target.url, {
-      method: "POST",
-      dispatcher: target.dispatcher,
-      signal: controller.signal,
-      // Our own timer (above) bounds the whole attempt and names the error; undici's timers are only a
-      // backstop, set later so the two never race to describe the same timeout differently.
-      headersTimeout: target.timeoutMs + 1000,
-      bodyTimeout: target.timeoutMs + 1000,
-      headers: {
-        ...target.headers,
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "webhook-id": eventId,
-        "webhook-timestamp": String(timestamp),
-        "webhook-signature": signWebhook(target.key, eventId, timestamp, body),
-      },
-      body,
-    });
-    const snippet = await readSnippet(res.body);
-    const status = res.statusCode;
-    const base = { statusCode: status, durationMs: elapsed(), responseSnippet: snippet.text || null };
+export class Attempt implements Dispatcher.DispatchHandler {
+  #target: SendTarget;
+  #resolve: (result: AttemptResult) => void;
+  #started = performance.now();
+  #timer: NodeJS.Timeout;
+  #controller: Dispatcher.DispatchController | null = null;
+  /** Set when we cut the attempt off before undici handed us its controller. */
+  #cutBeforeStart: AttemptCut | null = null;
+  #done = false;
+  #status = 0;
+  #headers: IncomingHttpHeaders | null = null;
+  #chunks: Buffer[] = [];
+  #size = 0;
+
+  constructor(target: SendTarget, resolve: (result: AttemptResult) => void) {
+    this.#target = target;
+    this.#resolve = resolve;
+    this.#timer = setTimeout(() => this.cut(`timed out after ${target.timeoutMs} ms`), target.timeoutMs);
+    target.inFlight.add(this);
+  }
+
+  /** Ends the attempt now with `why` as its error, and drops its request or connection. */
+  cut(why: string): void {
+    if (this.#done) return;
+    const reason = new AttemptCut(why);
+    this.#finish(reason);
+    if (this.#controller) this.#controller.abort(reason);
+    else this.#cutBeforeStart = reason;
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#cutBeforeStart) controller.abort(this.#cutBeforeStart);
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    this.#status = statusCode;
+    this.#headers = headers;
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#done) return;
+    this.#chunks.push(chunk);
+    this.#size += chunk.length;
+    if (this.#size >= SNIPPET_BYTES) {
+      // A 50 MiB body costs 4 KiB: the attempt is decided, the rest is dropped with the connection.
+      this.#finish(null);
+      controller.abort(new AttemptCut("response snippet complete"));
+    }
+  }
+
+  onResponseEnd(): void {
+    this.#finish(null);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+    this.#finish(err);
+  }
+
+  #finish(failure: Error | null): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    this.#target.inFlight.delete(this);
+    const durationMs = Math.round(performance.now() - this.#started);
+    const why =
+      failure === null
+        ? null
+        : failure instanceof AttemptCut
+          ? failure.message
+          : describe(failure, this.#target.timeoutMs);
+    const status = this.#status;
+    if (status === 0) {
+      this.#resolve({
+        verdict: "retry",
+        statusCode: null,
+        durationMs,
+        error: why,
+        responseSnippet: null,
+        retryAfterMs: null,
+      });
+      return;
+    }
+    const size = Math.min(this.#size, SNIPPET_BYTES);
+    const responseSnippet = size > 0 ? Buffer.concat(this.#chunks, size).toString("utf8") : null;
+    this.#chunks = [];
+    const base = { statusCode: status, durationMs, responseSnippet };
     if (status >= 200 && status < 300) {
-      if (!snippet.failed) return { ...base, verdict: "success", error: null, retryAfterMs: null };
       // A 2xx whose body (its first 4 KiB or its end) does not arrive within the deadline — a slow drip —
       // or breaks off is no success; the row still keeps the status the receiver sent.
-      const why = target.abort?.aborted
-        ? "aborted: the worker is stopping"
-        : describe(snippet.failure, timedOut, target.timeoutMs);
-      return {
-        ...base,
-        verdict: "retry",
-        error: `HTTP ${status}, then the body failed: ${why}`,
-        retryAfterMs: null,
-      };
+      this.#resolve(
+        why === null
+          ? { ...base, verdict: "success", error: null, retryAfterMs: null }
+          : {
+              ...base,
+              verdict: "retry",
+              error: `HTTP ${status}, then the body failed: ${why}`,
+              retryAfterMs: null,
+            },
+      );
+      return;
     }
-    if (status === 410)
-      return {
+    if (status === 410) {
+      this.#resolve({
         ...base,
         verdict: "gone",
         error: "410 Gone: the receiver asked us to stop",
         retryAfterMs: null,
-      };
-    const retryAfterMs =
-      status === 429 || status === 503 ? parseRetryAfter(res.headers["retry-after"]) : null;
+      });
+      return;
+    }
+    const headers = this.#headers ?? {};
+    const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(headers["retry-after"]) : null;
     const error =
       status >= 300 && status < 400
-        ? `redirect ${status} to ${String(res.headers.location ?? "(no location)")} not followed`
+        ? `redirect ${status} to ${String(headers.location ?? "(no location)")} not followed`
         : `HTTP ${status}`;
-    return { ...base, verdict: "retry", error, retryAfterMs };
-  } catch (err) {
-    return {
-      verdict: "retry",
-      statusCode: null,
-      durationMs: elapsed(),
-      error: target.abort?.aborted
-        ? "aborted: the worker is stopping"
-        : describe(err, timedOut, target.timeoutMs),
-      responseSnippet: null,
-      retryAfterMs: null,
-    };
-  } finally {
-    clearTimeout(timer);
-    target.abort?.removeEventListener("abort", onAbort);
+    this.#resolve({ ...base, verdict: "retry", error, retryAfterMs });
   }
+}
+
+/** Cuts off every attempt in flight (a stopping worker whose grace period ran out). */
+export function abortAttempts(inFlight: Set<Attempt>, why: string): void {
+  for (const attempt of [...inFlight]) attempt.cut(why);
+}
+
+/**
+ * One signed POST of an event body. Never rejects: every outcome, network errors and timeouts included,
+ * comes back as an AttemptResult. The whole attempt (connect, headers, snippet) is bounded by timeoutMs.
+ */
+export function sendWebhook(target: SendTarget, eventId: string, body: string): Promise<AttemptResult> {
+  return new Promise((resolve) => {
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers = target.headers.slice();
+    headers.push(
+      "webhook-id",
+      eventId,
+      "webhook-timestamp",
+      String(timestamp),
+      "webhook-signature",
+      signWebhook(target.key, eventId, timestamp, body),
+    );
+    const attempt = new Attempt(target, resolve);
+    target.dispatcher.dispatch(
+      {
+        origin: target.origin,
+        path: target.path,
+        method: "POST",
+        headers,
+        body,
+        // Our own timer bounds the whole attempt and names the error; undici's timers are only a backstop,
+        // set later so the two never race to describe the same timeout differently.
+        headersTimeout: target.timeoutMs + 1000,
+        bodyTimeout: target.timeoutMs + 1000,
+      },
+      attempt,
+    );
+  });
 }

@@ -12,7 +12,14 @@ import { type LedgerRow, ledgerRowsFor, replayingRows } from "../store/ledger.ts
 import { KeyedScheduler } from "./keyed-scheduler.ts";
 import { PartitionTracker } from "./partition-tracker.ts";
 import type { DeliveryRecorder } from "./recorder.ts";
-import { type AttemptResult, sendWebhook } from "./send.ts";
+import {
+  type Attempt,
+  type AttemptResult,
+  abortAttempts,
+  type SendTarget,
+  sendTarget,
+  sendWebhook,
+} from "./send.ts";
 import { secretKey } from "./sign.ts";
 
 export interface WorkerDeps {
@@ -159,6 +166,9 @@ export class DeliveryWorker {
   #destination: Destination;
   #key: KeyObject;
   #dispatcher: Dispatcher;
+  /** URL, headers, timeout, key and pool of the attempts, rebuilt when the destination changes. */
+  #target: SendTarget;
+  #inFlight = new Set<Attempt>();
   #consumer: Consumer | undefined;
   #scheduler: KeyedScheduler<Job>;
   #trackers = new Map<number, PartitionTracker>();
@@ -169,8 +179,8 @@ export class DeliveryWorker {
   #fetch: FetchTuning;
   /** Soft stop: no new attempts, backoff waits end. */
   #stop = new AbortController();
-  /** Hard stop: attempts still in flight after the grace period are aborted. */
-  #kill = new AbortController();
+  /** Hard stop: attempts still in flight after the grace period were cut off. */
+  #killed = false;
   #commitTimer: NodeJS.Timeout | undefined;
   #log: Logger;
 
@@ -181,6 +191,7 @@ export class DeliveryWorker {
     this.#destination = destination;
     this.#key = secretKey(destination.secret);
     this.#dispatcher = deps.createDispatcher(destination);
+    this.#target = sendTarget(destination, this.#key, this.#dispatcher, this.#inFlight);
     this.#log = deps.logger.child({ destinationId: destination.id });
     this.#scheduler = new KeyedScheduler(destination.maxConcurrency, (job) => this.#run(job));
   }
@@ -210,6 +221,7 @@ export class DeliveryWorker {
       this.#dispatcher = this.#deps.createDispatcher(destination);
       void previous.close().catch(() => {});
     }
+    this.#target = sendTarget(destination, this.#key, this.#dispatcher, this.#inFlight);
   }
 
   async start(): Promise<void> {
@@ -492,18 +504,7 @@ export class DeliveryWorker {
         const result = await this.#scheduler.slot(async () => {
           // Waiting for a slot can outlast a stop: no new attempt starts once the worker is stopping.
           if (signal.aborted) throw new AbortError(new Stopped());
-          return sendWebhook(
-            {
-              url: dest.url,
-              headers: dest.headers,
-              timeoutMs: dest.timeoutMs,
-              key: this.#key,
-              dispatcher: this.#dispatcher,
-              abort: this.#kill.signal,
-            },
-            job.eventId,
-            job.body,
-          );
+          return sendWebhook(this.#target, job.eventId, job.body);
         });
         job.attemptsSoFar += 1;
         this.#deps.observe?.attempt(dest.id, result);
@@ -516,7 +517,7 @@ export class DeliveryWorker {
           throw new AbortError(verdict);
         }
         // An attempt our own hard stop cut off is not the receiver's failure: it never exhausts the budget.
-        if (job.attemptsSoFar >= dest.maxAttempts && !this.#kill.signal.aborted) {
+        if (job.attemptsSoFar >= dest.maxAttempts && !this.#killed) {
           verdict = new Exhausted(result);
           throw new AbortError(verdict);
         }
@@ -602,7 +603,10 @@ export class DeliveryWorker {
     this.#stop.abort();
     clearInterval(this.#commitTimer);
     await this.#consumer?.stop().catch(() => {});
-    const kill = setTimeout(() => this.#kill.abort(), graceMs);
+    const kill = setTimeout(() => {
+      this.#killed = true;
+      abortAttempts(this.#inFlight, "aborted: the worker is stopping");
+    }, graceMs);
     await this.#scheduler.idle();
     clearTimeout(kill);
     this.#deps.recorder.flush();
