@@ -1,5 +1,6 @@
 import { and, asc, eq, gt, or, sql } from "drizzle-orm";
 import type { Db } from "./db.ts";
+import { IS_DEAD } from "./ledger.ts";
 import { deliveries } from "./schema.ts";
 
 /** A ledger row of an event that exhausted its attempts at a destination. */
@@ -24,9 +25,6 @@ export interface DeadLetterPage {
   nextAfter: { deadAt: number; eventId: string } | undefined;
 }
 
-// A dead row always has dead_at; coalesce so a hand-edited row without one still sorts and pages.
-const deadAtKey = sql<number>`coalesce(${deliveries.deadAt}, ${deliveries.updatedAt})`;
-
 /**
  * One page of a destination's dead letters, oldest death first. Keyset on (deadAt, eventId) so that
  * replays removing rows between pages never make a client skip one.
@@ -38,22 +36,22 @@ export function listDeadLetters(db: Db, q: DeadLetterQuery): DeadLetterPage {
       userId: deliveries.userId,
       attempts: deliveries.attempts,
       lastError: deliveries.lastError,
-      deadAt: deadAtKey,
+      deadAt: sql<number>`${deliveries.deadAt}`,
     })
     .from(deliveries)
     .where(
       and(
         eq(deliveries.destinationId, q.destinationId),
-        eq(deliveries.status, "dead"),
+        IS_DEAD,
         q.after
           ? or(
-              gt(deadAtKey, q.after.deadAt),
-              and(eq(deadAtKey, q.after.deadAt), gt(deliveries.eventId, q.after.eventId)),
+              gt(deliveries.deadAt, q.after.deadAt),
+              and(eq(deliveries.deadAt, q.after.deadAt), gt(deliveries.eventId, q.after.eventId)),
             )
           : undefined,
       ),
     )
-    .orderBy(asc(deadAtKey), asc(deliveries.eventId))
+    .orderBy(asc(deliveries.deadAt), asc(deliveries.eventId))
     .limit(q.limit + 1)
     .all();
   const more = rows.length > q.limit;

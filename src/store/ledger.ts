@@ -17,36 +17,24 @@ export interface LedgerUpdate {
   at: number;
 }
 
-const p = (name: string) => sql.placeholder(name);
-/** The value the conflicting INSERT proposed for a column (SQLite's `excluded.` row). */
-const excluded = (column: { name: string }) => sql.raw(`excluded."${column.name}"`);
+/**
+ * The literal terms the ledger's partial indexes are defined with (schema.ts): a query must contain one of
+ * them as written, not `status = ?`, for SQLite to use the index.
+ */
+export const IS_DEAD = sql`${deliveries.status} = 'dead'`;
+const IS_REPLAYING = sql`${deliveries.status} = 'replaying'`;
+
+// The hot statements as plain better-sqlite3 ones with positional parameters (see store/attempts.ts).
 function prepareUpsert(db: Db) {
-  return db
-    .insert(deliveries)
-    .values({
-      destinationId: p("destinationId"),
-      eventId: p("eventId"),
-      userId: p("userId"),
-      status: p("status"),
-      attempts: p("attempts"),
-      lastError: p("lastError"),
-      event: p("event"),
-      updatedAt: p("updatedAt"),
-      deadAt: p("deadAt"),
-    })
-    .onConflictDoUpdate({
-      target: [deliveries.destinationId, deliveries.eventId],
-      set: {
-        userId: excluded(deliveries.userId),
-        status: excluded(deliveries.status),
-        attempts: excluded(deliveries.attempts),
-        lastError: excluded(deliveries.lastError),
-        event: excluded(deliveries.event),
-        updatedAt: excluded(deliveries.updatedAt),
-        deadAt: excluded(deliveries.deadAt),
-      },
-    })
-    .prepare();
+  return db.$client.prepare<
+    [string, string, string, DeliveryStatus, number, string | null, string | null, number, number | null]
+  >(
+    `insert into deliveries (destination_id, event_id, user_id, status, attempts, last_error, event,
+       updated_at, dead_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)
+     on conflict (destination_id, event_id) do update set user_id = excluded.user_id,
+       status = excluded.status, attempts = excluded.attempts, last_error = excluded.last_error,
+       event = excluded.event, updated_at = excluded.updated_at, dead_at = excluded.dead_at`,
+  );
 }
 const upsertStatement = preparedPerDb(prepareUpsert);
 
@@ -55,26 +43,26 @@ export function upsertLedger(db: Db, rows: LedgerUpdate[]): void {
   if (rows.length === 0) return;
   const upsert = upsertStatement(db);
   for (const r of rows) {
-    upsert.run({
-      destinationId: r.destinationId,
-      eventId: r.eventId,
-      userId: r.userId,
-      status: r.status,
-      attempts: r.attempts,
-      lastError: r.lastError,
-      event: r.event,
-      updatedAt: r.at,
-      deadAt: r.status === "dead" ? r.at : null,
-    });
+    upsert.run(
+      r.destinationId,
+      r.eventId,
+      r.userId,
+      r.status,
+      r.attempts,
+      r.lastError,
+      r.event,
+      r.at,
+      r.status === "dead" ? r.at : null,
+    );
   }
 }
 
 function prepareLookup(db: Db) {
-  return db
-    .select()
-    .from(deliveries)
-    .where(and(eq(deliveries.destinationId, p("destinationId")), eq(deliveries.eventId, p("eventId"))))
-    .prepare();
+  return db.$client.prepare<[string, string], LedgerRow>(
+    `select destination_id as destinationId, event_id as eventId, user_id as userId, status,
+       attempts, last_error as lastError, event, updated_at as updatedAt, dead_at as deadAt
+     from deliveries where destination_id = ? and event_id = ?`,
+  );
 }
 const lookupStatement = preparedPerDb(prepareLookup);
 
@@ -89,7 +77,7 @@ export function ledgerRowsFor(db: Db, destinationId: string, eventIds: string[])
   if (eventIds.length === 0) return out;
   const lookup = lookupStatement(db);
   for (const eventId of eventIds) {
-    const row = lookup.get({ destinationId, eventId });
+    const row = lookup.get(destinationId, eventId);
     if (row) out.set(eventId, row);
   }
   return out;
@@ -107,7 +95,7 @@ export function markForReplay(
 ): LedgerRow[] {
   const where = and(
     eq(deliveries.destinationId, destinationId),
-    eq(deliveries.status, "dead"),
+    IS_DEAD,
     eventIds ? inArray(deliveries.eventId, eventIds) : undefined,
   );
   return db
@@ -123,7 +111,7 @@ export function replayingRows(db: Db, destinationId: string): LedgerRow[] {
   return db
     .select()
     .from(deliveries)
-    .where(and(eq(deliveries.destinationId, destinationId), eq(deliveries.status, "replaying")))
+    .where(and(eq(deliveries.destinationId, destinationId), IS_REPLAYING))
     .orderBy(deliveries.updatedAt, sql`rowid`)
     .all();
 }
