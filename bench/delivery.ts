@@ -7,7 +7,7 @@
  * its own: the receiver's CPU is not charged to this driver and the gateway's RSS is its own
  * (/proc/<pid>/status). One run, one table:
  *   (1) ceiling: raw undici POSTs (keep-alive Pool, the destination's default concurrency of 64, same body)
- *       straight to the receiver;
+ *       straight to the receiver; (1b) the same through the gateway's sender (src/delivery/send.ts);
  *   (2) drain, 1 destination: register it, PATCH it disabled (its group stays pinned at the topic end), put
  *       N events in the topic with kafkajs sendBatch (the gateway's record format), PATCH it enabled and
  *       time until the receiver has all N;
@@ -30,7 +30,9 @@ import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { Pool } from "undici";
+import { Agent, Pool } from "undici";
+import { type SendTarget, sendTarget, sendWebhook } from "../src/delivery/send.ts";
+import { generateSecret, secretKey } from "../src/delivery/sign.ts";
 import { PAYLOAD } from "./payload.ts";
 
 const CHILD_FLAG = "--bench-child";
@@ -94,7 +96,7 @@ async function childReceiver(): Promise<void> {
       s.count++;
       s.last = at;
       const id = req.headers["webhook-id"];
-      if (typeof id !== "string") return; // the ceiling's raw POSTs carry no event id
+      if (typeof id !== "string") return; // (1)'s raw POSTs carry no event id
       if (!s.ids.has(id)) {
         s.ids.add(id);
         s.distinct++;
@@ -443,10 +445,45 @@ const fmt = (n: number, d = 0) =>
     ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d })
     : "—";
 
-/** (1) raw undici POSTs of the same body to the receiver, `width` in flight on a keep-alive Pool. */
-async function ceiling(receiver: ReceiverClient, width: number, seconds: number): Promise<Row> {
+/**
+ * (1) raw undici POSTs of the same body to the receiver, `width` in flight on a keep-alive Pool; (1b) the
+ * same through the gateway's own sender (an Agent as each worker has, Standard Webhooks signature, snippet,
+ * deadline timer): the client CPU per request of the two, side by side.
+ */
+async function ceiling(
+  receiver: ReceiverClient,
+  width: number,
+  seconds: number,
+  gatewaySender: boolean,
+): Promise<Row> {
   const body = sampleRecord();
   const pool = new Pool(receiver.url, { connections: width });
+  const agent = new Agent({ connections: width });
+  const target = (path: string) =>
+    sendTarget(
+      { url: `${receiver.url}${path}`, headers: {}, timeoutMs: 15_000 },
+      secretKey(generateSecret()),
+      agent,
+    );
+  const targets = new Map<string, SendTarget>();
+  const post = async (path: string) => {
+    if (gatewaySender) {
+      let t = targets.get(path);
+      if (!t) targets.set(path, (t = target(path)));
+      const result = await sendWebhook(t, "01934f6e-3b2a-7c41-9f0e-5d6c7b8a9e10", body);
+      if (result.statusCode !== 200)
+        throw new Error(`receiver answered ${result.statusCode ?? result.error}`);
+      return;
+    }
+    const res = await pool.request({
+      path,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    await res.body.dump();
+    if (res.statusCode !== 200) throw new Error(`receiver answered ${res.statusCode}`);
+  };
   const latencies: number[] = [];
   const run = async (path: string, ms: number, record: boolean) => {
     const end = now() + ms;
@@ -455,14 +492,7 @@ async function ceiling(receiver: ReceiverClient, width: number, seconds: number)
       Array.from({ length: width }, async () => {
         while (now() < end) {
           const t0 = now();
-          const res = await pool.request({
-            path,
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body,
-          });
-          await res.body.dump();
-          if (res.statusCode !== 200) throw new Error(`receiver answered ${res.statusCode}`);
+          await post(path);
           if (record) latencies.push(now() - t0);
           n++;
         }
@@ -480,16 +510,19 @@ async function ceiling(receiver: ReceiverClient, width: number, seconds: number)
   const driverUs = (used.user + used.system) / n;
   const receiverUs = ((cpuSecondsOf(receiver.child.pid as number) - receiverCpu) / n) * 1e6;
   await pool.close();
+  await agent.close();
   latencies.sort((a, b) => a - b);
   return {
-    name: `(1) ceiling: raw undici POST → receiver, ${width} in flight`,
+    name: gatewaySender
+      ? `(1b) the gateway's sender (signed, Agent, snippet, timer) → receiver, ${width} in flight`
+      : `(1) ceiling: raw undici POST → receiver, ${width} in flight`,
     rate: `${fmt(n / elapsed)} req/s`,
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     rssMb: undefined,
     note:
       `${fmt(n)} requests in ${elapsed.toFixed(1)} s; latency = request round trip; CPU per request: ` +
-      `undici client ${fmt(driverUs)} µs, receiver ${fmt(receiverUs)} µs`,
+      `${gatewaySender ? "sender" : "undici client"} ${fmt(driverUs)} µs, receiver ${fmt(receiverUs)} µs`,
   };
 }
 
@@ -866,7 +899,8 @@ async function main(): Promise<void> {
 
     if (runs.has("1")) {
       log("(1) ceiling: raw undici POSTs to the receiver …");
-      rows.push(await ceiling(receiver, concurrency, ceilingSeconds));
+      rows.push(await ceiling(receiver, concurrency, ceilingSeconds, false));
+      rows.push(await ceiling(receiver, concurrency, ceilingSeconds, true));
     }
 
     log("starting the gateway …");
