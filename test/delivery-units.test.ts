@@ -151,6 +151,23 @@ test("the recorder writes an urgent row at the end of the turn and batches the o
   recorder.flush();
   await flushed;
   assert.equal(count(), 3, "flush() writes at once");
+
+  // A batch the database refuses fails every row in it (each worker retries its own), and nothing of it
+  // is half-written; the next batch is a fresh one.
+  store.sqlite.exec(
+    "create trigger refuse before insert on deliveries when new.event_id = 'bad' begin select raise(abort, 'refused'); end",
+  );
+  const a = recorder.record(...row("e4"));
+  const b = recorder.record(...row("bad"));
+  recorder.flush();
+  await assert.rejects(a, /refused/);
+  await assert.rejects(b, /refused/);
+  assert.equal(count(), 3, "the whole batch rolled back");
+  store.sqlite.exec("drop trigger refuse");
+  const again = recorder.record(...row("e4"));
+  recorder.flush();
+  await again;
+  assert.equal(count(), 4);
 });
 
 test("signatures verify with the standardwebhooks package", () => {

@@ -3,10 +3,23 @@ import { type AttemptRow, insertAttempts } from "../store/attempts.ts";
 import type { Store } from "../store/db.ts";
 import { type LedgerUpdate, upsertLedger } from "../store/ledger.ts";
 
+/** The rows of one transaction-to-be, and the one promise every `record()` call in it was given. */
 interface Pending {
   attempts: AttemptRow[];
   ledger: LedgerUpdate[];
-  waiters: Array<{ done: () => void; fail: (err: unknown) => void }>;
+  rows: number;
+  done: Promise<void>;
+  settle: (err?: unknown) => void;
+}
+
+function newBatch(): Pending {
+  let settle: (err?: unknown) => void = () => {};
+  const done = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err === undefined ? resolve() : reject(err));
+  });
+  // A batch nobody awaits any more (its worker stopped) must not surface as an unhandled rejection.
+  done.catch(() => {});
+  return { attempts: [], ledger: [], rows: 0, done, settle };
 }
 
 /** A batch this large is written at once instead of waiting for the timer (bounds one transaction). */
@@ -28,7 +41,7 @@ const FLUSH_AT_ROWS = 500;
 export class DeliveryRecorder {
   #store: Store;
   #logger: Logger;
-  #pending: Pending = { attempts: [], ledger: [], waiters: [] };
+  #pending: Pending = newBatch();
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
   #flushMs: number;
@@ -40,12 +53,14 @@ export class DeliveryRecorder {
   }
 
   record(attempt: AttemptRow | undefined, ledger: LedgerUpdate | undefined, urgent = false): Promise<void> {
-    if (attempt) this.#pending.attempts.push(attempt);
-    if (ledger) this.#pending.ledger.push(ledger);
-    const done = new Promise<void>((resolve, reject) =>
-      this.#pending.waiters.push({ done: resolve, fail: reject }),
-    );
-    if (this.#pending.waiters.length >= FLUSH_AT_ROWS) this.flush();
+    const batch = this.#pending;
+    if (attempt) batch.attempts.push(attempt);
+    if (ledger) batch.ledger.push(ledger);
+    batch.rows++;
+    // Every row of a batch is written by one transaction, so they share one promise (one per delivery cost
+    // a promise, two closures and a waiter object: GC is a tenth of a busy gateway's time).
+    const done = batch.done;
+    if (batch.rows >= FLUSH_AT_ROWS) this.flush();
     else if (urgent) this.#immediate ??= setImmediate(() => this.flush());
     else this.#timer ??= setTimeout(() => this.flush(), this.#flushMs);
     return done;
@@ -57,21 +72,18 @@ export class DeliveryRecorder {
     clearImmediate(this.#immediate);
     this.#immediate = undefined;
     const batch = this.#pending;
-    if (batch.waiters.length === 0) return;
-    this.#pending = { attempts: [], ledger: [], waiters: [] };
+    if (batch.rows === 0) return;
+    this.#pending = newBatch();
     try {
       this.#store.sqlite.transaction(() => {
         insertAttempts(this.#store.db, batch.attempts);
         upsertLedger(this.#store.db, batch.ledger);
       })();
     } catch (err) {
-      this.#logger.error(
-        { err, rows: batch.waiters.length },
-        "could not record deliveries; workers will retry",
-      );
-      for (const w of batch.waiters) w.fail(err);
+      this.#logger.error({ err, rows: batch.rows }, "could not record deliveries; workers will retry");
+      batch.settle(err ?? new Error("recording failed"));
       return;
     }
-    for (const w of batch.waiters) w.done();
+    batch.settle();
   }
 }
