@@ -469,7 +469,10 @@ async function ceiling(
   const post = async (path: string) => {
     if (gatewaySender) {
       let t = targets.get(path);
-      if (!t) targets.set(path, (t = target(path)));
+      if (!t) {
+        t = target(path);
+        targets.set(path, t);
+      }
       const result = await sendWebhook(t, "01934f6e-3b2a-7c41-9f0e-5d6c7b8a9e10", body);
       if (result.statusCode !== 200)
         throw new Error(`receiver answered ${result.statusCode ?? result.error}`);
