@@ -82,8 +82,8 @@ class AttemptCut extends Error {
 
 /**
  * One HTTP attempt as an undici dispatch handler: the status, the headers and at most SNIPPET_BYTES of the
- * body, then one AttemptResult. No response stream, async iterator or AbortSignal per request — the
- * `request()` API's machinery was half of the HTTP cost per delivery (bench/README.md) — and the whole
+ * body, then one AttemptResult. No response stream, async iterator or AbortSignal per request — through
+ * `request()` a signed POST cost 65 µs of CPU, this way 41 µs (bench/README.md) — and the whole
  * attempt (queueing for a connection, connect, headers, snippet) is bounded by one timer.
  */
 export class Attempt implements Dispatcher.DispatchHandler {
