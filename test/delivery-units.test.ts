@@ -336,3 +336,29 @@ test("a refused connection is a retryable attempt with the socket error", async 
   assert.equal(r.statusCode, null);
   assert.match(r.error ?? "", /ECONNREFUSED/);
 });
+
+test("an interim 103 is not the answer: the final status counts, and a hang after it is a plain timeout", async (t) => {
+  const receiver = await startReceiver((req, res) => {
+    res.writeEarlyHints({ link: "</style.css>; rel=preload; as=style" });
+    if (req.url.endsWith("hang")) return "handled"; // nothing after the 103
+    res.statusCode = 204;
+  });
+  const agent = new Agent({ connections: 2 });
+  t.after(async () => {
+    await agent.close();
+    await receiver.close();
+  });
+  const key = secretKey(generateSecret());
+  const ok = await sendWebhook(
+    sendTarget({ url: receiver.url, headers: {}, timeoutMs: 2000 }, key, agent),
+    "evt_1",
+    "{}",
+  );
+  assert.deepEqual([ok.verdict, ok.statusCode], ["success", 204]);
+  const hang = await sendWebhook(
+    sendTarget({ url: `${receiver.url}/hang`, headers: {}, timeoutMs: 300 }, key, agent),
+    "evt_2",
+    "{}",
+  );
+  assert.deepEqual([hang.verdict, hang.statusCode, hang.error], ["retry", null, "timed out after 300 ms"]);
+});

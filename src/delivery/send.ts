@@ -126,6 +126,8 @@ export class Attempt implements Dispatcher.DispatchHandler {
     statusCode: number,
     headers: IncomingHttpHeaders,
   ): void {
+    // An interim 1xx (103 Early Hints, 102 Processing) is followed by the real answer: wait for that one.
+    if (statusCode < 200) return;
     this.#status = statusCode;
     this.#headers = headers;
   }
