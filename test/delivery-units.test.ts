@@ -362,3 +362,34 @@ test("an interim 103 is not the answer: the final status counts, and a hang afte
   );
   assert.deepEqual([hang.verdict, hang.statusCode, hang.error], ["retry", null, "timed out after 300 ms"]);
 });
+
+test("a 2xx body up to 64 KiB is read to its end and the connection reused; a longer one costs the connection", async (t) => {
+  const receiver = await startReceiver((req, res) => {
+    const size = req.url.endsWith("small") ? 10 * 1024 : 1024 * 1024;
+    res.writeHead(200, { "content-type": "text/plain", "content-length": String(size) });
+    res.end("y".repeat(size));
+    return "handled";
+  });
+  const agent = new Agent({ connections: 1 });
+  t.after(async () => {
+    await agent.close();
+    await receiver.close();
+  });
+  const key = secretKey(generateSecret());
+  const small = sendTarget({ url: `${receiver.url}/small`, headers: {}, timeoutMs: 5000 }, key, agent);
+  for (const id of ["evt_1", "evt_2", "evt_3"]) {
+    const r = await sendWebhook(small, id, "{}");
+    assert.equal(r.verdict, "success");
+    assert.equal(r.responseSnippet?.length, SNIPPET_BYTES, "only the first 4 KiB is stored");
+  }
+  assert.equal(receiver.connections, 1, "10 KiB answers: one keep-alive connection for three attempts");
+
+  const big = sendTarget({ url: `${receiver.url}/big`, headers: {}, timeoutMs: 5000 }, key, agent);
+  for (const id of ["evt_4", "evt_5"]) {
+    const r = await sendWebhook(big, id, "{}");
+    assert.equal(r.verdict, "success");
+    assert.equal(r.responseSnippet?.length, SNIPPET_BYTES);
+  }
+  // The first big answer came on the kept connection and closed it; the second needed a new one (and closed it).
+  assert.equal(receiver.connections, 2, "1 MiB answers: each cut off after the snippet, connection and all");
+});

@@ -3,8 +3,13 @@ import type { IncomingHttpHeaders } from "node:http";
 import type { Dispatcher } from "undici";
 import { signWebhook } from "./sign.ts";
 
-/** At most this much of a response body is read and stored; the rest is dropped unread. */
+/** At most this much of a response body is stored. */
 export const SNIPPET_BYTES = 4096;
+/**
+ * A body that says (content-length) it is at most this long is read to its end, so the keep-alive
+ * connection is reused; a longer or unannounced one is cut off after the snippet, connection and all.
+ */
+export const DRAIN_BYTES = 64 * 1024;
 export const USER_AGENT = "webhook-gateway/0.1 (+https://www.standardwebhooks.com/)";
 
 /** What one HTTP attempt did, in the shape the attempts table records. */
@@ -99,6 +104,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   #headers: IncomingHttpHeaders | null = null;
   #chunks: Buffer[] = [];
   #size = 0;
+  #readToEnd = false;
 
   constructor(target: SendTarget, resolve: (result: AttemptResult) => void) {
     this.#target = target;
@@ -130,13 +136,19 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return;
     this.#status = statusCode;
     this.#headers = headers;
+    const length = Number(headers["content-length"]);
+    this.#readToEnd = Number.isInteger(length) && length <= DRAIN_BYTES;
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#done) return;
-    this.#chunks.push(chunk);
+    if (this.#size < SNIPPET_BYTES) {
+      this.#chunks.push(
+        chunk.length <= SNIPPET_BYTES - this.#size ? chunk : chunk.subarray(0, SNIPPET_BYTES - this.#size),
+      );
+    }
     this.#size += chunk.length;
-    if (this.#size >= SNIPPET_BYTES) {
+    if (this.#size >= SNIPPET_BYTES && !this.#readToEnd) {
       // A 50 MiB body costs 4 KiB: the attempt is decided, the rest is dropped with the connection.
       this.#finish(null);
       controller.abort(new AttemptCut("response snippet complete"));
