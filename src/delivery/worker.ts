@@ -1,4 +1,3 @@
-import type { KeyObject } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Consumer, EachBatchPayload, Kafka } from "kafkajs";
 import pRetry, { AbortError } from "p-retry";
@@ -164,9 +163,7 @@ function parseEvent(value: string): ParsedEvent | undefined {
 export class DeliveryWorker {
   #deps: WorkerDeps;
   #destination: Destination;
-  #key: KeyObject;
-  #dispatcher: Dispatcher;
-  /** URL, headers, timeout, key and pool of the attempts, rebuilt when the destination changes. */
+  /** URL, headers, timeout, HMAC key and HTTP pool of the attempts, rebuilt when the destination changes. */
   #target: SendTarget;
   #inFlight = new Set<Attempt>();
   #consumer: Consumer | undefined;
@@ -189,9 +186,12 @@ export class DeliveryWorker {
     this.#limits = deps.buffer ?? DEFAULT_BUFFER_LIMITS;
     this.#fetch = deps.fetch ?? DEFAULT_FETCH;
     this.#destination = destination;
-    this.#key = secretKey(destination.secret);
-    this.#dispatcher = deps.createDispatcher(destination);
-    this.#target = sendTarget(destination, this.#key, this.#dispatcher, this.#inFlight);
+    this.#target = sendTarget(
+      destination,
+      secretKey(destination.secret),
+      deps.createDispatcher(destination),
+      this.#inFlight,
+    );
     this.#log = deps.logger.child({ destinationId: destination.id });
     this.#scheduler = new KeyedScheduler(destination.maxConcurrency, (job) => this.#run(job));
   }
@@ -214,14 +214,14 @@ export class DeliveryWorker {
   update(destination: Destination): void {
     const old = this.#destination;
     this.#destination = destination;
-    if (destination.secret !== old.secret) this.#key = secretKey(destination.secret);
     if (destination.maxConcurrency !== old.maxConcurrency) this.#scheduler.limit = destination.maxConcurrency;
+    const key = destination.secret !== old.secret ? secretKey(destination.secret) : this.#target.key;
+    let dispatcher = this.#target.dispatcher;
     if (destination.url !== old.url) {
-      const previous = this.#dispatcher;
-      this.#dispatcher = this.#deps.createDispatcher(destination);
-      void previous.close().catch(() => {});
+      void dispatcher.close().catch(() => {});
+      dispatcher = this.#deps.createDispatcher(destination);
     }
-    this.#target = sendTarget(destination, this.#key, this.#dispatcher, this.#inFlight);
+    this.#target = sendTarget(destination, key, dispatcher, this.#inFlight);
   }
 
   async start(): Promise<void> {
@@ -612,7 +612,7 @@ export class DeliveryWorker {
     this.#deps.recorder.flush();
     await this.#commit();
     await this.#consumer?.disconnect().catch(() => {});
-    await this.#dispatcher.close().catch(() => {});
+    await this.#target.dispatcher.close().catch(() => {});
     this.#log.info("delivery worker stopped");
   }
 }
