@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { and, eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
-import { getDestination } from "../src/store/destinations.ts";
+import { generateSecret } from "../src/delivery/sign.ts";
+import { getDestination, updateDestination } from "../src/store/destinations.ts";
 import { attempts, deliveries } from "../src/store/schema.ts";
 import { deliveryFixture } from "./delivery-fixture.ts";
 import { uniqueName } from "./helpers.ts";
@@ -206,6 +207,39 @@ test("a destination receives only the event types it subscribes to", async (t) =
   assert.ok(some.delivered.every((e) => e.type === "order.created" || e.type === "order.paid"));
   // Skipped events are finished, not stuck: the filtered worker's buffer drains.
   await waitFor(() => f.supervisor.worker(filtered.id)?.buffered === 0, "nothing left buffered");
+});
+
+test("a PATCHed url, secret and headers take effect at the next event; the worker keeps its position", async (t) => {
+  const f = await deliveryFixture(t);
+  const before = await startReceiver();
+  const after = await startReceiver();
+  t.after(() => Promise.all([before.close(), after.close()]));
+  const d = await f.addDestination(before.url, { headers: { "x-tenant": "a" } });
+  await f.publish("u1", { n: 1 });
+  await waitFor(() => before.delivered.length === 1, "the first event at the old url");
+
+  const secret = generateSecret();
+  const changed = updateDestination(f.store.db, d.id, {
+    url: after.url,
+    secret,
+    headers: { "x-tenant": "b" },
+  });
+  assert.ok(changed);
+  await f.supervisor.destinationChanged(changed);
+  const second = await f.publish("u1", { n: 2 });
+  await waitFor(() => after.delivered.length === 1, "the next event at the new url");
+  const request = after.requests[0];
+  assert.equal(
+    request?.headers["webhook-id"],
+    second,
+    "only the new event went there: no re-send of the first",
+  );
+  assert.equal(request?.headers["x-tenant"], "b");
+  new Webhook(secret).verify(request?.body ?? "", request?.headers as Record<string, string>);
+  assert.throws(() =>
+    new Webhook(d.secret).verify(request?.body ?? "", request?.headers as Record<string, string>),
+  );
+  assert.equal(before.requests.length, 1, "nothing more went to the old url");
 });
 
 test("Retry-After from a 429 is waited out (clamped to backoffMaxMs) before the next attempt", async (t) => {
