@@ -66,6 +66,11 @@ const EnvSchema = z.object({
   /** Delivery consumers' fetch: the broker answers once this much is there, or after the wait. */
   DELIVERY_FETCH_MIN_BYTES: int(1, 1024 * 1024).default(1),
   DELIVERY_FETCH_MAX_WAIT_MS: int(10, 10_000).default(500),
+  /**
+   * Threads that run the delivery workers (destinations are spread over them). 0 runs every worker on the
+   * main thread beside ingest and the admin API. Unset: one per CPU (at most 8) when there are two or more.
+   */
+  DELIVERY_THREADS: int(0, 64).optional(),
 });
 
 export type Config = z.output<typeof EnvSchema> & {

@@ -1,7 +1,10 @@
 import type { AddressInfo } from "node:net";
+import { availableParallelism } from "node:os";
 import type { Config } from "./config.ts";
-import { createDestinationAgent } from "./delivery/ssrf.ts";
-import { DeliverySupervisor } from "./delivery/supervisor.ts";
+import type { DeliveryRuntime } from "./delivery/control.ts";
+import { supervisorFromConfig } from "./delivery/from-config.ts";
+import type { DeliverySupervisor } from "./delivery/supervisor.ts";
+import { ThreadedDelivery } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
@@ -26,8 +29,10 @@ export interface Gateway {
    * ingest answers 503 meanwhile). Never rejects; stays pending if the gateway stops first.
    */
   kafkaReady: Promise<void>;
-  /** Runs a worker per enabled destination (tests read its workers). */
-  supervisor: DeliverySupervisor;
+  /** Runs a worker per enabled destination, on the main thread or on delivery threads. */
+  delivery: DeliveryRuntime;
+  /** The main thread's supervisor when DELIVERY_THREADS is 0 (tests read its workers); else undefined. */
+  supervisor: DeliverySupervisor | undefined;
   /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
   stop(): Promise<void>;
 }
@@ -95,25 +100,25 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
 
   // A worker per destination, each with its own consumer group and its own SSRF-guarded HTTP pool. They
   // start once the topics exist; destinations registered later start their worker on registration.
-  const supervisor = new DeliverySupervisor({
-    kafka,
-    store,
-    sink: producer,
-    logger,
-    topic: config.EVENTS_TOPIC,
-    deadLetterTopic: config.DEAD_LETTER_TOPIC,
-    groupPrefix: config.CONSUMER_GROUP_PREFIX,
-    fetch: { minBytes: config.DELIVERY_FETCH_MIN_BYTES, maxWaitMs: config.DELIVERY_FETCH_MAX_WAIT_MS },
-    createDispatcher: (d) =>
-      createDestinationAgent({
-        allowPrivate: config.ALLOW_PRIVATE_DESTINATIONS,
-        connections: d.maxConcurrency,
-        connectTimeoutMs: Math.min(d.timeoutMs, 10_000),
-      }),
-    observe: deliveryObserver(metrics),
-  });
+  const threads = deliveryThreads(config);
+  const supervisor =
+    threads === 0
+      ? supervisorFromConfig(config, {
+          kafka,
+          store,
+          sink: producer,
+          logger,
+          observe: deliveryObserver(metrics),
+        })
+      : undefined;
+  const delivery: DeliveryRuntime =
+    supervisor ?? new ThreadedDelivery({ threads, config, brokers, store, sink: producer, logger });
+  logger.info(
+    { deliveryThreads: threads },
+    threads ? `delivery workers run on ${threads} thread(s)` : "delivery workers run on the main thread",
+  );
   void kafkaReady
-    .then(() => supervisor.start())
+    .then(() => delivery.start())
     .catch((err: unknown) => logger.error({ err }, "delivery supervisor failed to start"));
 
   const app = createApp({
@@ -125,8 +130,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       storeReady: () => isStoreHealthy(store),
     },
     metrics,
+    collectMetrics: delivery.collectMetrics?.bind(delivery),
     store,
-    delivery: supervisor,
+    delivery,
     ingest: {
       service: ingest,
       apiKeys: config.INGEST_API_KEYS,
@@ -147,6 +153,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     brokers,
     metrics,
     kafkaReady,
+    delivery,
     supervisor,
     stop() {
       stopped ??= (async () => {
@@ -154,7 +161,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
           server.close(() => done());
         });
         // Workers first: their last dead letters still need the producer.
-        await supervisor.stop();
+        await delivery.stop();
         // In-flight ingest requests have been answered; send what is queued, then disconnect.
         kafkaSetup.stop();
         ingest.close();
@@ -167,4 +174,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       return stopped;
     },
   };
+}
+
+/** DELIVERY_THREADS, or when unset one thread per CPU (at most 8) on a machine with two or more. */
+export function deliveryThreads(config: Pick<Config, "DELIVERY_THREADS">): number {
+  if (config.DELIVERY_THREADS !== undefined) return config.DELIVERY_THREADS;
+  const cpus = availableParallelism();
+  return cpus >= 2 ? Math.min(cpus, 8) : 0;
 }

@@ -32,10 +32,13 @@ export interface Metrics {
 export const DELIVERY_OUTCOMES = ["delivered", "dead"] as const;
 export const ATTEMPT_RESULTS = ["success", "retry", "gone"] as const;
 
-/** Creates a registry with the gateway's instruments and Node's default process metrics. */
-export function createMetrics(): Metrics {
+/**
+ * Creates a registry with the gateway's instruments and, unless `processMetrics: false` (a delivery thread,
+ * whose process is the main thread's), Node's default process metrics.
+ */
+export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
   const registers = [registry];
 
   const ingestEvents = new Counter({

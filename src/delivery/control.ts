@@ -1,3 +1,4 @@
+import type { MetricObjectWithValues, MetricValue } from "prom-client";
 import type { Destination } from "../store/destinations.ts";
 
 /**
@@ -22,6 +23,16 @@ export interface DeliveryControl {
    * `eventIds` is absent). Returns how many were queued for replay.
    */
   replay(destinationId: string, eventIds?: string[]): Promise<number>;
+}
+
+/** A running delivery side: workers on the main thread (DeliverySupervisor) or on delivery threads. */
+export interface DeliveryRuntime extends DeliveryControl {
+  /** Starts the workers of every enabled destination; call once the topics exist. */
+  start(): Promise<void>;
+  /** Stops every worker (in-flight attempts get a grace period) and releases Kafka and the database. */
+  stop(): Promise<void>;
+  /** Metrics kept on other threads, as `Registry.getMetricsAsJSON()` arrays, merged into /metrics. */
+  collectMetrics?(): Promise<MetricObjectWithValues<MetricValue<string>>[][]>;
 }
 
 /** The consumer group id of a destination's worker. */

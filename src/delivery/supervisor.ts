@@ -29,6 +29,11 @@ export interface SupervisorDeps {
   buffer?: BufferLimits;
   /** Consumer fetch settings of every worker (default DEFAULT_FETCH). */
   fetch?: FetchTuning;
+  /**
+   * Which destinations this supervisor runs (default: all). A delivery thread's supervisor runs only those
+   * the main thread assigned to it, so start() and its retries never start another thread's worker.
+   */
+  owns?(destinationId: string): boolean;
 }
 
 /**
@@ -76,7 +81,8 @@ export class DeliverySupervisor implements DeliveryControl {
   async start(): Promise<void> {
     if (this.#stopped) return;
     this.#started = true;
-    const enabled = listDestinations(this.#deps.store.db).filter((d) => !d.disabled);
+    const owns = this.#deps.owns ?? (() => true);
+    const enabled = listDestinations(this.#deps.store.db).filter((d) => !d.disabled && owns(d.id));
     await Promise.all(enabled.map((d) => this.#startWorker(d).catch(() => this.#retryStart(d.id))));
     this.#log.info({ workers: this.#workers.size, destinations: enabled.length }, "delivery workers running");
   }
@@ -85,6 +91,7 @@ export class DeliverySupervisor implements DeliveryControl {
     const timer = setTimeout(() => {
       const row = getDestination(this.#deps.store.db, destinationId);
       if (this.#stopped || !row || row.disabled || this.#workers.has(destinationId)) return;
+      if (this.#deps.owns && !this.#deps.owns(destinationId)) return;
       this.#startWorker(row).catch(() => this.#retryStart(destinationId, Math.min(delayMs * 2, 30_000)));
     }, delayMs);
     timer.unref();

@@ -13,7 +13,7 @@ import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
-import { metricsRoutes } from "./metrics.ts";
+import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
 
 export interface AppDeps {
@@ -22,6 +22,8 @@ export interface AppDeps {
   health: HealthDeps;
   /** The gateway's Prometheus instruments (served on GET /metrics; ingest and workers increment them). */
   metrics: Metrics;
+  /** Metrics kept on delivery threads, merged into GET /metrics at each scrape. */
+  collectMetrics?: MetricsRouteOptions["collect"];
   store: Store;
   /** What the admin API asks of the delivery side (the supervisor). */
   delivery: DeliveryControl;
@@ -59,7 +61,14 @@ export function createApp(deps: AppDeps): OpenAPIHono {
 
   app.route("/", healthRoutes(deps.health));
   if (deps.ingest) app.route("/", ingestRoutes(deps.ingest));
-  app.route("/", metricsRoutes({ registry: deps.metrics.registry, token: deps.config.METRICS_TOKEN }));
+  app.route(
+    "/",
+    metricsRoutes({
+      registry: deps.metrics.registry,
+      collect: deps.collectMetrics,
+      token: deps.config.METRICS_TOKEN,
+    }),
+  );
 
   // The admin token is checked before any admin route validates or reads its input.
   const adminAuth = requireAdminToken(deps.config.adminToken);

@@ -1,10 +1,20 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
-import type { Registry } from "prom-client";
+import {
+  AggregatorRegistry,
+  type MetricObjectWithValues,
+  type MetricValue,
+  type Registry,
+} from "prom-client";
 import { HttpProblem } from "./problem.ts";
 
 export interface MetricsRouteOptions {
   registry: Registry;
+  /**
+   * Metrics of other registries (the delivery threads'), as `getMetricsAsJSON()` arrays: merged with the
+   * registry's by summing series of the same name and labels (each destination lives on one thread).
+   */
+  collect?: () => Promise<MetricObjectWithValues<MetricValue<string>>[][]>;
   /** When set, scrapes need `Authorization: Bearer <token>`; unset leaves /metrics open, as is usual. */
   token?: string;
 }
@@ -27,7 +37,12 @@ export function metricsRoutes(opts: MetricsRouteOptions): Hono {
         });
       }
     }
-    const body = await opts.registry.metrics();
+    const body = opts.collect
+      ? await AggregatorRegistry.aggregate([
+          await opts.registry.getMetricsAsJSON(),
+          ...(await opts.collect()),
+        ]).metrics()
+      : await opts.registry.metrics();
     return c.body(body, 200, { "content-type": opts.registry.contentType, "cache-control": "no-store" });
   });
   return app;

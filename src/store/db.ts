@@ -17,11 +17,12 @@ export interface Store {
 const MIGRATIONS = resolve(dirname(fileURLToPath(import.meta.url)), "../../drizzle");
 
 /**
- * Opens (creating if needed) the SQLite file, switches it to WAL and applies the committed migrations.
+ * Opens (creating if needed) the SQLite file, switches it to WAL and applies the committed migrations
+ * (unless `migrate: false`).
  * better-sqlite3 is synchronous: every store function runs to completion without awaiting, so no
  * transaction can ever be held open across network I/O.
  */
-export function openStore(path: string): Store {
+export function openStore(path: string, opts: { migrate?: boolean } = {}): Store {
   if (path !== ":memory:") mkdirSync(dirname(resolve(path)), { recursive: true });
   const sqlite = new Database(path);
   sqlite.pragma("journal_mode = WAL");
@@ -30,7 +31,8 @@ export function openStore(path: string): Store {
   sqlite.pragma("busy_timeout = 5000");
   sqlite.pragma("foreign_keys = ON");
   const db = drizzle(sqlite, { schema });
-  migrate(db, { migrationsFolder: MIGRATIONS });
+  // Delivery threads open the file after the main thread migrated it.
+  if (opts.migrate !== false) migrate(db, { migrationsFolder: MIGRATIONS });
   return {
     db,
     sqlite,

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ThreadedDelivery } from "../src/delivery/threads.ts";
+import { type IngestGateway, startIngestGateway } from "./ingest-fixture.ts";
+import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
+
+const TOKEN = "test-admin-token-0123456789";
+const admin = { authorization: `Bearer ${TOKEN}` };
+
+function threaded(gw: IngestGateway): ThreadedDelivery {
+  const delivery = gw.gateway.delivery;
+  assert.ok(delivery instanceof ThreadedDelivery, "DELIVERY_THREADS=2 runs the workers on threads");
+  return delivery;
+}
+
+async function register(gw: IngestGateway, url: string): Promise<string> {
+  const res = await gw.post("/api/destinations", { url, backoffBaseMs: 10, backoffMaxMs: 50 }, admin);
+  assert.equal(res.status, 201);
+  return ((await res.json()) as { id: string }).id;
+}
+
+async function postEvents(gw: IngestGateway, from: number, count: number): Promise<void> {
+  for (let i = from; i < from + count; i++) {
+    const res = await gw.post("/api/singleEvent", { userID: `user-${i % 5}`, payload: { seq: i } });
+    assert.equal(res.status, 202);
+  }
+}
+
+/** Event seqs a destination (`?d=<tag>`) received with a 2xx, per userID in arrival order. */
+function seqsByUser(receiver: Receiver, tag: string): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const r of receiver.requests) {
+    if (new URL(r.url, "http://x").searchParams.get("d") !== tag) continue;
+    const event = JSON.parse(r.body) as { userID: string; payload: { seq: number } };
+    out.set(event.userID, [...(out.get(event.userID) ?? []), event.payload.seq]);
+  }
+  return out;
+}
+
+function distinctSeqs(receiver: Receiver, tag: string): number {
+  return new Set([...seqsByUser(receiver, tag).values()].flat()).size;
+}
+
+/** A sample of the Prometheus text, e.g. `deliveries_total{destination="…",outcome="delivered"}`. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+test("delivery threads: destinations spread evenly, per-user order kept, metrics merged on /metrics", async (t) => {
+  const gw = await startIngestGateway({
+    ALLOW_PRIVATE_DESTINATIONS: "true",
+    TOPIC_PARTITIONS: "4",
+    DELIVERY_THREADS: "2",
+    ADMIN_TOKEN: TOKEN,
+  });
+  t.after(() => gw.stop());
+  await gw.gateway.kafkaReady;
+  const receiver = await startReceiver();
+  t.after(() => receiver.close());
+  const delivery = threaded(gw);
+  assert.equal(delivery.threadCount, 2);
+
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) ids.push(await register(gw, `${receiver.url}?d=${i}`));
+  const placement = ids.map((id) => delivery.threadOf(id));
+  assert.deepEqual(
+    [...placement].sort(),
+    [0, 0, 1, 1],
+    `two destinations on each thread, got ${placement.join(",")}`,
+  );
+
+  await postEvents(gw, 0, 40);
+  await waitFor(() => receiver.requests.length >= 4 * 40, "40 events at each of 4 destinations");
+  for (let d = 0; d < 4; d++) {
+    const byUser = seqsByUser(receiver, String(d));
+    for (const [user, seqs] of byUser) {
+      assert.deepEqual(
+        seqs,
+        [...seqs].sort((a, b) => a - b),
+        `destination ${d}, ${user}: in order`,
+      );
+    }
+    assert.equal(distinctSeqs(receiver, String(d)), 40, `destination ${d} has every event`);
+  }
+
+  // The workers' counters live on the threads; /metrics sums them with the main thread's registry.
+  const text = await (await fetch(`${gw.gateway.url}/metrics`)).text();
+  for (const id of ids) {
+    assert.equal(sample(text, `deliveries_total{destination="${id}",outcome="delivered"}`), 40, id);
+  }
+  assert.equal(sample(text, 'ingest_events_total{outcome="accepted"}'), 40);
+  const processLines = text.split("\n").filter((l) => l.startsWith("process_cpu_user_seconds_total "));
+  assert.equal(processLines.length, 1, "process metrics come from the main thread only");
+
+  // Disabled and enabled again, a destination goes to the least-loaded thread.
+  const moved = ids[0] as string;
+  const from = delivery.threadOf(moved);
+  const patch = (disabled: boolean) =>
+    fetch(`${gw.gateway.url}/api/destinations/${moved}`, {
+      method: "PATCH",
+      headers: { ...admin, "content-type": "application/json" },
+      body: JSON.stringify({ disabled }),
+    });
+  assert.equal((await patch(true)).status, 200);
+  assert.equal(delivery.threadOf(moved), undefined, "a disabled destination is on no thread");
+  const other = ids.find((id) => id !== moved && delivery.threadOf(id) === from) as string;
+  const del = await fetch(`${gw.gateway.url}/api/destinations/${other}`, {
+    method: "DELETE",
+    headers: admin,
+  });
+  assert.equal(del.status, 204);
+  // Thread `from` now runs no destination, the other runs two: the enabled one goes to `from`.
+  assert.equal((await patch(false)).status, 200);
+  assert.equal(delivery.threadOf(moved), from);
+  await postEvents(gw, 40, 5);
+  await waitFor(() => distinctSeqs(receiver, "0") === 45, "the re-enabled destination's new events");
+});
+
+test("delivery threads: a thread that dies is replaced and its destinations keep delivering", async (t) => {
+  const gw = await startIngestGateway({
+    ALLOW_PRIVATE_DESTINATIONS: "true",
+    TOPIC_PARTITIONS: "2",
+    DELIVERY_THREADS: "2",
+    ADMIN_TOKEN: TOKEN,
+  });
+  t.after(() => gw.stop());
+  await gw.gateway.kafkaReady;
+  const receiver = await startReceiver();
+  t.after(() => receiver.close());
+  const delivery = threaded(gw);
+
+  const ids = [await register(gw, `${receiver.url}?d=a`), await register(gw, `${receiver.url}?d=b`)];
+  await postEvents(gw, 0, 10);
+  await waitFor(() => distinctSeqs(receiver, "a") === 10 && distinctSeqs(receiver, "b") === 10, "first 10");
+
+  const index = delivery.threadOf(ids[0] as string) as number;
+  const lost = delivery.thread(index);
+  assert.ok(lost);
+  await lost.terminate();
+  await waitFor(() => delivery.thread(index) !== lost, "a new thread in its place", 10_000);
+  assert.equal(delivery.threadOf(ids[0] as string), index, "the destination stays on its thread index");
+
+  // The killed thread's consumers never left their groups: the new ones get the partitions once those
+  // sessions expire, then resume from the committed offsets.
+  await postEvents(gw, 10, 10);
+  await waitFor(
+    () => distinctSeqs(receiver, "a") === 20 && distinctSeqs(receiver, "b") === 20,
+    "every event at both destinations after the thread was replaced",
+    60_000,
+  );
+  for (const tag of ["a", "b"]) {
+    for (const [user, seqs] of seqsByUser(receiver, tag)) {
+      const firsts = seqs.filter((s, i) => seqs.indexOf(s) === i);
+      assert.deepEqual(
+        firsts,
+        [...firsts].sort((a, b) => a - b),
+        `${tag}, ${user}: first deliveries in order`,
+      );
+    }
+  }
+});
