@@ -1,11 +1,12 @@
 /**
  * Delivery benchmark: `npm run bench:delivery [-- --events 50000 --rate 1000 --duration 15 --destinations 10
- * --rate-10 200 --startup-destinations 100 --concurrency 64 --users 1000 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f]`.
+ * --rate-10 200 --startup-destinations 100 --concurrency 64 --users 1000 --runs 1,2,3,4,4b,5 --cpu-prof --dump-latency f
+ * --receiver net|node]`.
  *
- * Starts its own local Kafka broker, a fast receiver (node:http, answers 200 at once, records arrival time,
- * event id and the event's `timestamp`) and the gateway (`node src/main.ts`), each in a child process of
- * its own: the receiver's CPU is not charged to this driver and the gateway's RSS is its own
- * (/proc/<pid>/status). One run, one table:
+ * Starts its own local Kafka broker, a fast receiver (a lean HTTP/1.1 server on node:net, or node:http with
+ * `--receiver node`; answers 200 at once, records arrival time, event id and the event's `timestamp`) and
+ * the gateway (`node src/main.ts`), each in a child process of its own: the receiver's CPU is not charged
+ * to this driver and the gateway's RSS is its own (/proc/<pid>/status). One run, one table:
  *   (1) ceiling: raw undici POSTs (keep-alive Pool, the destination's default concurrency of 64, same body)
  *       straight to the receiver; (1b) the same through the gateway's sender (src/delivery/send.ts);
  *   (2) drain, 1 destination: register it, PATCH it disabled (its group stays pinned at the topic end), put
@@ -25,7 +26,7 @@
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createNetServer } from "node:net";
+import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -71,43 +72,45 @@ type ReceiverMessage =
 // Receiver child
 // ---------------------------------------------------------------------------------------------------------
 
+/** What the receiver keeps per path; `arrivals` only under /lat/. */
+interface PathRecord extends PathStats {
+  ids: Set<string>;
+  arrivals?: Map<string, [at: number, timestamp: number]>;
+}
+
 /**
- * Answers 200 with an empty body as soon as a request's body is in, then records it by path: count,
- * distinct event ids (webhook-id), first and last arrival, and for paths under /lat/ each event's arrival
- * and `timestamp` (the latency run reads them back).
+ * Records one request whose body is in: count, distinct event ids (webhook-id), first and last arrival, and
+ * under /lat/ the event's arrival and `timestamp`. `body` is called only there, once per event id.
  */
-async function childReceiver(): Promise<void> {
-  const { createServer } = await import("node:http");
-  const stats = new Map<string, PathStats & { ids: Set<string>; arrivals?: Map<string, [number, number]> }>();
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const at = now();
-      res.writeHead(200, { "content-length": "0" });
-      res.end();
-      const path = req.url ?? "/";
-      let s = stats.get(path);
-      if (!s) {
-        s = { count: 0, distinct: 0, first: at, last: at, ids: new Set() };
-        if (path.startsWith("/lat/")) s.arrivals = new Map();
-        stats.set(path, s);
-      }
-      s.count++;
-      s.last = at;
-      const id = req.headers["webhook-id"];
-      if (typeof id !== "string") return; // (1)'s raw POSTs carry no event id
-      if (!s.ids.has(id)) {
-        s.ids.add(id);
-        s.distinct++;
-      }
-      if (s.arrivals && !s.arrivals.has(id)) {
-        const event = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { timestamp?: string };
-        s.arrivals.set(id, [at, event.timestamp ? Date.parse(event.timestamp) : Number.NaN]);
-      }
-    });
-  });
-  server.keepAliveTimeout = 65_000;
+type Recorder = (at: number, path: string, id: string | undefined, body: () => string) => void;
+
+/**
+ * Answers 200 with an empty body as soon as a request's body is in and records it (Recorder); the stats,
+ * arrivals and stop messages read it back. `kind` "net" (default): the lean node:net server below; "node":
+ * node:http, the previous receiver, kept for comparison (`--receiver node`).
+ */
+async function childReceiver(kind: string): Promise<void> {
+  const stats = new Map<string, PathRecord>();
+  const record: Recorder = (at, path, id, body) => {
+    let s = stats.get(path);
+    if (!s) {
+      s = { count: 0, distinct: 0, first: at, last: at, ids: new Set() };
+      if (path.startsWith("/lat/")) s.arrivals = new Map();
+      stats.set(path, s);
+    }
+    s.count++;
+    s.last = at;
+    if (id === undefined) return; // (1)'s raw POSTs carry no event id
+    if (!s.ids.has(id)) {
+      s.ids.add(id);
+      s.distinct++;
+    }
+    if (s.arrivals && !s.arrivals.has(id)) {
+      const event = JSON.parse(body()) as { timestamp?: string };
+      s.arrivals.set(id, [at, event.timestamp ? Date.parse(event.timestamp) : Number.NaN]);
+    }
+  };
+  const { server, closeAll } = kind === "node" ? await nodeHttpReceiver(record) : netReceiver(record);
   server.listen(0, "127.0.0.1", () => {
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : 0;
@@ -123,10 +126,193 @@ async function childReceiver(): Promise<void> {
       const a = stats.get(m.path ?? "")?.arrivals ?? new Map();
       process.send?.({ type: "arrivals", arrivals: [...a].map(([id, [at, ts]]) => [id, at, ts]) });
     } else if (m.type === "stop") {
-      server.closeAllConnections();
+      closeAll();
       server.close(() => process.exit(0));
     }
   });
+}
+
+interface ReceiverServer {
+  server: NetServer;
+  /** Drops every open connection, idle or not. */
+  closeAll: () => void;
+}
+
+/** `--receiver node`: node:http (29–35 µs of CPU per request in session 3's (1)/(1b)). */
+async function nodeHttpReceiver(record: Recorder): Promise<ReceiverServer> {
+  const { createServer } = await import("node:http");
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const at = now();
+      res.writeHead(200, { "content-length": "0" });
+      res.end();
+      const id = req.headers["webhook-id"];
+      record(at, req.url ?? "/", typeof id === "string" ? id : undefined, () =>
+        Buffer.concat(chunks).toString("utf8"),
+      );
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  return { server, closeAll: () => server.closeAllConnections() };
+}
+
+// keep-alive: as node:http says it, so clients keep idle connections past their 4 s default.
+const OK = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nkeep-alive: timeout=65\r\n\r\n";
+const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
+const BAD_REQUEST = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const HEAD_END = Buffer.from("\r\n\r\n");
+/** Longer heads are refused (node:http's default limit). */
+const MAX_HEAD_BYTES = 16 * 1024;
+/** method SP request-target SP HTTP-version (RFC 9112 §3); the minor version is captured. */
+const REQUEST_LINE = /^[!#$%&'*+.^_`|~\dA-Za-z-]+ (\S+) HTTP\/1\.([01])$/;
+/** field-name ":" OWS field-value OWS (§5); no space before the colon, no obs-fold, no bare CR or LF. */
+const FIELD_LINE = /^([!#$%&'*+.^_`|~\dA-Za-z-]+):[ \t]*(.*?)[ \t]*$/;
+/** In a head that is not complete yet: an LF without its CR, or a CR followed by anything but LF. */
+const BARE_CR_OR_LF = /(?:^|[^\r])\n|\r(?!\n|$)/;
+
+/** What the receiver needs of a request head. */
+interface RequestHead {
+  path: string;
+  id: string | undefined;
+  length: number;
+  /** HTTP/1.0 or `connection: close`: the connection ends after the answer. */
+  close: boolean;
+  /** `expect: 100-continue`: the client may wait for a 100 before it sends the body. */
+  expectContinue: boolean;
+}
+
+/**
+ * The head (request line and fields, latin1, without the blank line) as a RequestHead, or undefined for
+ * anything this receiver does not take: malformed lines, a missing host (HTTP/1.1), a bad or repeated
+ * content-length, any transfer-encoding (a chunked body would be miscounted, so it is refused).
+ */
+function parseHead(text: string): RequestHead | undefined {
+  const lines = text.split("\r\n");
+  const start = REQUEST_LINE.exec(lines[0] as string);
+  if (!start) return undefined;
+  const http10 = start[2] === "0";
+  const head: RequestHead = {
+    path: start[1] as string,
+    id: undefined,
+    length: 0,
+    close: http10,
+    expectContinue: false,
+  };
+  let length: string | undefined;
+  let host = false;
+  for (let i = 1; i < lines.length; i++) {
+    const field = FIELD_LINE.exec(lines[i] as string);
+    if (!field) return undefined;
+    const value = field[2] as string;
+    switch ((field[1] as string).toLowerCase()) {
+      case "content-length":
+        if (length !== undefined || !/^\d{1,15}$/.test(value)) return undefined;
+        length = value;
+        break;
+      case "transfer-encoding":
+        return undefined;
+      case "host":
+        host = true;
+        break;
+      case "webhook-id": // repeated: joined as node:http joins it
+        head.id = head.id === undefined ? value : `${head.id}, ${value}`;
+        break;
+      case "connection":
+        if (/(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) head.close = true;
+        break;
+      case "expect":
+        if (value.toLowerCase() === "100-continue") head.expectContinue = true;
+        break;
+    }
+  }
+  if (!host && !http10) return undefined;
+  head.length = length === undefined ? 0 : Number(length);
+  return head;
+}
+
+/**
+ * The default receiver: HTTP/1.1 on node:net, for what the bench's clients send — keep-alive, pipelined
+ * requests in one chunk and requests split across chunks, content-length bodies (none means 0). Anything
+ * else (transfer-encoding, a malformed head, …) gets 400 and the connection is closed. The answers to the
+ * requests completed by one incoming chunk go out in one write. Bodies are kept as slices of the chunks
+ * and only joined when the Recorder asks (an event's first arrival under /lat/).
+ */
+function netReceiver(record: Recorder): ReceiverServer {
+  const sockets = new Set<Socket>();
+  const server = createNetServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {}); // a client reset: "close" follows
+    /** The start of a head whose end has not arrived yet. */
+    let partialHead: Buffer | undefined;
+    /** A request whose head is in and whose body is not complete yet. */
+    let pending: { head: RequestHead; parts: Buffer[]; missing: number } | undefined;
+    let ended = false;
+    const complete = (head: RequestHead, parts: Buffer | Buffer[]) => {
+      record(now(), head.path, head.id, () =>
+        (Array.isArray(parts) ? Buffer.concat(parts) : parts).toString(),
+      );
+    };
+    socket.on("data", (chunk: Buffer) => {
+      if (ended) return; // after a 400 or a connection: close, whatever else comes is not read
+      let out = "";
+      let buf = chunk;
+      let pos = 0;
+      if (pending) {
+        pos = Math.min(pending.missing, buf.length);
+        pending.parts.push(buf.subarray(0, pos));
+        pending.missing -= pos;
+        if (pending.missing === 0) {
+          complete(pending.head, pending.parts);
+          out += OK;
+          ended = pending.head.close;
+          pending = undefined;
+        }
+      } else if (partialHead) {
+        buf = Buffer.concat([partialHead, chunk]);
+        partialHead = undefined;
+      }
+      while (!ended && pos < buf.length) {
+        while (buf[pos] === 13 && buf[pos + 1] === 10) pos += 2; // empty lines before a request line
+        if (pos === buf.length) break;
+        const end = buf.indexOf(HEAD_END, pos);
+        if (end < 0) {
+          if (buf.length - pos > MAX_HEAD_BYTES || BARE_CR_OR_LF.test(buf.toString("latin1", pos))) {
+            out += BAD_REQUEST;
+            ended = true;
+          } else partialHead = buf.subarray(pos);
+          break;
+        }
+        const head = end - pos <= MAX_HEAD_BYTES ? parseHead(buf.toString("latin1", pos, end)) : undefined;
+        if (!head) {
+          out += BAD_REQUEST;
+          ended = true;
+          break;
+        }
+        const bodyStart = end + HEAD_END.length;
+        const bodyEnd = bodyStart + head.length;
+        if (bodyEnd > buf.length) {
+          if (head.expectContinue) out += CONTINUE;
+          pending = { head, parts: [buf.subarray(bodyStart)], missing: bodyEnd - buf.length };
+          break;
+        }
+        complete(head, buf.subarray(bodyStart, bodyEnd));
+        out += OK;
+        ended = head.close;
+        pos = bodyEnd;
+      }
+      if (out) socket.write(out, "latin1");
+      if (ended) socket.end();
+    });
+  });
+  return {
+    server,
+    closeAll: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -851,6 +1037,8 @@ async function main(): Promise<void> {
       "cpu-prof": { type: "boolean", default: false },
       /** A subset of the runs, e.g. --runs 1,2 while profiling (the table then has those rows only). */
       runs: { type: "string", default: "1,2,3,4,4b,5" },
+      /** The receiver child's HTTP server: "net" (lean, node:net) or "node" (node:http), to compare the two. */
+      receiver: { type: "string", default: "net" },
     },
   });
   const events = Number(values.events);
@@ -865,6 +1053,9 @@ async function main(): Promise<void> {
   users = Number(values.users);
   dumpLatency = values["dump-latency"];
   const runs = new Set(values.runs.split(",").map((r) => r.trim()));
+  const receiverKind = values.receiver;
+  if (receiverKind !== "net" && receiverKind !== "node")
+    throw new Error(`--receiver ${receiverKind}: "net" or "node"`);
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const load = () =>
     loadavg()
@@ -878,7 +1069,7 @@ async function main(): Promise<void> {
   const brokers = kafka.brokers;
   const dbPath = join(tmpdir(), `bench-delivery-${process.pid}.db`);
   const logPath = join(tmpdir(), `bench-delivery-${process.pid}.gateway.log`);
-  const receiverChild = fork(HERE, [CHILD_FLAG, "receiver"], {
+  const receiverChild = fork(HERE, [CHILD_FLAG, "receiver", receiverKind], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   const gw = new GatewayProcess(
@@ -960,7 +1151,7 @@ async function main(): Promise<void> {
       "",
       `targets: ${targets.join("; ")}`,
       `gateway idle RSS after start-up: ${fmt(idle.rssMb)} MiB; events ${fmt(events)} (${JSON.stringify(PAYLOAD).length}-byte payloads, ${sampleRecord().length}-byte records, ` +
-        `${users} userIDs); node ${process.version}; load average before: ${loadBefore}, after: ${load()}; ` +
+        `${users} userIDs); receiver ${receiverKind}; node ${process.version}; load average before: ${loadBefore}, after: ${load()}; ` +
         `${new Date().toISOString()}`,
     ];
     process.stdout.write(`${out.join("\n")}\n`);
@@ -982,5 +1173,5 @@ async function main(): Promise<void> {
 }
 
 const childKind = process.argv[2] === CHILD_FLAG ? process.argv[3] : undefined;
-if (childKind === "receiver") await childReceiver();
+if (childKind === "receiver") await childReceiver(process.argv[4] ?? "net");
 else await main();
