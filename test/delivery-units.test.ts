@@ -170,6 +170,65 @@ test("the recorder writes an urgent row at the end of the turn and batches the o
   assert.equal(count(), 4);
 });
 
+test("the recorder does not sleep on a write lock another connection holds: it retries and loses nothing", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "recorder-busy-"));
+  const store = openStore(join(dir, "gateway.db"));
+  // A second connection to the same file, as a delivery thread's is.
+  const other = openStore(join(dir, "gateway.db"), { migrate: false });
+  t.after(() => {
+    other.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const recorder = new DeliveryRecorder(store, createLogger("silent"), 60_000);
+  const row = (eventId: string) =>
+    [
+      {
+        eventId,
+        destinationId: "d1",
+        userId: "u1",
+        attemptNumber: 1,
+        startedAt: Date.now(),
+        durationMs: 1,
+        statusCode: 200,
+        error: null,
+        responseSnippet: null,
+        outcome: "succeeded",
+      },
+      {
+        destinationId: "d1",
+        eventId,
+        userId: "u1",
+        status: "delivered",
+        attempts: 1,
+        lastError: null,
+        event: null,
+        at: Date.now(),
+      },
+    ] as const;
+  const count = () => (store.sqlite.prepare("select count(*) as n from attempts").get() as { n: number }).n;
+
+  other.sqlite.exec("BEGIN IMMEDIATE");
+  let settled = false;
+  const first = recorder.record(...row("e1")).finally(() => {
+    settled = true;
+  });
+  // With the 5 s busy timeout this call would block the thread, then fail the row with SQLITE_BUSY.
+  recorder.flush();
+  assert.equal(recorder.pendingRows, 1, "nothing written while the lock is taken; the row waits");
+  const second = recorder.record(...row("e2"));
+  assert.equal(recorder.pendingRows, 2, "a later row joins the waiting batch");
+  await sleep(30);
+  assert.equal(settled, false);
+  assert.equal(count(), 0);
+  assert.equal(Number(store.sqlite.pragma("busy_timeout", { simple: true })), 5000, "timeout restored");
+
+  other.sqlite.exec("COMMIT");
+  await Promise.all([first, second]);
+  assert.equal(count(), 2, "both rows written once the lock was free");
+  assert.equal(recorder.pendingRows, 0);
+});
+
 test("signatures verify with the standardwebhooks package", () => {
   const secret = generateSecret();
   assert.match(secret, /^whsec_[A-Za-z0-9+/]+=*$/);

@@ -207,7 +207,7 @@ export class DeliverySupervisor implements DeliveryControl {
     this.#stopped = true;
     await Promise.all([...this.#starting.values()].map((p) => p.catch(() => {})));
     await Promise.all([...this.#workers.keys()].map((id) => this.#stopWorker(id)));
-    this.#recorder.flush();
+    this.#recorder.flush({ wait: true });
     await this.#admin?.disconnect().catch(() => {});
   }
 }

@@ -609,7 +609,7 @@ export class DeliveryWorker {
     }, graceMs);
     await this.#scheduler.idle();
     clearTimeout(kill);
-    this.#deps.recorder.flush();
+    this.#deps.recorder.flush({ wait: true });
     await this.#commit();
     await this.#consumer?.disconnect().catch(() => {});
     await this.#target.dispatcher.close().catch(() => {});
