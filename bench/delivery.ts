@@ -401,11 +401,14 @@ function cpuSecondsOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** Every sample of a metric, over all its series. */
+function metricValues(text: string, name: string): number[] {
+  return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))].map((m) => Number(m[1]));
+}
+
 /** The sum of a metric's series in the gateway's /metrics text (NaN when absent). */
 function metricSum(text: string, name: string): number {
-  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))].map((m) =>
-    Number(m[1]),
-  );
+  const values = metricValues(text, name);
   return values.length ? values.reduce((a, b) => a + b, 0) : Number.NaN;
 }
 
@@ -417,9 +420,19 @@ async function scrape(gw: GatewayProcess): Promise<string> {
   }
 }
 
-/** `nodejs_heap_size_used_bytes` from the gateway's /metrics, MiB (NaN when it cannot be read). */
+/** The largest sample of a metric over its series (NaN when it has none). */
+function metricMax(text: string, name: string): number {
+  const values = metricValues(text, name);
+  return values.length ? Math.max(...values) : Number.NaN;
+}
+
+/** V8 heap in use: the main thread's plus every delivery thread's (each thread has a heap of its own). */
 async function heapUsedMb(gw: GatewayProcess): Promise<number> {
-  return metricSum(await scrape(gw), "nodejs_heap_size_used_bytes") / 2 ** 20;
+  const text = await scrape(gw);
+  const threads = metricSum(text, "delivery_thread_heap_used_bytes");
+  return (
+    (metricSum(text, "nodejs_heap_size_used_bytes") + (Number.isFinite(threads) ? threads : 0)) / 2 ** 20
+  );
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -887,7 +900,12 @@ async function latency(
     const sampler = setInterval(() => {
       void scrape(gw).then((text) => {
         const buffered = metricSum(text, "worker_buffered_events");
-        const lag = metricSum(text, "nodejs_eventloop_lag_p99_seconds") * 1000;
+        // The main thread's and each delivery thread's loop: the worst of them.
+        const lag =
+          Math.max(
+            metricSum(text, "nodejs_eventloop_lag_p99_seconds"),
+            metricMax(text, "delivery_thread_event_loop_lag_p99_seconds") || 0,
+          ) * 1000;
         if (Number.isFinite(buffered)) maxBuffered = Math.max(maxBuffered, buffered);
         if (Number.isFinite(lag)) maxLoopLagMs = Math.max(maxLoopLagMs, lag);
       });

@@ -1,3 +1,5 @@
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { getHeapStatistics } from "node:v8";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { WorkerObserver } from "./delivery/worker.ts";
 
@@ -142,4 +144,33 @@ export function deliveryObserver(metrics: Metrics): WorkerObserver {
       metrics.forgetDestination(destination);
     },
   };
+}
+
+/**
+ * A delivery thread's own health on its registry: Node's default metrics describe the main thread only,
+ * and each thread has its own V8 heap and event loop.
+ */
+export function registerThreadMetrics(registry: Registry, thread: number): void {
+  const labels = { thread: String(thread) };
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
+  new Gauge({
+    name: "delivery_thread_heap_used_bytes",
+    help: "V8 heap in use by a delivery thread (live objects and garbage not yet collected).",
+    labelNames: ["thread"] as const,
+    registers: [registry],
+    collect() {
+      this.set(labels, getHeapStatistics().used_heap_size);
+    },
+  });
+  new Gauge({
+    name: "delivery_thread_event_loop_lag_p99_seconds",
+    help: "p99 event-loop delay of a delivery thread since the previous scrape.",
+    labelNames: ["thread"] as const,
+    registers: [registry],
+    collect() {
+      this.set(labels, lag.percentile(99) / 1e9);
+      lag.reset();
+    },
+  });
 }

@@ -92,6 +92,12 @@ test("delivery threads: destinations spread evenly, per-user order kept, metrics
   assert.equal(sample(text, 'ingest_events_total{outcome="accepted"}'), 40);
   const processLines = text.split("\n").filter((l) => l.startsWith("process_cpu_user_seconds_total "));
   assert.equal(processLines.length, 1, "process metrics come from the main thread only");
+  for (const thread of ["0", "1"]) {
+    const heap = sample(text, `delivery_thread_heap_used_bytes{thread="${thread}"}`);
+    assert.ok(heap !== undefined && heap > 1_000_000, `thread ${thread} reports its own heap, got ${heap}`);
+    const lag = sample(text, `delivery_thread_event_loop_lag_p99_seconds{thread="${thread}"}`);
+    assert.ok(lag !== undefined && lag >= 0, `thread ${thread} reports its event-loop lag`);
+  }
 
   // Disabled and enabled again, a destination goes to the least-loaded thread.
   const moved = ids[0] as string;

@@ -6,7 +6,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { createKafka } from "../kafka/client.ts";
 import { createLogger } from "../log.ts";
-import { createMetrics, deliveryObserver } from "../metrics.ts";
+import { createMetrics, deliveryObserver, registerThreadMetrics } from "../metrics.ts";
 import { openStore } from "../store/db.ts";
 import { supervisorFromConfig } from "./from-config.ts";
 import { type MainCall, type ThreadCall, ThreadChannel, type ThreadData } from "./thread-channel.ts";
@@ -19,6 +19,7 @@ const logger = createLogger(logLevel).child({ deliveryThread: index });
 // The main thread applied the migrations before starting any thread.
 const store = openStore(config.DB_PATH, { migrate: false });
 const metrics = createMetrics({ processMetrics: false });
+registerThreadMetrics(metrics.registry, index);
 const kafka = createKafka({ brokers, clientId: `${config.KAFKA_CLIENT_ID}-delivery-${index}`, logger });
 const owned = new Set<string>();
 
