@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
+import pino from "pino";
+import { loadConfig } from "../src/config.ts";
 import { ThreadedDelivery } from "../src/delivery/threads.ts";
+import { openStore } from "../src/store/db.ts";
+import { testBrokers, uniqueName } from "./helpers.ts";
 import { type IngestGateway, startIngestGateway } from "./ingest-fixture.ts";
 import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
 
@@ -165,4 +172,51 @@ test("delivery threads: a thread that dies is replaced and its destinations keep
       );
     }
   }
+});
+
+test("delivery threads: a thread that keeps dying young is restarted less and less often; stop cancels a restart", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "threads-"));
+  const config = loadConfig({
+    KAFKA_BROKERS: testBrokers().join(","),
+    DB_PATH: join(dir, "gateway.db"),
+    EVENTS_TOPIC: uniqueName("threads-events"),
+    DEAD_LETTER_TOPIC: uniqueName("threads-dlq"),
+    CONSUMER_GROUP_PREFIX: uniqueName("threads"),
+    LOG_LEVEL: "silent",
+  });
+  const store = openStore(config.DB_PATH);
+  const lines: Array<{ msg: string; restartInMs?: number }> = [];
+  const logger = pino({ level: "error" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const delivery = new ThreadedDelivery({
+    threads: 1,
+    config,
+    brokers: config.KAFKA_BROKERS ?? [],
+    store,
+    // No destination exists, so nothing is ever dead-lettered here.
+    sink: { publish: async () => assert.fail("no dead letters expected") },
+    logger,
+  });
+  t.after(async () => {
+    await delivery.stop();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await delivery.start();
+
+  const restarts = () => lines.filter((l) => l.msg === "delivery thread exited; restarting it");
+  for (const expected of [250, 500, 1000]) {
+    const before = delivery.thread(0);
+    await before?.terminate();
+    await waitFor(() => delivery.thread(0) !== before, "the replacement thread", 10_000);
+    assert.equal(restarts().at(-1)?.restartInMs, expected);
+  }
+
+  // A restart still waiting when the gateway stops never happens.
+  const last = delivery.thread(0);
+  await last?.terminate();
+  await waitFor(() => restarts().length === 4, "the fourth exit");
+  assert.equal(restarts().at(-1)?.restartInMs, 2000);
+  await delivery.stop();
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal(delivery.thread(0), last, "no thread was started after stop()");
 });

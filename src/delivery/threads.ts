@@ -11,6 +11,10 @@ import { type MainCall, type ThreadCall, ThreadChannel, type ThreadData } from "
 const ENTRY = new URL("./delivery-thread.ts", import.meta.url);
 /** How long a thread may take to stop its workers (they give in-flight attempts 5 s) before it is ended. */
 const STOP_GRACE_MS = 15_000;
+/** A thread that dies within this of its start counts as dying young (see #spawn). */
+const YOUNG_MS = 60_000;
+const RESTART_BASE_MS = 250;
+const RESTART_MAX_MS = 30_000;
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
@@ -47,6 +51,8 @@ export class ThreadedDelivery implements DeliveryRuntime {
   #assigned = new Map<string, DeliveryThread>();
   #started = false;
   #stopping = false;
+  /** Timers of threads waiting to be started again. */
+  #restarts = new Set<NodeJS.Timeout>();
 
   constructor(opts: ThreadedDeliveryOptions) {
     if (opts.threads < 1) throw new Error("ThreadedDelivery needs at least one thread");
@@ -69,13 +75,19 @@ export class ThreadedDelivery implements DeliveryRuntime {
     return this.#assigned.get(destinationId)?.index;
   }
 
-  #spawn(index: number, owned: Set<string>): DeliveryThread {
+  /**
+   * Starts thread `index` for `owned`. `crashes` counts the threads at this index that died young in a
+   * row: one that keeps dying at start-up (a database it cannot open, say) is restarted less and less
+   * often instead of in a tight loop.
+   */
+  #spawn(index: number, owned: Set<string>, crashes = 0): DeliveryThread {
     const data: ThreadData = {
       index,
       logLevel: this.#opts.logger.level,
       config: this.#opts.config,
       brokers: this.#opts.brokers,
     };
+    const spawnedAt = Date.now();
     const worker = new Worker(ENTRY, { workerData: data, name: `delivery-${index}` });
     const channel = new ThreadChannel<ThreadCall, MainCall>(worker, (call) =>
       this.#opts.sink.publish(call.topic, call.messages),
@@ -92,20 +104,27 @@ export class ThreadedDelivery implements DeliveryRuntime {
       channel.close(new Error(`delivery thread ${index} exited (code ${code})`));
       if (this.#stopping) return;
       // A thread must never just vanish with its destinations: start another with the same ones.
+      const young = Date.now() - spawnedAt < YOUNG_MS;
+      const inRow = young ? crashes + 1 : 0;
+      const delayMs = inRow === 0 ? 0 : Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** (inRow - 1));
       this.#log.error(
-        { thread: index, code, destinations: owned.size },
+        { thread: index, code, destinations: owned.size, restartInMs: delayMs },
         "delivery thread exited; restarting it",
       );
-      const next = this.#spawn(index, owned);
-      this.#threads[index] = next;
-      for (const id of owned) this.#assigned.set(id, next);
-      if (this.#started) {
+      const timer = setTimeout(() => {
+        this.#restarts.delete(timer);
+        if (this.#stopping) return;
+        const next = this.#spawn(index, owned, inRow);
+        this.#threads[index] = next;
+        for (const id of owned) this.#assigned.set(id, next);
+        if (!this.#started) return;
         next.channel
           .request({ op: "start", owned: [...owned] })
           .catch((err: unknown) =>
             this.#log.error({ err, thread: index }, "restarted delivery thread failed to start"),
           );
-      }
+      }, delayMs);
+      this.#restarts.add(timer);
     });
     return thread;
   }
@@ -178,6 +197,8 @@ export class ThreadedDelivery implements DeliveryRuntime {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    for (const timer of this.#restarts) clearTimeout(timer);
+    this.#restarts.clear();
     await Promise.all(
       this.#threads.map(async (t) => {
         const grace = setTimeout(() => void t.worker.terminate(), STOP_GRACE_MS);
