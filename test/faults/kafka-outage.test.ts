@@ -6,9 +6,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ThreadedDelivery } from "../../src/delivery/threads.ts";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
 import { freePort } from "../helpers.ts";
-import { startIngestGateway } from "../ingest-fixture.ts";
+import { type IngestGateway, startIngestGateway } from "../ingest-fixture.ts";
 import { startReceiver } from "../receiver.ts";
 import {
   acceptedEvents,
@@ -41,8 +42,6 @@ const GATEWAY_ENV = {
   INGEST_RETRY_AFTER_S: "1",
   INGEST_ACK_TIMEOUT_MS: "4000",
   ADMIN_TOKEN: FAULT_ADMIN_TOKEN,
-  // Workers on the main thread, so the test can check it is the same worker object after the outage.
-  DELIVERY_THREADS: "0",
 };
 
 test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recovers without a restart", async (t) => {
@@ -86,7 +85,7 @@ test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recover
   const readyAfter = Date.now() - brokerUp;
 
   const dest = await registerDestination(url, { url: receiver.url, backoffBaseMs: 100, backoffMaxMs: 1000 });
-  assert.ok(g.gateway.supervisor?.worker(dest.id), "the new destination's worker runs");
+  assert.ok(runnerOf(g, dest.id), "the new destination's worker runs (or its thread, with delivery threads)");
 
   const accepted: Array<{ id: string; userID: string; seq: number }> = [];
   for (let seq = 1; seq <= 30; seq++) {
@@ -106,88 +105,108 @@ test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recover
   assert.deepEqual(report.orderViolations, []);
 });
 
-test("Kafka killed mid-run: ingest 503s (never 2xx), then ingest and the same workers resume after restart", async (t) => {
-  const kafka = await startLocalKafka();
-  const g = await startIngestGateway({ ...GATEWAY_ENV, KAFKA_BROKERS: kafka.brokers.join(",") });
-  const receiver = await startReceiver();
-  const load = { current: undefined as ReturnType<typeof startLoad> | undefined };
-  t.after(() =>
-    cleanUp(
-      () => load.current?.stop(),
-      () => g.stop(),
-      () => receiver.close(),
-      () => kafka.stop(),
-    ),
-  );
-  await g.gateway.kafkaReady;
-  const url = g.gateway.url;
-  const dest = await registerDestination(url, { url: receiver.url, backoffBaseMs: 100, backoffMaxMs: 1000 });
-  const worker = g.gateway.supervisor?.worker(dest.id);
-  assert.ok(worker);
+/** What runs a destination's deliveries: its DeliveryWorker (main thread), or its delivery thread. */
+function runnerOf(g: IngestGateway, destinationId: string): object | undefined {
+  const delivery = g.gateway.delivery;
+  if (!(delivery instanceof ThreadedDelivery)) return g.gateway.supervisor?.worker(destinationId);
+  const index = delivery.threadOf(destinationId);
+  return index === undefined ? undefined : delivery.thread(index);
+}
 
-  // 10 clients × 5 users, 20 requests/s each.
-  const running = startLoad({ url, clients: 10, usersPerClient: 5, ratePerClient: 20 });
-  load.current = running;
-  await waitUntil(() => receiver.delivered.length >= 200, "deliveries flowing before the outage");
+// Once with the workers on the main thread (the very same DeliveryWorker object must survive), once on
+// two delivery threads (the same thread must survive: no thread was lost and restarted).
+for (const threads of ["0", "2"]) {
+  test(`Kafka killed mid-run (DELIVERY_THREADS=${threads}): ingest 503s (never 2xx), then ingest and the same workers resume after restart`, async (t) => {
+    const kafka = await startLocalKafka();
+    const g = await startIngestGateway({
+      ...GATEWAY_ENV,
+      DELIVERY_THREADS: threads,
+      KAFKA_BROKERS: kafka.brokers.join(","),
+    });
+    const receiver = await startReceiver();
+    const load = { current: undefined as ReturnType<typeof startLoad> | undefined };
+    t.after(() =>
+      cleanUp(
+        () => load.current?.stop(),
+        () => g.stop(),
+        () => receiver.close(),
+        () => kafka.stop(),
+      ),
+    );
+    await g.gateway.kafkaReady;
+    const url = g.gateway.url;
+    const dest = await registerDestination(url, {
+      url: receiver.url,
+      backoffBaseMs: 100,
+      backoffMaxMs: 1000,
+    });
+    const worker = runnerOf(g, dest.id);
+    assert.ok(worker);
 
-  await kafka.killNode(1);
-  const killedAt = Date.now();
-  await waitUntil(
-    () => running.outcomes.filter((o) => o.sentAt > killedAt).length >= 100,
-    "ingest answers while the broker is down",
-  );
-  const readyWhileDown = await fetch(`${url}/readyz`);
-  assert.equal(readyWhileDown.status, 503, "not ready while the broker is down");
-  // Down long enough for the consumer's retries to run out (kafkajs crashes and restarts it).
-  await sleep(8000);
-  const deliveredBeforeRestart = receiver.delivered.length;
-  const restartAt = Date.now();
-  await kafka.restartNode(1);
-  const restartedAt = Date.now();
-  await waitUntil(
-    () => running.outcomes.some((o) => o.status === 202 && o.sentAt > restartedAt),
-    "ingest to accept again without a gateway restart",
-    90_000,
-  );
-  const firstAcceptedAfter = Math.min(
-    ...running.outcomes.filter((o) => o.status === 202 && o.sentAt > restartedAt).map((o) => o.answeredAt),
-  );
-  await sleep(3000);
-  await running.stop();
-  await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200, "/readyz 200 again");
+    // 10 clients × 5 users, 20 requests/s each.
+    const running = startLoad({ url, clients: 10, usersPerClient: 5, ratePerClient: 20 });
+    load.current = running;
+    await waitUntil(() => receiver.delivered.length >= 200, "deliveries flowing before the outage");
 
-  const outcomes = running.outcomes;
-  const duringOutage = outcomes.filter((o) => o.sentAt > killedAt && o.answeredAt < restartAt);
-  assert.ok(duringOutage.length > 0);
-  assert.deepEqual(
-    [...new Set(duringOutage.map((o) => o.status))],
-    [503],
-    "every request sent and answered while the broker was down got a 503",
-  );
-  const others = outcomes.filter((o) => !(o.status === 202 && o.id) && o.status !== 503);
-  assert.deepEqual(
-    others.slice(0, 5).map((o) => `${o.status} ${o.error ?? o.title ?? ""}`),
-    [],
-    "every answer is a 202 with an id or a 503",
-  );
+    await kafka.killNode(1);
+    const killedAt = Date.now();
+    await waitUntil(
+      () => running.outcomes.filter((o) => o.sentAt > killedAt).length >= 100,
+      "ingest answers while the broker is down",
+    );
+    const readyWhileDown = await fetch(`${url}/readyz`);
+    assert.equal(readyWhileDown.status, 503, "not ready while the broker is down");
+    // Down long enough for the consumer's retries to run out (kafkajs crashes and restarts it).
+    await sleep(8000);
+    const deliveredBeforeRestart = receiver.delivered.length;
+    const restartAt = Date.now();
+    await kafka.restartNode(1);
+    const restartedAt = Date.now();
+    await waitUntil(
+      () => running.outcomes.some((o) => o.status === 202 && o.sentAt > restartedAt),
+      "ingest to accept again without a gateway restart",
+      90_000,
+    );
+    const firstAcceptedAfter = Math.min(
+      ...running.outcomes.filter((o) => o.status === 202 && o.sentAt > restartedAt).map((o) => o.answeredAt),
+    );
+    await sleep(3000);
+    await running.stop();
+    await waitUntil(async () => (await fetch(`${url}/readyz`)).status === 200, "/readyz 200 again");
 
-  const accepted = acceptedEvents(outcomes);
-  await waitUntil(
-    () => analyseDeliveries(accepted, receiver.delivered).lost.length === 0,
-    "every accepted event delivered by the same worker",
-    120_000,
-    250,
-  );
-  assert.equal(g.gateway.supervisor?.worker(dest.id), worker, "the worker that ran before the outage");
-  const report = analyseDeliveries(accepted, receiver.delivered);
-  const counts = running.counts();
-  t.diagnostic(
-    `${counts.sent} requests: accepted ${counts.accepted}, refused ${counts.refused} (${duringOutage.length} ` +
-      `while the broker was down), other ${counts.other}; first 202 ${((firstAcceptedAfter - restartedAt) / 1000).toFixed(1)} s ` +
-      `after the broker was back (its restart took ${((restartedAt - restartAt) / 1000).toFixed(1)} s); ` +
-      `delivered ${report.delivered} (${deliveredBeforeRestart} before the restart), duplicates ${report.duplicates}, ` +
-      `lost ${report.lost.length}, refused-but-written ${report.unannounced}`,
-  );
-  assert.deepEqual(report.lost, []);
-  assert.deepEqual(report.orderViolations.slice(0, 5), []);
-});
+    const outcomes = running.outcomes;
+    const duringOutage = outcomes.filter((o) => o.sentAt > killedAt && o.answeredAt < restartAt);
+    assert.ok(duringOutage.length > 0);
+    assert.deepEqual(
+      [...new Set(duringOutage.map((o) => o.status))],
+      [503],
+      "every request sent and answered while the broker was down got a 503",
+    );
+    const others = outcomes.filter((o) => !(o.status === 202 && o.id) && o.status !== 503);
+    assert.deepEqual(
+      others.slice(0, 5).map((o) => `${o.status} ${o.error ?? o.title ?? ""}`),
+      [],
+      "every answer is a 202 with an id or a 503",
+    );
+
+    const accepted = acceptedEvents(outcomes);
+    await waitUntil(
+      () => analyseDeliveries(accepted, receiver.delivered).lost.length === 0,
+      "every accepted event delivered by the same worker",
+      120_000,
+      250,
+    );
+    assert.equal(runnerOf(g, dest.id), worker, "the worker (or thread) that ran before the outage");
+    const report = analyseDeliveries(accepted, receiver.delivered);
+    const counts = running.counts();
+    t.diagnostic(
+      `${counts.sent} requests: accepted ${counts.accepted}, refused ${counts.refused} (${duringOutage.length} ` +
+        `while the broker was down), other ${counts.other}; first 202 ${((firstAcceptedAfter - restartedAt) / 1000).toFixed(1)} s ` +
+        `after the broker was back (its restart took ${((restartedAt - restartAt) / 1000).toFixed(1)} s); ` +
+        `delivered ${report.delivered} (${deliveredBeforeRestart} before the restart), duplicates ${report.duplicates}, ` +
+        `lost ${report.lost.length}, refused-but-written ${report.unannounced}`,
+    );
+    assert.deepEqual(report.lost, []);
+    assert.deepEqual(report.orderViolations.slice(0, 5), []);
+  });
+}
