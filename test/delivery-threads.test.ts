@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import pino from "pino";
 import { loadConfig } from "../src/config.ts";
 import { ThreadedDelivery } from "../src/delivery/threads.ts";
@@ -54,10 +54,11 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-test("delivery threads: destinations spread evenly, per-user order kept, metrics merged on /metrics", async (t) => {
+/** A gateway on two delivery threads and a receiver, both closed when the test ends. */
+async function threadedGateway(t: TestContext, partitions: number) {
   const gw = await startIngestGateway({
     ALLOW_PRIVATE_DESTINATIONS: "true",
-    TOPIC_PARTITIONS: "4",
+    TOPIC_PARTITIONS: String(partitions),
     DELIVERY_THREADS: "2",
     ADMIN_TOKEN: TOKEN,
   });
@@ -65,7 +66,11 @@ test("delivery threads: destinations spread evenly, per-user order kept, metrics
   await gw.gateway.kafkaReady;
   const receiver = await startReceiver();
   t.after(() => receiver.close());
-  const delivery = threaded(gw);
+  return { gw, receiver, delivery: threaded(gw) };
+}
+
+test("delivery threads: destinations spread evenly, per-user order kept, metrics merged on /metrics", async (t) => {
+  const { gw, receiver, delivery } = await threadedGateway(t, 4);
   assert.equal(delivery.threadCount, 2);
 
   const ids: string[] = [];
@@ -131,17 +136,7 @@ test("delivery threads: destinations spread evenly, per-user order kept, metrics
 });
 
 test("delivery threads: a thread that dies is replaced and its destinations keep delivering", async (t) => {
-  const gw = await startIngestGateway({
-    ALLOW_PRIVATE_DESTINATIONS: "true",
-    TOPIC_PARTITIONS: "2",
-    DELIVERY_THREADS: "2",
-    ADMIN_TOKEN: TOKEN,
-  });
-  t.after(() => gw.stop());
-  await gw.gateway.kafkaReady;
-  const receiver = await startReceiver();
-  t.after(() => receiver.close());
-  const delivery = threaded(gw);
+  const { gw, receiver, delivery } = await threadedGateway(t, 2);
 
   const ids = [await register(gw, `${receiver.url}?d=a`), await register(gw, `${receiver.url}?d=b`)];
   await postEvents(gw, 0, 10);

@@ -99,6 +99,33 @@ test("a key is starving only when a slot is free and its next job waits behind t
   await scheduler.idle();
 });
 
+/** The attempt row and ledger update of one first-try delivery, as a worker hands them to the recorder. */
+const recorderRow = (eventId: string) =>
+  [
+    {
+      eventId,
+      destinationId: "d1",
+      userId: "u1",
+      attemptNumber: 1,
+      startedAt: Date.now(),
+      durationMs: 1,
+      statusCode: 200,
+      error: null,
+      responseSnippet: null,
+      outcome: "succeeded",
+    },
+    {
+      destinationId: "d1",
+      eventId,
+      userId: "u1",
+      status: "delivered",
+      attempts: 1,
+      lastError: null,
+      event: null,
+      at: Date.now(),
+    },
+  ] as const;
+
 test("the recorder writes an urgent row at the end of the turn and batches the others for its window", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "recorder-"));
   const store = openStore(join(dir, "gateway.db"));
@@ -107,47 +134,22 @@ test("the recorder writes an urgent row at the end of the turn and batches the o
     rmSync(dir, { recursive: true, force: true });
   });
   const recorder = new DeliveryRecorder(store, createLogger("silent"), 60_000);
-  const row = (eventId: string) =>
-    [
-      {
-        eventId,
-        destinationId: "d1",
-        userId: "u1",
-        attemptNumber: 1,
-        startedAt: Date.now(),
-        durationMs: 1,
-        statusCode: 200,
-        error: null,
-        responseSnippet: null,
-        outcome: "succeeded",
-      },
-      {
-        destinationId: "d1",
-        eventId,
-        userId: "u1",
-        status: "delivered",
-        attempts: 1,
-        lastError: null,
-        event: null,
-        at: Date.now(),
-      },
-    ] as const;
   const count = () => (store.sqlite.prepare("select count(*) as n from attempts").get() as { n: number }).n;
 
   let lazyDone = false;
-  const lazy = recorder.record(...row("e1")).then(() => {
+  const lazy = recorder.record(...recorderRow("e1")).then(() => {
     lazyDone = true;
   });
   await sleep(50);
   assert.equal(lazyDone, false, "a normal row waits for the 60 s window");
   assert.equal(count(), 0);
 
-  await recorder.record(...row("e2"), true);
+  await recorder.record(...recorderRow("e2"), true);
   assert.equal(count(), 2, "the urgent write took the waiting row along");
   await lazy;
   assert.equal(lazyDone, true);
 
-  const flushed = recorder.record(...row("e3"));
+  const flushed = recorder.record(...recorderRow("e3"));
   recorder.flush();
   await flushed;
   assert.equal(count(), 3, "flush() writes at once");
@@ -157,14 +159,14 @@ test("the recorder writes an urgent row at the end of the turn and batches the o
   store.sqlite.exec(
     "create trigger refuse before insert on deliveries when new.event_id = 'bad' begin select raise(abort, 'refused'); end",
   );
-  const a = recorder.record(...row("e4"));
-  const b = recorder.record(...row("bad"));
+  const a = recorder.record(...recorderRow("e4"));
+  const b = recorder.record(...recorderRow("bad"));
   recorder.flush();
   await assert.rejects(a, /refused/);
   await assert.rejects(b, /refused/);
   assert.equal(count(), 3, "the whole batch rolled back");
   store.sqlite.exec("drop trigger refuse");
-  const again = recorder.record(...row("e4"));
+  const again = recorder.record(...recorderRow("e4"));
   recorder.flush();
   await again;
   assert.equal(count(), 4);
@@ -181,42 +183,17 @@ test("the recorder does not sleep on a write lock another connection holds: it r
     rmSync(dir, { recursive: true, force: true });
   });
   const recorder = new DeliveryRecorder(store, createLogger("silent"), 60_000);
-  const row = (eventId: string) =>
-    [
-      {
-        eventId,
-        destinationId: "d1",
-        userId: "u1",
-        attemptNumber: 1,
-        startedAt: Date.now(),
-        durationMs: 1,
-        statusCode: 200,
-        error: null,
-        responseSnippet: null,
-        outcome: "succeeded",
-      },
-      {
-        destinationId: "d1",
-        eventId,
-        userId: "u1",
-        status: "delivered",
-        attempts: 1,
-        lastError: null,
-        event: null,
-        at: Date.now(),
-      },
-    ] as const;
   const count = () => (store.sqlite.prepare("select count(*) as n from attempts").get() as { n: number }).n;
 
   other.sqlite.exec("BEGIN IMMEDIATE");
   let settled = false;
-  const first = recorder.record(...row("e1")).finally(() => {
+  const first = recorder.record(...recorderRow("e1")).finally(() => {
     settled = true;
   });
   // With the 5 s busy timeout this call would block the thread, then fail the row with SQLITE_BUSY.
   recorder.flush();
   assert.equal(recorder.pendingRows, 1, "nothing written while the lock is taken; the row waits");
-  const second = recorder.record(...row("e2"));
+  const second = recorder.record(...recorderRow("e2"));
   assert.equal(recorder.pendingRows, 2, "a later row joins the waiting batch");
   await sleep(30);
   assert.equal(settled, false);
