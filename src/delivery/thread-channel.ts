@@ -29,8 +29,7 @@ export interface ThreadData {
 type Wire =
   | { t: "req"; id: number; body: unknown }
   | { t: "res"; id: number; ok: true; value: unknown }
-  | { t: "res"; id: number; ok: false; error: WireError }
-  | { t: "note"; body: unknown };
+  | { t: "res"; id: number; ok: false; error: WireError };
 
 interface WireError {
   name: string;
@@ -65,20 +64,16 @@ function toWire(err: unknown): WireError {
 }
 
 /**
- * Request/response and notices over a worker's message port, the same on both sides. Structured clone
+ * Request/response over a worker's message port, the same on both sides. Structured clone
  * carries the data; errors cross as {name, message, retriable}, since an Error's class does not survive it.
  */
-export class ThreadChannel<Out, In, Notice = never> {
+export class ThreadChannel<Out, In> {
   #port: MessagePort | Worker;
   #pending = new Map<number, { resolve(value: unknown): void; reject(err: Error): void }>();
   #next = 1;
   #closed: Error | undefined;
 
-  constructor(
-    port: MessagePort | Worker,
-    handle: (call: In) => unknown,
-    onNotice: (notice: Notice) => void = () => {},
-  ) {
+  constructor(port: MessagePort | Worker, handle: (call: In) => unknown) {
     this.#port = port;
     port.on("message", (wire: Wire) => {
       if (wire.t === "res") {
@@ -86,15 +81,13 @@ export class ThreadChannel<Out, In, Notice = never> {
         this.#pending.delete(wire.id);
         if (wire.ok) pending?.resolve(wire.value);
         else pending?.reject(new RemoteError(wire.error));
-      } else if (wire.t === "req") {
+      } else {
         Promise.resolve()
           .then(() => handle(wire.body as In))
           .then(
             (value) => this.#send({ t: "res", id: wire.id, ok: true, value }),
             (err: unknown) => this.#send({ t: "res", id: wire.id, ok: false, error: toWire(err) }),
           );
-      } else {
-        onNotice(wire.body as Notice);
       }
     });
   }
@@ -116,10 +109,6 @@ export class ThreadChannel<Out, In, Notice = never> {
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
       this.#send({ t: "req", id, body: call });
     });
-  }
-
-  notify(notice: unknown): void {
-    this.#send({ t: "note", body: notice });
   }
 
   /** The other side is gone: every open request fails with `reason`, and so does every later one. */

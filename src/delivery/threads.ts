@@ -129,11 +129,20 @@ export class ThreadedDelivery implements DeliveryRuntime {
     return thread;
   }
 
+  #leastLoaded(): DeliveryThread {
+    return this.#threads.reduce((a, b) => (b.owned.size < a.owned.size ? b : a));
+  }
+
+  /** The thread a destination is assigned to, else thread 0 (whose supervisor can do the store work). */
+  #assignedOrFirst(destinationId: string): DeliveryThread {
+    return this.#assigned.get(destinationId) ?? (this.#threads[0] as DeliveryThread);
+  }
+
   /** The thread of a destination, assigning the least-loaded one when it has none yet. */
   #threadFor(destinationId: string): DeliveryThread {
     let thread = this.#assigned.get(destinationId);
     if (!thread) {
-      thread = this.#threads.reduce((a, b) => (b.owned.size < a.owned.size ? b : a));
+      thread = this.#leastLoaded();
       thread.owned.add(destinationId);
       this.#assigned.set(destinationId, thread);
     }
@@ -154,8 +163,7 @@ export class ThreadedDelivery implements DeliveryRuntime {
 
   prepareDestination(destinationId: string): Promise<void> {
     // Any thread's admin client can pin the offsets; the least-loaded one will most likely run it.
-    const thread = this.#threads.reduce((a, b) => (b.owned.size < a.owned.size ? b : a));
-    return thread.channel.request({ op: "prepare", destinationId });
+    return this.#leastLoaded().channel.request({ op: "prepare", destinationId });
   }
 
   async destinationAdded(destination: Destination): Promise<void> {
@@ -175,15 +183,13 @@ export class ThreadedDelivery implements DeliveryRuntime {
 
   async destinationRemoved(destinationId: string): Promise<void> {
     // Its worker (if any) stops on its thread; any thread can delete the ledger rows and the group.
-    const thread = this.#assigned.get(destinationId) ?? (this.#threads[0] as DeliveryThread);
-    await thread.channel.request({ op: "removed", destinationId });
+    await this.#assignedOrFirst(destinationId).channel.request({ op: "removed", destinationId });
     this.#release(destinationId);
   }
 
   replay(destinationId: string, eventIds?: string[]): Promise<number> {
     // Without a running worker the rows are only marked; the worker picks them up when it starts.
-    const thread = this.#assigned.get(destinationId) ?? (this.#threads[0] as DeliveryThread);
-    return thread.channel.request({ op: "replay", destinationId, eventIds });
+    return this.#assignedOrFirst(destinationId).channel.request({ op: "replay", destinationId, eventIds });
   }
 
   async collectMetrics(): Promise<MetricsJson[]> {
