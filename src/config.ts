@@ -66,6 +66,13 @@ const EnvSchema = z.object({
   /** Delivery consumers' fetch: the broker answers once this much is there, or after the wait. */
   DELIVERY_FETCH_MIN_BYTES: int(1, 1024 * 1024).default(1),
   DELIVERY_FETCH_MAX_WAIT_MS: int(10, 10_000).default(500),
+  /** How often each destination's finished progress is committed to its consumer group. */
+  DELIVERY_COMMIT_MS: int(100, 10_000).default(5000),
+  /**
+   * How often every destination's offsets are committed again, unchanged or not, so Kafka's
+   * offsets.retention.minutes (7 days by default) never deletes them. Keep it well below that retention.
+   */
+  DELIVERY_OFFSET_KEEPALIVE_MINUTES: int(1, 7 * 24 * 60).default(60),
   /**
    * Threads that run the delivery workers (destinations are spread over them). 0 runs every worker on the
    * main thread beside ingest and the admin API. Unset: one per CPU (at most 8) when there are two or more.

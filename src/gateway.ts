@@ -1,16 +1,18 @@
 import type { AddressInfo } from "node:net";
 import { availableParallelism } from "node:os";
 import type { Config } from "./config.ts";
-import type { DeliveryRuntime } from "./delivery/control.ts";
-import { supervisorFromConfig } from "./delivery/from-config.ts";
-import type { DeliverySupervisor } from "./delivery/supervisor.ts";
-import { ThreadedDelivery } from "./delivery/threads.ts";
+import { DeliveryCoordinator } from "./delivery/coordinator.ts";
+import type { DeliveryEngine } from "./delivery/engine.ts";
+import type { EngineApi } from "./delivery/engine-api.ts";
+import { engineFromConfig } from "./delivery/from-config.ts";
+import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
 import { createIngestService } from "./ingest/service.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
+import { KafkaLog } from "./kafka/log-client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
@@ -29,10 +31,12 @@ export interface Gateway {
    * ingest answers 503 meanwhile). Never rejects; stays pending if the gateway stops first.
    */
   kafkaReady: Promise<void>;
-  /** Runs a worker per enabled destination, on the main thread or on delivery threads. */
-  delivery: DeliveryRuntime;
-  /** The main thread's supervisor when DELIVERY_THREADS is 0 (tests read its workers); else undefined. */
-  supervisor: DeliverySupervisor | undefined;
+  /** The delivery side: an engine on the main thread or one per delivery thread. */
+  delivery: DeliveryCoordinator;
+  /** The main thread's engine when DELIVERY_THREADS is 0 (tests read its workers); else undefined. */
+  engine: DeliveryEngine | undefined;
+  /** The delivery threads when DELIVERY_THREADS > 0; else undefined. */
+  threads: DeliveryThreads | undefined;
   /** Stops accepting requests, drains workers and the producer, closes Kafka and the database. */
   stop(): Promise<void>;
 }
@@ -98,28 +102,63 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     onOutcome: (outcome, events) => metrics.ingestEvents.inc({ outcome }, events),
   });
 
-  // A worker per destination, each with its own consumer group and its own SSRF-guarded HTTP pool. They
-  // start once the topics exist; destinations registered later start their worker on registration.
-  const threads = deliveryThreads(config);
-  const supervisor =
-    threads === 0
-      ? supervisorFromConfig(config, {
-          kafka,
-          store,
-          sink: producer,
-          logger,
-          observe: deliveryObserver(metrics),
-        })
-      : undefined;
-  const delivery: DeliveryRuntime =
-    supervisor ?? new ThreadedDelivery({ threads, config, brokers, store, sink: producer, logger });
+  // Delivery engines: each a member of the delivery consumer group, reading its share of the partitions
+  // once for every destination. They start once the topics exist.
+  const threadCount = deliveryThreads(config);
+  const log = new KafkaLog(kafka, { logger });
+  let delivery: DeliveryCoordinator | undefined;
+  let engine: DeliveryEngine | undefined;
+  let threads: DeliveryThreads | undefined;
+  const gone = async (id: string, reason: string) => delivery?.gone(id, reason);
+  let engines: EngineApi[];
+  if (threadCount === 0) {
+    const local = engineFromConfig(config, {
+      kafka,
+      log: new KafkaLog(kafka, { logger }),
+      store,
+      sink: producer,
+      logger,
+      observe: deliveryObserver(metrics),
+      onGone: (id, reason) => void gone(id, reason).catch(() => {}),
+    });
+    metrics.lagSource = () => local.lags();
+    engine = local;
+    engines = [local];
+  } else {
+    threads = new DeliveryThreads({
+      threads: threadCount,
+      config,
+      brokers,
+      logger,
+      main: { publish: (topic, messages) => producer.publish(topic, messages), gone },
+    });
+    engines = threads.engines();
+  }
+  const runningThreads = threads;
+  delivery = new DeliveryCoordinator({
+    store,
+    log,
+    topic: config.EVENTS_TOPIC,
+    groupPrefix: config.CONSUMER_GROUP_PREFIX,
+    logger,
+    engines: () => engines,
+    collectMetrics: runningThreads ? () => runningThreads.collectMetrics() : undefined,
+    afterStop: async () => {
+      await runningThreads?.stop();
+      await log.close();
+    },
+  });
   logger.info(
-    { deliveryThreads: threads },
-    threads ? `delivery workers run on ${threads} thread(s)` : "delivery workers run on the main thread",
+    { deliveryThreads: threadCount },
+    threadCount
+      ? `delivery engines run on ${threadCount} thread(s)`
+      : "the delivery engine runs on the main thread",
   );
+  const coordinator = delivery;
   void kafkaReady
-    .then(() => delivery.start())
-    .catch((err: unknown) => logger.error({ err }, "delivery supervisor failed to start"));
+    .then(() => log.connect())
+    .then(() => coordinator.start())
+    .catch((err: unknown) => logger.error({ err }, "delivery failed to start"));
 
   const app = createApp({
     config,
@@ -130,9 +169,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       storeReady: () => isStoreHealthy(store),
     },
     metrics,
-    collectMetrics: delivery.collectMetrics?.bind(delivery),
+    collectMetrics: coordinator.collectMetrics?.bind(coordinator),
     store,
-    delivery,
+    delivery: coordinator,
     ingest: {
       service: ingest,
       apiKeys: config.INGEST_API_KEYS,
@@ -153,15 +192,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     brokers,
     metrics,
     kafkaReady,
-    delivery,
-    supervisor,
+    delivery: coordinator,
+    engine,
+    threads,
     stop() {
       stopped ??= (async () => {
         await new Promise<void>((done) => {
           server.close(() => done());
         });
         // Workers first: their last dead letters still need the producer.
-        await delivery.stop();
+        await coordinator.stop();
         // In-flight ingest requests have been answered; send what is queued, then disconnect.
         kafkaSetup.stop();
         ingest.close();

@@ -1,7 +1,7 @@
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { getHeapStatistics } from "node:v8";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { WorkerObserver } from "./delivery/worker.ts";
+import type { DeliveryObserver } from "./delivery/observer.ts";
 
 /**
  * Prometheus instruments of one gateway. Each gateway gets its own Registry rather than prom-client's
@@ -27,6 +27,10 @@ export interface Metrics {
   deadLetters: Counter<"destination">;
   /** Events a destination's worker holds in memory, not yet finished. */
   workerBufferedEvents: Gauge<"destination">;
+  /** Events in the log not yet finished per destination (set from `lagSource` at each scrape). */
+  deliveryLagEvents: Gauge<"destination">;
+  /** Where delivery_lag_events comes from: the delivery engine of this thread, once it runs. */
+  lagSource: (() => Iterable<[string, number]>) | undefined;
   /** Drops every series of a deleted destination, so its last gauge value does not linger forever. */
   forgetDestination(destinationId: string): void;
 }
@@ -100,8 +104,24 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     registers,
   });
 
-  return {
+  const metrics = {} as Metrics;
+  const deliveryLagEvents = new Gauge({
+    name: "delivery_lag_events",
+    help: "Events in the events topic not yet finished (delivered, dead-lettered or filtered out) for a destination.",
+    labelNames: ["destination"] as const,
+    registers,
+    collect() {
+      const source = metrics.lagSource;
+      if (!source) return;
+      this.reset();
+      for (const [destination, lag] of source()) this.set({ destination }, lag);
+    },
+  });
+
+  return Object.assign(metrics, {
     registry,
+    deliveryLagEvents,
+    lagSource: undefined,
     ingestEvents,
     ingestBatchSize,
     ingestAckSeconds,
@@ -111,7 +131,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     deliveryLagSeconds,
     deadLetters,
     workerBufferedEvents,
-    forgetDestination(destination) {
+    forgetDestination(destination: string) {
       // prom-client removes a series only by its full label set, so every known combination is named.
       for (const outcome of DELIVERY_OUTCOMES) deliveries.remove({ destination, outcome });
       for (const result of ATTEMPT_RESULTS) deliveryAttempts.remove({ destination, result });
@@ -119,12 +139,13 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       deliveryLagSeconds.remove({ destination });
       deadLetters.remove({ destination });
       workerBufferedEvents.remove({ destination });
+      deliveryLagEvents.remove({ destination });
     },
-  };
+  });
 }
 
 /** The delivery workers' observer hooks, feeding the delivery instruments. */
-export function deliveryObserver(metrics: Metrics): WorkerObserver {
+export function deliveryObserver(metrics: Metrics): DeliveryObserver {
   return {
     attempt(destination, result) {
       metrics.deliveryAttempts.inc({ destination, result: result.verdict });

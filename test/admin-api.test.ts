@@ -50,6 +50,10 @@ class RecordingDelivery implements DeliveryControl {
     this.calls.push({ method: "destinationChanged", arg: destination });
     await this.#maybeFail("destinationChanged");
   }
+  /** A read, not a change: not recorded. */
+  async lag(_destinationId: string) {
+    return 7;
+  }
   async destinationRemoved(destinationId: string) {
     this.calls.push({ method: "destinationRemoved", arg: destinationId });
     await this.#maybeFail("destinationRemoved");
@@ -258,7 +262,7 @@ describe("POST /api/destinations", () => {
     assert.equal(destinationArg(h.delivery.calls[1]).id, d.id);
 
     const got = await h.req("GET", `/api/destinations/${d.id}`);
-    assert.deepEqual(await got.json(), d);
+    assert.deepEqual(await got.json(), { ...d, lag: 7 }, "GET adds the lag delivery reports");
     const list = await json(h.req("GET", "/api/destinations"));
     assert.deepEqual(list, { destinations: [d] });
   });
@@ -473,7 +477,7 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
       ["destinationChanged"],
     );
     assert.equal(destinationArg(h.delivery.calls[0]).maxAttempts, 3);
-    assert.deepEqual(await json(h.req("GET", `/api/destinations/${d.id}`)), p);
+    assert.deepEqual(await json(h.req("GET", `/api/destinations/${d.id}`)), { ...p, lag: 7 });
 
     const secret = secretOfBytes(40);
     const rotated = await json(h.req("PATCH", `/api/destinations/${d.id}`, { body: { secret } }));

@@ -4,12 +4,14 @@ import { join } from "node:path";
 import type { TestContext } from "node:test";
 import type { Kafka } from "kafkajs";
 import pino from "pino";
+import { DeliveryCoordinator } from "../src/delivery/coordinator.ts";
+import type { BufferLimits } from "../src/delivery/destination-worker.ts";
+import { DeliveryEngine, type FetchTuning } from "../src/delivery/engine.ts";
 import { generateSecret } from "../src/delivery/sign.ts";
 import { createDestinationAgent } from "../src/delivery/ssrf.ts";
-import { DeliverySupervisor } from "../src/delivery/supervisor.ts";
-import type { BufferLimits, FetchTuning } from "../src/delivery/worker.ts";
 import { uuidv7 } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
+import { KafkaLog } from "../src/kafka/log-client.ts";
 import { openStore, type Store } from "../src/store/db.ts";
 import { type Destination, insertDestination } from "../src/store/destinations.ts";
 import { createTestKafka, uniqueName } from "./helpers.ts";
@@ -22,13 +24,18 @@ export interface DeliveryFixture {
   deadLetterTopic: string;
   groupPrefix: string;
   sink: GroupCommitProducer;
-  supervisor: DeliverySupervisor;
+  /** The main thread's Kafka port (the coordinator's). */
+  log: KafkaLog;
+  /** The admin API's view of delivery (registration, changes, replay, lag). */
+  delivery: DeliveryCoordinator;
+  /** The one engine that reads every partition. */
+  engine: DeliveryEngine;
   /** Registers a destination the way the admin API does: pin offsets, insert, start its worker. */
   addDestination(url: string, overrides?: Partial<Destination>): Promise<Destination>;
   /** Publishes one event as the ingest route would and returns its id. */
   publish(userID: string, payload: unknown, type?: string): Promise<string>;
-  /** Stops the supervisor and starts a new one on the same database (a gateway restart). */
-  restartSupervisor(): Promise<DeliverySupervisor>;
+  /** Stops the engine and starts a new one on the same database (a gateway restart). */
+  restartEngine(): Promise<DeliveryEngine>;
 }
 
 const silent = pino({ level: "silent" });
@@ -37,14 +44,19 @@ const silent = pino({ level: "silent" });
 interface FixtureOptions {
   buffer?: BufferLimits;
   fetch?: FetchTuning;
+  commitEveryMs?: number;
+  keepaliveEveryMs?: number;
 }
 
-function newSupervisor(
-  f: Omit<DeliveryFixture, "supervisor" | "addDestination" | "publish" | "restartSupervisor">,
-  opts: FixtureOptions = {},
-) {
-  return new DeliverySupervisor({
+type FixtureBase = Omit<
+  DeliveryFixture,
+  "delivery" | "engine" | "addDestination" | "publish" | "restartEngine"
+>;
+
+function newEngine(f: FixtureBase, onGone: (id: string, reason: string) => void, opts: FixtureOptions = {}) {
+  return new DeliveryEngine({
     kafka: f.kafka,
+    log: new KafkaLog(f.kafka),
     store: f.store,
     sink: f.sink,
     logger: silent,
@@ -53,12 +65,15 @@ function newSupervisor(
     groupPrefix: f.groupPrefix,
     buffer: opts.buffer,
     fetch: opts.fetch,
+    commitEveryMs: opts.commitEveryMs ?? 250,
+    keepaliveEveryMs: opts.keepaliveEveryMs,
+    onGone,
     createDispatcher: (d) =>
       createDestinationAgent({ allowPrivate: true, connections: d.maxConcurrency, connectTimeoutMs: 2000 }),
   });
 }
 
-/** A real broker topic pair, a fresh SQLite file, a real producer and a running supervisor; all torn down after. */
+/** A real broker topic pair, a fresh SQLite file, a real producer and a running delivery engine; all torn down after. */
 export async function deliveryFixture(
   t: TestContext,
   partitions = 4,
@@ -87,13 +102,24 @@ export async function deliveryFixture(
   });
   sink.start();
   await sink.whenReady();
-  const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix: uniqueName("gw"), sink };
+  const log = new KafkaLog(kafka);
+  await log.connect();
+  const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix: uniqueName("gw"), sink, log };
+  const onGone = (id: string, reason: string) => void fixture.delivery.gone(id, reason);
   const fixture: DeliveryFixture = {
     ...base,
-    supervisor: newSupervisor(base, opts),
+    engine: newEngine(base, onGone, opts),
+    delivery: new DeliveryCoordinator({
+      store,
+      log,
+      topic,
+      groupPrefix: base.groupPrefix,
+      logger: silent,
+      engines: () => [fixture.engine],
+    }),
     async addDestination(url, overrides = {}) {
       const id = `dest_${uuidv7().replaceAll("-", "")}`;
-      await fixture.supervisor.prepareDestination(id);
+      await fixture.delivery.prepareDestination(id);
       const now = Date.now();
       const row = insertDestination(store.db, {
         id,
@@ -112,7 +138,7 @@ export async function deliveryFixture(
         updatedAt: now,
         ...overrides,
       });
-      await fixture.supervisor.destinationAdded(row);
+      await fixture.delivery.destinationAdded(row);
       return row;
     },
     async publish(userID, payload, type = "event") {
@@ -121,16 +147,17 @@ export async function deliveryFixture(
       await sink.publish(topic, [{ key: userID, value, headers: { "event-id": id } }]);
       return id;
     },
-    async restartSupervisor() {
-      await fixture.supervisor.stop();
-      fixture.supervisor = newSupervisor(base, opts);
-      await fixture.supervisor.start();
-      return fixture.supervisor;
+    async restartEngine() {
+      await fixture.engine.stop();
+      fixture.engine = newEngine(base, onGone, opts);
+      await fixture.engine.start();
+      return fixture.engine;
     },
   };
-  await fixture.supervisor.start();
+  await fixture.engine.start();
   t.after(async () => {
-    await fixture.supervisor.stop();
+    await fixture.engine.stop();
+    await log.close();
     await sink.close();
     store.close();
     await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => {});

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import pino from "pino";
 import { loadConfig } from "../src/config.ts";
-import { ThreadedDelivery } from "../src/delivery/threads.ts";
+import { DeliveryThreads } from "../src/delivery/threads.ts";
 import { openStore } from "../src/store/db.ts";
 import { testBrokers, uniqueName } from "./helpers.ts";
 import { type IngestGateway, startIngestGateway } from "./ingest-fixture.ts";
@@ -14,10 +14,24 @@ import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
 const TOKEN = "test-admin-token-0123456789";
 const admin = { authorization: `Bearer ${TOKEN}` };
 
-function threaded(gw: IngestGateway): ThreadedDelivery {
-  const delivery = gw.gateway.delivery;
-  assert.ok(delivery instanceof ThreadedDelivery, "DELIVERY_THREADS=2 runs the workers on threads");
-  return delivery;
+function threaded(gw: IngestGateway): DeliveryThreads {
+  const threads = gw.gateway.threads;
+  assert.ok(threads instanceof DeliveryThreads, "DELIVERY_THREADS=2 runs the engines on threads");
+  return threads;
+}
+
+/** Each thread's partitions, once every thread reads some and together they read all `partitions`. */
+async function settledPartitions(delivery: DeliveryThreads, partitions: number): Promise<number[][]> {
+  let split: number[][] = [];
+  await waitFor(
+    async () => {
+      split = (await Promise.all(delivery.engines().map((e) => e.status()))).map((s) => s.partitions);
+      return split.every((p) => p.length > 0) && split.flat().length === partitions;
+    },
+    "the partitions split between the threads",
+    30_000,
+  );
+  return split;
 }
 
 async function register(gw: IngestGateway, url: string): Promise<string> {
@@ -69,18 +83,21 @@ async function threadedGateway(t: TestContext, partitions: number) {
   return { gw, receiver, delivery: threaded(gw) };
 }
 
-test("delivery threads: destinations spread evenly, per-user order kept, metrics merged on /metrics", async (t) => {
+test("delivery threads: the partitions split between the threads, per-user order kept, metrics merged on /metrics", async (t) => {
   const { gw, receiver, delivery } = await threadedGateway(t, 4);
   assert.equal(delivery.threadCount, 2);
 
   const ids: string[] = [];
   for (let i = 0; i < 4; i++) ids.push(await register(gw, `${receiver.url}?d=${i}`));
-  const placement = ids.map((id) => delivery.threadOf(id));
+  const split = await settledPartitions(delivery, 4);
   assert.deepEqual(
-    [...placement].sort(),
-    [0, 0, 1, 1],
-    `two destinations on each thread, got ${placement.join(",")}`,
+    split.flat().sort(),
+    [0, 1, 2, 3],
+    `each partition read by exactly one thread, got ${JSON.stringify(split)}`,
   );
+  for (const s of await Promise.all(delivery.engines().map((e) => e.status()))) {
+    assert.equal(s.workers, 4, "every thread runs a worker for every destination (on its partitions)");
+  }
 
   await postEvents(gw, 0, 40);
   await waitFor(() => receiver.requests.length >= 4 * 40, "40 events at each of 4 destinations");
@@ -100,6 +117,7 @@ test("delivery threads: destinations spread evenly, per-user order kept, metrics
   const text = await (await fetch(`${gw.gateway.url}/metrics`)).text();
   for (const id of ids) {
     assert.equal(sample(text, `deliveries_total{destination="${id}",outcome="delivered"}`), 40, id);
+    assert.equal(sample(text, `delivery_lag_events{destination="${id}"}`), 0, `${id} has no lag`);
   }
   assert.equal(sample(text, 'ingest_events_total{outcome="accepted"}'), 40);
   const processLines = text.split("\n").filter((l) => l.startsWith("process_cpu_user_seconds_total "));
@@ -111,9 +129,8 @@ test("delivery threads: destinations spread evenly, per-user order kept, metrics
     assert.ok(lag !== undefined && lag >= 0, `thread ${thread} reports its event-loop lag`);
   }
 
-  // Disabled and enabled again, a destination goes to the least-loaded thread.
+  // Disabled, then enabled again: every thread stops and starts its worker, and nothing is lost.
   const moved = ids[0] as string;
-  const from = delivery.threadOf(moved);
   const patch = (disabled: boolean) =>
     fetch(`${gw.gateway.url}/api/destinations/${moved}`, {
       method: "PATCH",
@@ -121,36 +138,32 @@ test("delivery threads: destinations spread evenly, per-user order kept, metrics
       body: JSON.stringify({ disabled }),
     });
   assert.equal((await patch(true)).status, 200);
-  assert.equal(delivery.threadOf(moved), undefined, "a disabled destination is on no thread");
-  const other = ids.find((id) => id !== moved && delivery.threadOf(id) === from) as string;
-  const del = await fetch(`${gw.gateway.url}/api/destinations/${other}`, {
-    method: "DELETE",
-    headers: admin,
-  });
-  assert.equal(del.status, 204);
-  // Thread `from` now runs no destination, the other runs two: the enabled one goes to `from`.
-  assert.equal((await patch(false)).status, 200);
-  assert.equal(delivery.threadOf(moved), from);
+  for (const s of await Promise.all(delivery.engines().map((e) => e.status()))) assert.equal(s.workers, 3);
   await postEvents(gw, 40, 5);
-  await waitFor(() => distinctSeqs(receiver, "0") === 45, "the re-enabled destination's new events");
+  assert.equal((await patch(false)).status, 200);
+  await postEvents(gw, 45, 5);
+  await waitFor(
+    () => distinctSeqs(receiver, "0") === 50,
+    "the re-enabled destination gets what came meanwhile",
+  );
 });
 
-test("delivery threads: a thread that dies is replaced and its destinations keep delivering", async (t) => {
+test("delivery threads: a thread that dies is replaced and deliveries go on", async (t) => {
   const { gw, receiver, delivery } = await threadedGateway(t, 2);
 
-  const ids = [await register(gw, `${receiver.url}?d=a`), await register(gw, `${receiver.url}?d=b`)];
+  await register(gw, `${receiver.url}?d=a`);
+  await register(gw, `${receiver.url}?d=b`);
+  await settledPartitions(delivery, 2);
   await postEvents(gw, 0, 10);
   await waitFor(() => distinctSeqs(receiver, "a") === 10 && distinctSeqs(receiver, "b") === 10, "first 10");
 
-  const index = delivery.threadOf(ids[0] as string) as number;
-  const lost = delivery.thread(index);
+  const lost = delivery.thread(0);
   assert.ok(lost);
   await lost.terminate();
-  await waitFor(() => delivery.thread(index) !== lost, "a new thread in its place", 10_000);
-  assert.equal(delivery.threadOf(ids[0] as string), index, "the destination stays on its thread index");
+  await waitFor(() => delivery.thread(0) !== lost, "a new thread in its place", 10_000);
 
-  // The killed thread's consumers never left their groups: the new ones get the partitions once those
-  // sessions expire, then resume from the committed offsets.
+  // The killed thread's member never left the group: its partition moves once that session expires, and
+  // the new owner resumes from the destinations' committed offsets.
   await postEvents(gw, 10, 10);
   await waitFor(
     () => distinctSeqs(receiver, "a") === 20 && distinctSeqs(receiver, "b") === 20,
@@ -179,24 +192,24 @@ test("delivery threads: a thread that keeps dying young is restarted less and le
     CONSUMER_GROUP_PREFIX: uniqueName("threads"),
     LOG_LEVEL: "silent",
   });
-  const store = openStore(config.DB_PATH);
+  openStore(config.DB_PATH).close();
   const lines: Array<{ msg: string; restartInMs?: number }> = [];
   const logger = pino({ level: "error" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
-  const delivery = new ThreadedDelivery({
+  const delivery = new DeliveryThreads({
     threads: 1,
     config,
     brokers: config.KAFKA_BROKERS ?? [],
-    store,
-    // No destination exists, so nothing is ever dead-lettered here.
-    sink: { publish: async () => assert.fail("no dead letters expected") },
     logger,
+    // No destination exists, so nothing is ever dead-lettered or gone here.
+    main: {
+      publish: async () => assert.fail("no dead letters expected"),
+      gone: async () => assert.fail("no 410 expected"),
+    },
   });
   t.after(async () => {
     await delivery.stop();
-    store.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  await delivery.start();
 
   const restarts = () => lines.filter((l) => l.msg === "delivery thread exited; restarting it");
   for (const expected of [250, 500, 1000]) {

@@ -6,8 +6,8 @@ import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Webhook } from "standardwebhooks";
 import { Agent } from "undici";
+import { Cursor } from "../src/delivery/cursor.ts";
 import { KeyedScheduler } from "../src/delivery/keyed-scheduler.ts";
-import { PartitionTracker } from "../src/delivery/partition-tracker.ts";
 import { DeliveryRecorder } from "../src/delivery/recorder.ts";
 import {
   abortAttempts,
@@ -22,32 +22,48 @@ import { openStore } from "../src/store/db.ts";
 import { freePort } from "./helpers.ts";
 import { startReceiver } from "./receiver.ts";
 
-test("the commit offset never passes an unfinished offset", () => {
-  const t = new PartitionTracker();
-  for (const o of [10, 11, 12, 13]) assert.equal(t.add(o), true);
-  assert.equal(t.takeCommit(), 10, "nothing finished: commit stays at the first fetched offset");
-  t.finish(11);
-  t.finish(13);
-  assert.equal(t.takeCommit(), undefined, "10 still unfinished: no new commit");
-  t.finish(10);
-  assert.equal(t.takeCommit(), 12, "10 and 11 done, 12 not: next to read is 12");
-  t.finish(12);
-  assert.equal(t.takeCommit(), 14, "all done: next to read is 14");
-  assert.equal(t.unfinished, 0);
-  assert.equal(t.add(12), false, "a re-fetched offset is not tracked twice");
-  t.commitFailed(14);
-  assert.equal(t.takeCommit(), 14, "a failed commit is offered again");
+test("a cursor's commit never passes an unfinished offset", () => {
+  const c = new Cursor(0, 10);
+  assert.equal(c.takeCommit(), undefined, "the start is what was committed already");
+  for (const o of [10, 11, 12, 13]) c.track(o);
+  assert.equal(c.next, 14);
+  assert.equal(c.watermark, 10, "nothing finished: the watermark stays at the first handed-over offset");
+  c.finish(11);
+  c.finish(13);
+  assert.equal(c.takeCommit(), undefined, "10 still unfinished: no new commit");
+  c.finish(10);
+  assert.equal(c.takeCommit(), 12, "10 and 11 done, 12 not: next to read is 12");
+  c.finish(12);
+  assert.equal(c.takeCommit(), 14, "all done: next to read is 14");
+  assert.equal(c.unfinished, 0);
+  c.commitFailed(14);
+  assert.equal(c.takeCommit(), 14, "a failed commit is offered again");
 });
 
-test("the tracker keeps up with a long stream finished out of order", () => {
-  const t = new PartitionTracker();
+test("offsets a cursor passes over cost nothing and move its watermark only when nothing is outstanding", () => {
+  const c = new Cursor(3, 0);
+  c.skipTo(100);
+  assert.equal(c.watermark, 100, "filtered-out records are finished for this destination");
+  c.track(100);
+  c.skipTo(200);
+  assert.equal(c.watermark, 100, "an outstanding record holds the watermark");
+  assert.equal(c.next, 200);
+  c.finish(100);
+  assert.equal(c.watermark, 200);
+  assert.equal(c.takeCommit(), 200);
+  c.skipTo(150);
+  assert.equal(c.next, 200, "skipTo never moves a cursor back");
+});
+
+test("the cursor keeps up with a long stream finished out of order", () => {
+  const c = new Cursor(0, 0);
   const n = 20_000;
-  for (let o = 0; o < n; o++) t.add(o);
-  for (let o = 1; o < n; o += 2) t.finish(o);
-  assert.equal(t.takeCommit(), 0);
-  for (let o = 0; o < n; o += 2) t.finish(o);
-  assert.equal(t.takeCommit(), n);
-  assert.equal(t.unfinished, 0);
+  for (let o = 0; o < n; o++) c.track(o);
+  for (let o = 1; o < n; o += 2) c.finish(o);
+  assert.equal(c.takeCommit(), undefined, "0 is unfinished and 0 was the start");
+  for (let o = 0; o < n; o += 2) c.finish(o);
+  assert.equal(c.takeCommit(), n);
+  assert.equal(c.unfinished, 0);
 });
 
 test("one key runs in order, different keys in parallel, under the slot limit", async () => {

@@ -165,14 +165,14 @@ test("exhausted events go to the dead-letter topic and the ledger; replay delive
   }
 
   receiver.behaviour = () => {};
-  assert.equal(await f.supervisor.replay(dest.id, [ids[1] as string]), 1);
+  assert.equal(await f.delivery.replay(dest.id, [ids[1] as string]), 1);
   await waitFor(() => receiver.delivered.length === 1, "the one replayed event");
   assert.equal(receiver.delivered[0]?.id, ids[1]);
-  assert.equal(await f.supervisor.replay(dest.id), 2);
+  assert.equal(await f.delivery.replay(dest.id), 2);
   await waitFor(() => receiver.delivered.length === 3, "the rest replayed");
   await waitFor(() => ledger(f.store, dest.id, "delivered").length === 3, "the ledger marks them delivered");
   assert.equal(ledger(f.store, dest.id, "dead").length, 0);
-  assert.equal(await f.supervisor.replay(dest.id), 0, "nothing left to replay");
+  assert.equal(await f.delivery.replay(dest.id), 0, "nothing left to replay");
 });
 
 test("410 Gone dead-letters at once and disables the destination", async (t) => {
@@ -187,7 +187,7 @@ test("410 Gone dead-letters at once and disables the destination", async (t) => 
     () => getDestination(f.store.db, dest.id)?.disabled === true,
     "the destination to be disabled",
   );
-  await waitFor(() => f.supervisor.worker(dest.id) === undefined, "its worker to stop");
+  await waitFor(() => f.engine.worker(dest.id) === undefined, "its worker to stop");
   assert.equal(receiver.requests.length, 1, "no retry after 410");
   assert.equal(ledger(f.store, dest.id, "dead").length, 1);
   assert.match(String(getDestination(f.store.db, dest.id)?.disabledReason), /410/);
@@ -206,7 +206,7 @@ test("a destination receives only the event types it subscribes to", async (t) =
   await waitFor(() => some.delivered.length === 16, "the subscribed half at the filtered destination");
   assert.ok(some.delivered.every((e) => e.type === "order.created" || e.type === "order.paid"));
   // Skipped events are finished, not stuck: the filtered worker's buffer drains.
-  await waitFor(() => f.supervisor.worker(filtered.id)?.buffered === 0, "nothing left buffered");
+  await waitFor(() => f.engine.worker(filtered.id)?.buffered === 0, "nothing left buffered");
 });
 
 test("a PATCHed url, secret and headers take effect at the next event; the worker keeps its position", async (t) => {
@@ -225,7 +225,7 @@ test("a PATCHed url, secret and headers take effect at the next event; the worke
     headers: { "x-tenant": "b" },
   });
   assert.ok(changed);
-  await f.supervisor.destinationChanged(changed);
+  await f.delivery.destinationChanged(changed);
   const second = await f.publish("u1", { n: 2 });
   await waitFor(() => after.delivered.length === 1, "the next event at the new url");
   const request = after.requests[0];
@@ -295,7 +295,7 @@ test("a restarted worker resumes from its committed offsets and skips what the l
   await f.addDestination(receiver.url, { maxConcurrency: 4 });
   const publishing = publishPerUser(f, 8, 50);
   await waitFor(() => receiver.delivered.length >= 60, "some deliveries before the restart");
-  await f.restartSupervisor();
+  await f.restartEngine();
   const ids = await publishing;
   await waitFor(
     () => new Set(receiver.delivered.map((e) => e.id)).size === ids.length,
@@ -309,7 +309,7 @@ test("a restarted worker resumes from its committed offsets and skips what the l
   }
 });
 
-test("a full buffer pauses the partition and resumes it as deliveries drain, order kept", async (t) => {
+test("a full worker detaches from the shared reader, catches up on its own and attaches again, order kept", async (t) => {
   const buffer = { events: 40, bytes: 1024 * 1024, fetchBytes: 16 * 1024, fetchBytesPerPartition: 16 * 1024 };
   const f = await deliveryFixture(t, 1, { buffer });
   const held: Array<() => void> = [];
@@ -331,18 +331,21 @@ test("a full buffer pauses the partition and resumes it as deliveries drain, ord
   // within a fetch or two (maxWaitTimeInMs 500); bounded, it stops at the limit plus at most one fetch.
   await waitFor(() => held.length === 4, "the first attempts");
   await new Promise((r) => setTimeout(r, 1500));
-  const worker = f.supervisor.worker(dest.id);
+  const worker = f.engine.worker(dest.id);
   assert.ok(worker);
   const buffered = worker.buffered;
   t.diagnostic(`buffered while the receiver held every answer: ${buffered} of ${ids.length}`);
-  assert.equal(worker.pausedPartitions, 1, "the partition is paused");
+  assert.ok(
+    [...worker.cursors.values()].some((c) => !c.attached),
+    "the full worker's cursor detached from the shared reader",
+  );
   assert.ok(buffered > buffer.events, `filled up to the bound (${buffered})`);
   assert.ok(buffered <= buffer.events + 80, `bounded by the limit plus one 16 KiB fetch, got ${buffered}`);
 
   open = true;
   for (const answer of held.splice(0)) answer();
   await waitFor(() => receiver.delivered.length >= ids.length, "every event once the receiver answers");
-  assert.equal(worker.pausedPartitions, 0, "resumed");
+  await waitFor(() => [...worker.cursors.values()].every((c) => c.attached), "the cursor attached again");
   assert.deepEqual(new Set(receiver.delivered.map((e) => e.id)), new Set(ids));
   for (const [user, seqs] of sequencesByUser(receiver)) {
     assert.deepEqual(seqs, [...Array(30).keys()], `order of ${user}`);

@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { test } from "node:test";
 import pino from "pino";
 import { UUIDV7_PATTERN, uuidv7, uuidv7Time } from "../src/ingest/event-id.ts";
-import { GroupCommitProducer, KafkaUnavailableError, type Message } from "../src/ingest/producer.ts";
+import { GroupCommitProducer } from "../src/ingest/producer.ts";
 import { ensureTopics } from "../src/ingest/topics.ts";
+import { KafkaUnavailableError, type Message } from "../src/kafka/sink.ts";
 import { openStore } from "../src/store/db.ts";
 import {
   completeIdempotencyKey,

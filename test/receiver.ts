@@ -64,9 +64,13 @@ export async function startReceiver(behaviour: Behaviour = () => {}): Promise<Re
 }
 
 /** Polls `check` until it returns true or the deadline passes (then fails with `what`). */
-export async function waitFor(check: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }

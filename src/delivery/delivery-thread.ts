@@ -1,15 +1,25 @@
 /**
- * Entry of a delivery thread (worker_threads): a DeliverySupervisor of its own, with its own SQLite
- * connection, kafkajs client and metrics registry, running the workers of the destinations the main
- * thread assigned to it. Dead letters go back to the main thread's producer; metrics are read on scrape.
+ * Entry of a delivery thread (worker_threads): a DeliveryEngine of its own — a member of the delivery
+ * consumer group with its own SQLite connection, kafkajs client and metrics registry. Dead letters and
+ * 410s go back to the main thread; metrics are read on scrape.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { createKafka } from "../kafka/client.ts";
+import { KafkaLog } from "../kafka/log-client.ts";
 import { createLogger } from "../log.ts";
 import { createMetrics, deliveryObserver, registerThreadMetrics } from "../metrics.ts";
 import { openStore } from "../store/db.ts";
-import { supervisorFromConfig } from "./from-config.ts";
-import { type MainCall, type ThreadCall, ThreadChannel, type ThreadData } from "./thread-channel.ts";
+import {
+  type CallOf,
+  dispatchTo,
+  type EngineApi,
+  MAIN_CALLS,
+  type MainApi,
+  type MetricsJson,
+  proxyOf,
+} from "./engine-api.ts";
+import { engineFromConfig } from "./from-config.ts";
+import { ThreadChannel, type ThreadData } from "./thread-channel.ts";
 
 if (!parentPort) throw new Error("delivery-thread.ts runs as a worker thread only");
 const port = parentPort;
@@ -21,48 +31,36 @@ const store = openStore(config.DB_PATH, { migrate: false });
 const metrics = createMetrics({ processMetrics: false });
 registerThreadMetrics(metrics.registry, index);
 const kafka = createKafka({ brokers, clientId: `${config.KAFKA_CLIENT_ID}-delivery-${index}`, logger });
-const owned = new Set<string>();
+const log = new KafkaLog(kafka, { logger });
 
-const channel: ThreadChannel<MainCall, ThreadCall> = new ThreadChannel<MainCall, ThreadCall>(port, handle);
-const supervisor = supervisorFromConfig(config, {
+const channel: ThreadChannel<CallOf<MainApi>, CallOf<EngineApi>> = new ThreadChannel(port, (call) =>
+  dispatchTo(api, call),
+);
+const main = proxyOf<MainApi>(MAIN_CALLS, (call) => channel.request(call));
+const engine = engineFromConfig(config, {
   kafka,
+  log,
   store,
   logger,
   observe: deliveryObserver(metrics),
-  sink: { publish: (topic, messages) => channel.request<void>({ op: "publish", topic, messages }) },
-  // A destination stays owned after a 410 disabled it: only the main thread moves destinations.
-  owns: (id) => owned.has(id),
+  sink: main,
+  onGone: (id, reason) => void main.gone(id, reason).catch(() => {}),
 });
+metrics.lagSource = () => engine.lags();
 
-async function handle(call: ThreadCall): Promise<unknown> {
-  switch (call.op) {
-    case "start":
-      for (const id of call.owned) owned.add(id);
-      await supervisor.start();
-      return undefined;
-    case "prepare":
-      return supervisor.prepareDestination(call.destinationId);
-    case "added":
-      owned.add(call.destination.id);
-      return supervisor.destinationAdded(call.destination);
-    case "changed":
-      owned.add(call.destination.id);
-      await supervisor.destinationChanged(call.destination);
-      if (call.destination.disabled) owned.delete(call.destination.id);
-      return undefined;
-    case "removed":
-      await supervisor.destinationRemoved(call.destinationId);
-      owned.delete(call.destinationId);
-      return undefined;
-    case "replay":
-      return supervisor.replay(call.destinationId, call.eventIds);
-    case "metrics":
-      return metrics.registry.getMetricsAsJSON();
-    case "stop":
-      await supervisor.stop();
-      store.close();
-      // Nothing of ours is left to run; the port closes and the thread exits.
-      setImmediate(() => port.close());
-      return undefined;
-  }
-}
+const api: EngineApi = {
+  start: () => engine.start(),
+  async stop() {
+    await engine.stop();
+    await log.close();
+    store.close();
+    // Nothing of ours is left to run; the port closes and the thread exits.
+    setImmediate(() => port.close());
+  },
+  upsert: (destination) => engine.upsert(destination),
+  remove: (id) => engine.remove(id),
+  replay: (id, rows) => engine.replay(id, rows),
+  lag: (id) => engine.lag(id),
+  status: () => engine.status(),
+  metrics: async (): Promise<MetricsJson> => metrics.registry.getMetricsAsJSON(),
+};

@@ -1,30 +1,34 @@
 import type { Kafka } from "kafkajs";
 import type { Config } from "../config.ts";
-import type { RecordSink } from "../ingest/producer.ts";
+import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
+import { DeliveryEngine, type EngineDeps } from "./engine.ts";
+import type { DeliveryObserver } from "./observer.ts";
+import type { OffsetLog } from "./offset-log.ts";
 import { createDestinationAgent } from "./ssrf.ts";
-import { DeliverySupervisor, type SupervisorDeps } from "./supervisor.ts";
-import type { WorkerObserver } from "./worker.ts";
 
-/** What a supervisor needs besides the settings: the same on the main thread and in a delivery thread. */
-export interface SupervisorParts {
+/** What an engine needs besides the settings: the same on the main thread and in a delivery thread. */
+export interface EngineParts {
   kafka: Kafka;
+  log: OffsetLog;
   store: Store;
   sink: Pick<RecordSink, "publish">;
   logger: Logger;
-  observe: WorkerObserver;
-  owns?: SupervisorDeps["owns"];
+  observe: DeliveryObserver;
+  onGone: EngineDeps["onGone"];
 }
 
-/** A DeliverySupervisor with its settings from the gateway's Config. */
-export function supervisorFromConfig(config: Config, parts: SupervisorParts): DeliverySupervisor {
-  return new DeliverySupervisor({
+/** A DeliveryEngine with its settings from the gateway's Config. */
+export function engineFromConfig(config: Config, parts: EngineParts): DeliveryEngine {
+  return new DeliveryEngine({
     ...parts,
     topic: config.EVENTS_TOPIC,
     deadLetterTopic: config.DEAD_LETTER_TOPIC,
     groupPrefix: config.CONSUMER_GROUP_PREFIX,
     fetch: { minBytes: config.DELIVERY_FETCH_MIN_BYTES, maxWaitMs: config.DELIVERY_FETCH_MAX_WAIT_MS },
+    commitEveryMs: config.DELIVERY_COMMIT_MS,
+    keepaliveEveryMs: config.DELIVERY_OFFSET_KEEPALIVE_MINUTES * 60_000,
     // Each destination gets its own SSRF-guarded HTTP pool.
     createDispatcher: (d) =>
       createDestinationAgent({

@@ -1,21 +1,5 @@
 import type { MessagePort, Worker } from "node:worker_threads";
 import type { Config } from "../config.ts";
-import type { Message } from "../ingest/producer.ts";
-import type { Destination } from "../store/destinations.ts";
-
-/** What the main thread asks of a delivery thread (each one a DeliverySupervisor call). */
-export type ThreadCall =
-  | { op: "start"; owned: string[] }
-  | { op: "prepare"; destinationId: string }
-  | { op: "added"; destination: Destination }
-  | { op: "changed"; destination: Destination }
-  | { op: "removed"; destinationId: string }
-  | { op: "replay"; destinationId: string; eventIds: string[] | undefined }
-  | { op: "metrics" }
-  | { op: "stop" };
-
-/** What a delivery thread asks of the main thread: its dead letters go through the one producer. */
-export type MainCall = { op: "publish"; topic: string; messages: Message[] };
 
 /** Data a delivery thread is started with (`workerData`). */
 export interface ThreadData {

@@ -161,6 +161,14 @@ export const DestinationSchema = z
   })
   .openapi("Destination");
 
+/** GET /api/destinations/{id}: the destination and its lag. */
+export const DestinationWithLagSchema = DestinationSchema.extend({
+  lag: z.number().int().nullable().openapi({
+    description:
+      "Events in the events topic not yet finished (delivered, dead-lettered or filtered out) for this destination; null when Kafka cannot say right now.",
+  }),
+}).openapi("DestinationWithLag");
+
 export type DestinationView = z.infer<typeof DestinationSchema>;
 
 export function destinationView(d: Destination): DestinationView {

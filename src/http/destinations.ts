@@ -25,6 +25,7 @@ import {
   CreateDestinationBody,
   DESTINATION_DEFAULTS,
   DestinationSchema,
+  DestinationWithLagSchema,
   destinationView,
   PatchDestinationBody,
 } from "./destination-schemas.ts";
@@ -101,7 +102,13 @@ const getRoute = createRoute({
   summary: "Get a destination",
   security: adminSecurity,
   request: { params: DestinationIdParams },
-  responses: { 200: { description: "The destination", content: json }, ...problemResponses(401, 404) },
+  responses: {
+    200: {
+      description: "The destination, with its lag",
+      content: { "application/json": { schema: DestinationWithLagSchema } },
+    },
+    ...problemResponses(401, 404),
+  },
 });
 
 const patchRoute = createRoute({
@@ -192,11 +199,12 @@ export function destinationRoutes(deps: AdminDeps) {
 
   router.openapi(listRoute, (c) => c.json({ destinations: listDestinations(db).map(destinationView) }, 200));
 
-  router.openapi(getRoute, (c) => {
+  router.openapi(getRoute, async (c) => {
     const { id } = c.req.valid("param");
     const row = getDestination(db, id);
     if (!row) throw notFoundDestination(id);
-    return c.json(destinationView(row), 200);
+    const lag = await deps.delivery.lag(id).catch(() => null);
+    return c.json({ ...destinationView(row), lag }, 200);
   });
 
   router.openapi(patchRoute, async (c) => {

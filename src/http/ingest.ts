@@ -10,7 +10,6 @@ import {
   EventInputSchema,
   EventNotSerializableError,
 } from "../ingest/events.ts";
-import { KafkaUnavailableError } from "../ingest/producer.ts";
 import {
   type Accepted,
   IdempotencyKeyInFlightError,
@@ -18,6 +17,7 @@ import {
   type IdempotencyRequest,
   type IngestService,
 } from "../ingest/service.ts";
+import { KafkaUnavailableError } from "../kafka/sink.ts";
 import { createRouter } from "./app.ts";
 import { HttpProblem, invalidRequest, ProblemSchema } from "./problem.ts";
 

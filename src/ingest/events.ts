@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import type { Message } from "./producer.ts";
+import type { Message } from "../kafka/sink.ts";
 
 /** Most events one `POST /api/events` may carry. */
 export const MAX_BATCH_EVENTS = 1000;

@@ -6,29 +6,8 @@ import {
   type Producer,
   type RecordMetadata,
 } from "kafkajs";
+import { KafkaUnavailableError, type Message, type RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
-
-/** One record to publish. `key` decides the partition (kafkajs's Java-compatible murmur2). */
-export interface Message {
-  key: string | null;
-  value: string | Buffer;
-  headers?: Record<string, string | Buffer>;
-}
-
-/**
- * The narrow interface the rest of the gateway publishes through (ingest, and the delivery workers for
- * dead letters). `publish` resolves once every in-sync replica holds the messages (acks=all) and rejects
- * with {@link KafkaUnavailableError} otherwise — never both, never neither.
- */
-export interface RecordSink {
-  publish(topic: string, messages: Message[]): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** Kafka did not (or could not be asked to) acknowledge the messages; the caller may retry later. */
-export class KafkaUnavailableError extends Error {
-  override name = "KafkaUnavailableError";
-}
 
 export interface GroupCommitOptions {
   /** Flush a batch once it holds this many records. */

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { KafkaUnavailableError, type Message, type RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 import type { Db } from "../store/db.ts";
 import {
@@ -10,7 +11,6 @@ import {
 } from "../store/idempotency.ts";
 import { uuidv7 } from "./event-id.ts";
 import { type EventInput, toRecord } from "./events.ts";
-import { KafkaUnavailableError, type Message, type RecordSink } from "./producer.ts";
 
 /** Which route a request came through; an Idempotency-Key is scoped to it. */
 export type IngestKind = "singleEvent" | "events";

@@ -120,3 +120,8 @@ export function replayingRows(db: Db, destinationId: string): LedgerRow[] {
 export function deleteLedger(db: Db, destinationId: string): void {
   db.delete(deliveries).where(eq(deliveries.destinationId, destinationId)).run();
 }
+
+/** One event's ledger row at one destination, if any (a prepared primary-key lookup). */
+export function ledgerRow(db: Db, destinationId: string, eventId: string): LedgerRow | undefined {
+  return lookupStatement(db).get(destinationId, eventId);
+}

@@ -86,3 +86,21 @@ export const idempotencyKeys = sqliteTable(
   },
   (t) => [index("idempotency_expires_idx").on(t.expiresAt)],
 );
+
+/**
+ * Each destination's delivery progress per partition ("next offset to read"), mirrored from what the
+ * gateway commits to the destination's consumer group. Kafka deletes a member-less group's offsets after
+ * `offsets.retention.minutes` without a commit; a destination whose Kafka offsets are gone resumes from
+ * here instead of from the beginning of the topic.
+ */
+export const deliveryOffsets = sqliteTable(
+  "delivery_offsets",
+  {
+    destinationId: text("destination_id").notNull(),
+    topic: text("topic").notNull(),
+    partition: integer("partition").notNull(),
+    offset: integer("offset").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.destinationId, t.topic, t.partition] })],
+);

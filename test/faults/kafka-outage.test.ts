@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ThreadedDelivery } from "../../src/delivery/threads.ts";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
 import { freePort } from "../helpers.ts";
 import { type IngestGateway, startIngestGateway } from "../ingest-fixture.ts";
@@ -105,12 +104,10 @@ test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recover
   assert.deepEqual(report.orderViolations, []);
 });
 
-/** What runs a destination's deliveries: its DeliveryWorker (main thread), or its delivery thread. */
+/** What runs a destination's deliveries: its worker in the main thread's engine, or delivery thread 0. */
 function runnerOf(g: IngestGateway, destinationId: string): object | undefined {
-  const delivery = g.gateway.delivery;
-  if (!(delivery instanceof ThreadedDelivery)) return g.gateway.supervisor?.worker(destinationId);
-  const index = delivery.threadOf(destinationId);
-  return index === undefined ? undefined : delivery.thread(index);
+  const { engine, threads } = g.gateway;
+  return threads ? threads.thread(0) : engine?.worker(destinationId);
 }
 
 // Once with the workers on the main thread (the very same DeliveryWorker object must survive), once on

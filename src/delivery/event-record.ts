@@ -1,0 +1,60 @@
+/**
+ * A record of the events topic, decoded once per reader and shared by every destination it goes to (the
+ * body string and the parsed fields are the same objects for all of them).
+ */
+export interface EventRecord {
+  partition: number;
+  offset: number;
+  eventId: string;
+  userId: string;
+  /** The event's type; undefined when the record is not a gateway event (it is dead-lettered). */
+  type: string | undefined;
+  /** The Kafka record value: the webhook body. */
+  body: string;
+  /** When ingest accepted it (Unix ms), from the event's `timestamp`. */
+  acceptedAt: number | undefined;
+}
+
+interface ParsedEvent {
+  id?: unknown;
+  userID?: unknown;
+  type?: unknown;
+  timestamp?: unknown;
+}
+
+/** Decodes one record of the events topic; a value that is not a gateway event gets a synthetic id. */
+export function decodeEventRecord(
+  partition: number,
+  offset: number,
+  key: Buffer | null,
+  value: Buffer | null,
+): EventRecord {
+  const body = value?.toString("utf8") ?? "";
+  let v: ParsedEvent | undefined;
+  try {
+    v = JSON.parse(body) as ParsedEvent;
+  } catch {
+    v = undefined;
+  }
+  if (v && typeof v.id === "string" && typeof v.userID === "string") {
+    const acceptedAt = typeof v.timestamp === "string" ? Date.parse(v.timestamp) : Number.NaN;
+    return {
+      partition,
+      offset,
+      eventId: v.id,
+      userId: v.userID,
+      type: typeof v.type === "string" ? v.type : "event",
+      body,
+      acceptedAt: Number.isNaN(acceptedAt) ? undefined : acceptedAt,
+    };
+  }
+  return {
+    partition,
+    offset,
+    eventId: `kafka-${partition}-${offset}`,
+    userId: key?.toString() ?? "",
+    type: undefined,
+    body,
+    acceptedAt: undefined,
+  };
+}
