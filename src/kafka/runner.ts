@@ -19,6 +19,11 @@ export interface LocalKafkaOptions {
   heapMb?: number;
   /** Progress and node-exit reports (the CLI sends them to stderr). */
   log?: (line: string) => void;
+  /**
+   * Extra broker settings, one `server.properties` line each: a key the runner already sets is replaced,
+   * any other key is appended. For tests of broker-side behaviour, e.g. `offsets.retention.minutes`.
+   */
+  properties?: Record<string, string>;
 }
 
 export interface LocalKafkaNode {
@@ -74,9 +79,38 @@ async function sweepStaleDirs(): Promise<void> {
   }
 }
 
-function serverProperties(node: NodeState, voters: string, dataDir: string, clusterSize: number): string {
+/** Fails before anything is started when a property could not be one `key=value` line. */
+function checkProperties(properties: Record<string, string>): void {
+  for (const [key, value] of Object.entries(properties)) {
+    if (!/^[A-Za-z0-9._-]+$/.test(key))
+      throw new Error(`invalid broker property name: ${JSON.stringify(key)}`);
+    if (/[\r\n]/.test(value)) throw new Error(`broker property ${key} has a line break in its value`);
+  }
+}
+
+/** Replaces the lines of keys in `overrides` and appends the keys not yet there. */
+function applyOverrides(lines: string[], overrides: Record<string, string>): string[] {
+  const pending = new Map(Object.entries(overrides));
+  const out = lines.map((line) => {
+    const key = line.slice(0, line.indexOf("="));
+    const value = pending.get(key);
+    if (value === undefined) return line;
+    pending.delete(key);
+    return `${key}=${value}`;
+  });
+  for (const [key, value] of pending) out.push(`${key}=${value}`);
+  return out;
+}
+
+function serverProperties(
+  node: NodeState,
+  voters: string,
+  dataDir: string,
+  clusterSize: number,
+  overrides: Record<string, string> = {},
+): string {
   const replicated = clusterSize >= 3;
-  return [
+  const lines = [
     "process.roles=broker,controller",
     `node.id=${node.id}`,
     `controller.quorum.voters=${voters}`,
@@ -102,8 +136,8 @@ function serverProperties(node: NodeState, voters: string, dataDir: string, clus
     "broker.session.timeout.ms=6000",
     "num.network.threads=2",
     "num.io.threads=4",
-    "",
-  ].join("\n");
+  ];
+  return `${applyOverrides(lines, overrides).join("\n")}\n`;
 }
 
 const LOG4J2 = `status = warn
@@ -290,6 +324,7 @@ export class LocalKafka {
 export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<LocalKafka> {
   const count = opts.nodes ?? 1;
   if (count !== 1 && count !== 3) throw new Error(`--nodes must be 1 or 3, got ${count}`);
+  checkProperties(opts.properties ?? {});
   const log = opts.log ?? (() => {});
   assertJava();
   const { libs } = await ensureKafkaJars({ log });
@@ -337,7 +372,7 @@ export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<Loc
   await Promise.all(
     nodes.map(async (node) => {
       const dataDir = join(dataRoot, `data-${node.id}`);
-      await writeFile(node.propsPath, serverProperties(node, voters, dataDir, count));
+      await writeFile(node.propsPath, serverProperties(node, voters, dataDir, count, opts.properties));
       await runToCompletion(
         "setpriv",
         [
