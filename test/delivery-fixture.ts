@@ -11,10 +11,12 @@ import { generateSecret } from "../src/delivery/sign.ts";
 import { createDestinationAgent } from "../src/delivery/ssrf.ts";
 import { uuidv7 } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
+import { createKafka } from "../src/kafka/client.ts";
 import { KafkaLog } from "../src/kafka/log-client.ts";
 import { openStore, type Store } from "../src/store/db.ts";
 import { type Destination, insertDestination } from "../src/store/destinations.ts";
 import { createTestKafka, uniqueName } from "./helpers.ts";
+import type { Receiver } from "./receiver.ts";
 
 export interface DeliveryFixture {
   kafka: Kafka;
@@ -42,6 +44,8 @@ const silent = pino({ level: "silent" });
 
 /** Worker settings a test may shrink or stretch. */
 interface FixtureOptions {
+  /** Another broker than the run's (a test that needs broker settings of its own). */
+  brokers?: string[];
   buffer?: BufferLimits;
   fetch?: FetchTuning;
   commitEveryMs?: number;
@@ -79,7 +83,9 @@ export async function deliveryFixture(
   partitions = 4,
   opts: FixtureOptions = {},
 ): Promise<DeliveryFixture> {
-  const kafka = createTestKafka();
+  const kafka = opts.brokers
+    ? createKafka({ brokers: opts.brokers, clientId: uniqueName("test") })
+    : createTestKafka();
   const topic = uniqueName("events");
   const deadLetterTopic = uniqueName("dead");
   const admin = kafka.admin();
@@ -165,4 +171,34 @@ export async function deliveryFixture(
     for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
   });
   return fixture;
+}
+
+/** Per user, the sequence numbers a receiver accepted, in arrival order. */
+export function sequencesByUser(receiver: Receiver): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const e of receiver.delivered) {
+    const list = out.get(e.userID) ?? [];
+    list.push((e.payload as { seq: number }).seq);
+    out.set(e.userID, list);
+  }
+  return out;
+}
+
+/** `perUser` events for each of `users` users (payload {seq}), each user's published one after another. */
+export async function publishPerUser(
+  f: Pick<DeliveryFixture, "publish">,
+  users: number,
+  perUser: number,
+  type?: (seq: number) => string,
+) {
+  const ids: string[] = [];
+  // Users publish concurrently; each user's events go one after another, as sequential requests would.
+  await Promise.all(
+    Array.from({ length: users }, async (_, u) => {
+      for (let seq = 0; seq < perUser; seq++) {
+        ids.push(await f.publish(`user-${u}`, { seq, pad: "x".repeat(100) }, type?.(seq)));
+      }
+    }),
+  );
+  return ids;
 }

@@ -5,7 +5,7 @@ import { Webhook } from "standardwebhooks";
 import { generateSecret } from "../src/delivery/sign.ts";
 import { getDestination, updateDestination } from "../src/store/destinations.ts";
 import { attempts, deliveries } from "../src/store/schema.ts";
-import { deliveryFixture } from "./delivery-fixture.ts";
+import { deliveryFixture, publishPerUser, sequencesByUser } from "./delivery-fixture.ts";
 import { uniqueName } from "./helpers.ts";
 import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
 
@@ -19,35 +19,6 @@ function ledger(store: { db: import("../src/store/db.ts").Db }, destinationId: s
 
 function attemptRows(store: { db: import("../src/store/db.ts").Db }, destinationId: string) {
   return store.db.select().from(attempts).where(eq(attempts.destinationId, destinationId)).all();
-}
-
-/** Per user, the sequence numbers a receiver accepted, in arrival order. */
-function sequencesByUser(receiver: Receiver): Map<string, number[]> {
-  const out = new Map<string, number[]>();
-  for (const e of receiver.delivered) {
-    const list = out.get(e.userID) ?? [];
-    list.push((e.payload as { seq: number }).seq);
-    out.set(e.userID, list);
-  }
-  return out;
-}
-
-async function publishPerUser(
-  f: Awaited<ReturnType<typeof deliveryFixture>>,
-  users: number,
-  perUser: number,
-  type?: (seq: number) => string,
-) {
-  const ids: string[] = [];
-  // Users publish concurrently; each user's events go one after another, as sequential requests would.
-  await Promise.all(
-    Array.from({ length: users }, async (_, u) => {
-      for (let seq = 0; seq < perUser; seq++) {
-        ids.push(await f.publish(`user-${u}`, { seq, pad: "x".repeat(100) }, type?.(seq)));
-      }
-    }),
-  );
-  return ids;
 }
 
 test("fan-out to three destinations keeps per-user order while one receiver fails at random", async (t) => {

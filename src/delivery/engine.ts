@@ -107,6 +107,8 @@ export class DeliveryEngine implements EngineApi {
   #cursorChain: Promise<void> = Promise.resolve();
   #stop = new AbortController();
   #started = false;
+  /** Catch-up readers running now (stop waits for them before closing the Kafka port). */
+  #catchUps = new Set<Promise<void>>();
 
   constructor(deps: EngineDeps) {
     this.#deps = deps;
@@ -372,7 +374,9 @@ export class DeliveryEngine implements EngineApi {
 
   #detach(w: DestinationWorker, c: Cursor): void {
     c.attached = false;
-    if (!c.catchingUp) void this.#catchUp(w, c);
+    if (c.catchingUp) return;
+    const running = this.#catchUp(w, c).finally(() => this.#catchUps.delete(running));
+    this.#catchUps.add(running);
   }
 
   /**
@@ -690,6 +694,7 @@ export class DeliveryEngine implements EngineApi {
     clearInterval(this.#keepaliveTimer);
     await this.#consumer?.stop().catch(() => {});
     await Promise.all([...this.#workers.values()].map((w) => w.stop(graceMs)));
+    await Promise.all(this.#catchUps);
     this.#recorder.flush({ wait: true });
     await this.#committing?.catch(() => {});
     for (const w of this.#workers.values()) for (const c of w.cursors.values()) c.released = false;

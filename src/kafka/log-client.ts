@@ -135,6 +135,7 @@ interface TopicPartitions<P> {
 
 interface InternalBroker {
   nodeId: number | string | null;
+  disconnect(): Promise<void>;
   offsetCommit(req: {
     groupId: string;
     groupGenerationId: number;
@@ -304,6 +305,8 @@ export class KafkaLog {
   /** topic → partition → leader node id, refreshed only after a leader or connection error. */
   #leaders = new Map<string, Promise<Map<number, number>>>();
   #closed = false;
+  #brokers = new Set<InternalBroker>();
+  #fetchLanes = new Map<number, Promise<void>>();
   #closing: Promise<void> | undefined;
 
   constructor(kafka: Kafka, opts: { logger?: Logger } = {}) {
@@ -319,8 +322,43 @@ export class KafkaLog {
   /** Closes the connections; later calls (and calls after it) are no-ops or fail clearly. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#closing ??= this.#cluster.disconnect();
+    // Every broker object handed out is disconnected too: kafkajs's pool forgets the ones a metadata refresh
+    // replaced, and a fetch connection opened by a request in flight at close time would stay open.
+    this.#closing ??= this.#cluster
+      .disconnect()
+      .then(() => Promise.all([...this.#brokers].map((b) => b.disconnect().catch(() => {}))))
+      .then(() => {});
     await this.#closing;
+  }
+
+  /**
+   * Runs fetches to one broker one at a time. kafkajs opens a broker's fetch connection on the first fetch,
+   * and concurrent first fetches each open a socket of which it keeps only the last (the others leak, and
+   * hold the process open). The broker answers the requests of one connection in order anyway, so this
+   * costs no parallelism.
+   */
+  #oneFetchAt<T>(nodeId: number, fetch: () => Promise<T>): Promise<T> {
+    const previous = this.#fetchLanes.get(nodeId) ?? Promise.resolve();
+    const run = previous.then(() => {
+      this.#assertOpen();
+      return fetch();
+    });
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    this.#fetchLanes.set(nodeId, settled);
+    void settled.then(() => {
+      if (this.#fetchLanes.get(nodeId) === settled) this.#fetchLanes.delete(nodeId);
+    });
+    return run;
+  }
+
+  /** The broker object of a node, remembered so close() can disconnect it. */
+  async #broker(nodeId: number): Promise<InternalBroker> {
+    const broker = await this.#cluster.findBroker({ nodeId });
+    this.#brokers.add(broker);
+    return broker;
   }
 
   /** High watermark (next offset to be written) per partition. */
@@ -441,17 +479,20 @@ export class KafkaLog {
       if (nodeId === undefined) {
         throw new KafkaLogError(`${topic} has no partition ${partition}`, "UNKNOWN_TOPIC_OR_PARTITION");
       }
-      const broker = await this.#cluster.findBroker({ nodeId });
+      const broker = await this.#broker(nodeId);
+      this.#assertOpen();
       try {
-        return await broker.fetch({
-          isolationLevel: READ_COMMITTED,
-          maxWaitTime: opts.maxWaitMs,
-          minBytes: opts.minBytes ?? 1,
-          maxBytes: opts.maxBytes,
-          topics: [
-            { topic, partitions: [{ partition, fetchOffset: String(offset), maxBytes: opts.maxBytes }] },
-          ],
-        });
+        return await this.#oneFetchAt(nodeId, () =>
+          broker.fetch({
+            isolationLevel: READ_COMMITTED,
+            maxWaitTime: opts.maxWaitMs,
+            minBytes: opts.minBytes ?? 1,
+            maxBytes: opts.maxBytes,
+            topics: [
+              { topic, partitions: [{ partition, fetchOffset: String(offset), maxBytes: opts.maxBytes }] },
+            ],
+          }),
+        );
       } catch (err) {
         if (errorType(err) === "OFFSET_OUT_OF_RANGE") throw await this.#outOfRange(topic, partition, offset);
         throw err;
@@ -494,7 +535,8 @@ export class KafkaLog {
         [...byNode].map(async ([nodeId, ids]) => {
           let results: Array<{ groupId: string; error?: unknown }>;
           try {
-            results = (await (await this.#cluster.findBroker({ nodeId })).deleteGroups(ids)).results;
+            this.#assertOpen();
+            results = (await (await this.#broker(nodeId)).deleteGroups(ids)).results;
           } catch (err) {
             if (!COORDINATOR_ERRORS.has(errorType(err))) throw err;
             results = ids.map((groupId) => ({ groupId, error: err }));
@@ -548,7 +590,11 @@ export class KafkaLog {
   async #onCoordinator<T>(groupId: string, run: (broker: InternalBroker) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const broker = await this.#cluster.findBroker({ nodeId: await this.#coordinatorNode(groupId) });
+        const nodeId = await this.#coordinatorNode(groupId);
+        // Checked again after every wait: a call finishing after close() must not reconnect the cluster.
+        this.#assertOpen();
+        const broker = await this.#broker(nodeId);
+        this.#assertOpen();
         return await run(broker);
       } catch (err) {
         const type = errorType(err);
@@ -584,13 +630,17 @@ export class KafkaLog {
   async #onLeaders<T>(topic: string, run: (leaders: Map<number, number>) => Promise<T>): Promise<T> {
     const cached = this.#partitionLeaders(topic);
     try {
-      return await run(await cached);
+      const leaders = await cached;
+      this.#assertOpen();
+      return await run(leaders);
     } catch (err) {
       const type = errorType(err);
       if (!LEADER_ERRORS.has(type)) throw err;
       this.#logger?.debug({ topic, error: type }, "leader request failed; refreshing metadata");
       if (this.#leaders.get(topic) === cached) this.#leaders.delete(topic);
-      return await run(await this.#partitionLeaders(topic));
+      const leaders = await this.#partitionLeaders(topic);
+      this.#assertOpen();
+      return await run(leaders);
     }
   }
 
@@ -602,7 +652,8 @@ export class KafkaLog {
       const out = new Map<number, number>();
       await Promise.all(
         [...byNode].map(async ([nodeId, partitions]) => {
-          const broker = await this.#cluster.findBroker({ nodeId });
+          const broker = await this.#broker(nodeId);
+          this.#assertOpen();
           const { responses } = await broker.listOffsets({
             // The high watermark, not the last stable offset (they differ only while a transaction is open).
             isolationLevel: READ_UNCOMMITTED,
