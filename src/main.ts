@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from "./config.ts";
 import { startGateway } from "./gateway.ts";
-import { MissingToolError } from "./kafka/jars.ts";
+import { assertJava, MissingToolError } from "./kafka/jars.ts";
 import { createLogger } from "./log.ts";
 
 let config: ReturnType<typeof loadConfig>;
@@ -12,6 +12,17 @@ try {
     process.exit(2);
   }
   throw err;
+}
+
+if (!config.KAFKA_BROKERS) {
+  // The embedded broker needs Java: say so in one sentence before printing a token or opening the database.
+  try {
+    assertJava();
+  } catch (err) {
+    if (!(err instanceof MissingToolError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    process.exit(1);
+  }
 }
 
 const logger = createLogger(config.LOG_LEVEL);
