@@ -7,7 +7,7 @@ import { getDestination, updateDestination } from "../src/store/destinations.ts"
 import { attempts, deliveries } from "../src/store/schema.ts";
 import { deliveryFixture, publishPerUser, sequencesByUser } from "./delivery-fixture.ts";
 import { uniqueName } from "./helpers.ts";
-import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
+import { startReceiver, waitFor } from "./receiver.ts";
 
 function ledger(store: { db: import("../src/store/db.ts").Db }, destinationId: string, status: string) {
   return store.db
