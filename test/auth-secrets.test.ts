@@ -289,7 +289,7 @@ test("secrets never reach the logs, even at LOG_LEVEL=trace; attempts keep the r
   assert.ok(lines >= 8, `the gateway logged (${lines} lines) — an empty log would prove nothing`);
   for (const line of [
     "destination registered",
-    "delivery worker started",
+    "delivery engine started",
     "destination changed",
     "stopped",
   ]) {

@@ -151,6 +151,7 @@ test("a gateway restarted mid-stream delivers every accepted event to every dest
     EVENTS_TOPIC: gw.topic,
     DEAD_LETTER_TOPIC: gw.deadLetterTopic,
     TOPIC_PARTITIONS: "4",
+    CONSUMER_GROUP_PREFIX: gw.groupPrefix,
     LOG_LEVEL: "silent",
     ADMIN_TOKEN: TOKEN,
     ALLOW_PRIVATE_DESTINATIONS: "true",

@@ -23,6 +23,8 @@ export interface IngestGateway {
   deadLetterTopic: string;
   dbPath: string;
   partitions: number;
+  /** CONSUMER_GROUP_PREFIX of this gateway (a restart on the same database passes it again). */
+  groupPrefix: string;
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<Response>;
   /** Every record of the events topic (its end offsets decide how many there are). */
   readTopic(): Promise<TopicRecord[]>;
@@ -49,6 +51,8 @@ export async function startIngestGateway(env: Record<string, string> = {}): Prom
     TOPIC_PARTITIONS: String(partitions),
     LOG_LEVEL: "silent",
     ADMIN_TOKEN: "test-admin-token-0123456789",
+    // Each gateway its own delivery and progress groups (a test that restarts one passes the same prefix).
+    CONSUMER_GROUP_PREFIX: uniqueName("gw"),
     ...env,
   });
   const brokers = config.KAFKA_BROKERS ?? [];
@@ -120,6 +124,7 @@ export async function startIngestGateway(env: Record<string, string> = {}): Prom
     deadLetterTopic,
     dbPath,
     partitions,
+    groupPrefix: config.CONSUMER_GROUP_PREFIX,
     post(path, body, headers = {}) {
       return fetch(`${gateway.url}${path}`, {
         method: "POST",

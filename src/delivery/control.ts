@@ -43,7 +43,11 @@ export function groupIdFor(prefix: string, destinationId: string): string {
   return `${prefix}.dest.${destinationId}`;
 }
 
-/** The one consumer group whose members share the events topic's partitions between them. */
-export function sharedGroupId(prefix: string): string {
-  return `${prefix}.delivery`;
+/**
+ * The one consumer group whose members share the events topic's partitions between them. The topic is part
+ * of the name: members of one group must all subscribe to the same topic, so gateways of one prefix that
+ * read different topics never end up in one group.
+ */
+export function sharedGroupId(prefix: string, topic: string): string {
+  return `${prefix}.delivery.${topic}`;
 }

@@ -59,6 +59,8 @@ interface PartitionState {
   partition: number;
   /** The cursors of every worker exist for this partition (committed offsets loaded). */
   ready: Promise<void>;
+  /** The shared group's committed offset when the partition came to this engine: where its reader starts. */
+  sharedStart: number | undefined;
   /** The offset after the shared reader's last batch; undefined before its first one. */
   sharedNext: number | undefined;
   /** The partition's high watermark as last seen by a fetch. */
@@ -136,19 +138,61 @@ export class DeliveryEngine implements EngineApi {
     this.#started = true;
     await this.#deps.log.connect();
     const ends = await this.#deps.log.endOffsets(this.#deps.topic);
+    // A stop() while starting wins: nothing more is started.
+    if (this.#stopped) return;
     this.#totalPartitions = ends.size;
     for (const d of listDestinations(this.#deps.store.db)) if (!d.disabled) this.#addWorker(d);
+    await this.#seedShared(ends);
+    if (this.#stopped) return;
     await this.#startConsumer();
+    if (this.#stopped) return;
     const every = this.#deps.commitEveryMs ?? 5000;
     this.#commitTimer = setInterval(() => void this.commit(), every);
     this.#keepaliveTimer = setInterval(() => void this.keepalive(), this.#deps.keepaliveEveryMs ?? 3_600_000);
     this.#log.info({ workers: this.#workers.size }, "delivery engine started");
   }
 
+  /**
+   * Gives the shared group a committed offset on every partition that has none (a first start, or a group
+   * gone for longer than the offsets' retention), at the lowest position of the destinations — so its
+   * reader starts where the destinations stand, never at kafkajs's "latest", which would pass over
+   * records no batch ever shows the gap of. Only possible while the group has no members: if another
+   * member already runs, it did this.
+   */
+  async #seedShared(ends: Map<number, number>): Promise<void> {
+    const { log, topic, groupPrefix } = this.#deps;
+    const group = sharedGroupId(groupPrefix, topic);
+    try {
+      const have = await log.committed(group, topic);
+      const missing = [...ends.keys()].filter((p) => !have.has(p));
+      if (missing.length === 0) return;
+      const workers = [...this.#workers.values()];
+      const committed = await log.committedMany(
+        workers.map((w) => groupIdFor(groupPrefix, w.id)),
+        topic,
+      );
+      const mirror = loadAllOffsets(this.#deps.store.db, topic);
+      const offsets = missing.map((partition) => {
+        let offset = ends.get(partition) as number;
+        for (const w of workers) {
+          const at =
+            committed.get(groupIdFor(groupPrefix, w.id))?.get(partition) ?? mirror.get(w.id)?.get(partition);
+          if (at !== undefined && at < offset) offset = at;
+        }
+        return { partition, offset };
+      });
+      await log.commit(group, topic, offsets);
+      this.#log.info({ offsets }, "shared reader's start placed");
+    } catch (err) {
+      // Another member runs (it placed the start), or Kafka hiccuped: the gap check still catches up.
+      this.#log.debug({ err }, "could not place the shared reader's start");
+    }
+  }
+
   async #startConsumer(): Promise<void> {
     const fetch = this.#deps.fetch ?? DEFAULT_FETCH;
     const consumer = this.#deps.kafka.consumer({
-      groupId: sharedGroupId(this.#deps.groupPrefix),
+      groupId: sharedGroupId(this.#deps.groupPrefix, this.#deps.topic),
       // The handler never blocks on delivery, so heartbeats are timely: a short session lets a crashed
       // member's partitions move on in ~10 s instead of kafkajs's default 30 s.
       sessionTimeout: 10_000,
@@ -169,6 +213,10 @@ export class DeliveryEngine implements EngineApi {
     });
     await consumer.connect();
     await consumer.subscribe({ topic: this.#deps.topic, fromBeginning: false });
+    if (this.#stopped) {
+      await consumer.disconnect().catch(() => {});
+      return;
+    }
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
@@ -195,19 +243,40 @@ export class DeliveryEngine implements EngineApi {
     for (const p of [...this.#partitions.keys()]) if (!now.has(p)) this.#release(p);
     const fresh = partitions.filter((p) => !this.#partitions.has(p));
     if (fresh.length > 0) {
-      const ready = this.#makeCursors(fresh);
-      for (const p of fresh) {
-        this.#partitions.set(p, {
+      const states = fresh.map((p) => {
+        const state: PartitionState = {
           partition: p,
-          ready,
+          ready: Promise.resolve(),
+          sharedStart: undefined,
           sharedNext: undefined,
           highWatermark: 0,
           sharedCommitted: undefined,
-        });
-      }
+        };
+        this.#partitions.set(p, state);
+        return state;
+      });
+      // Where the shared reader starts (the group's committed offset) before any cursor is placed: a cursor
+      // behind it must catch up even if no batch ever comes to show the gap.
+      const ready = this.#sharedStarts(states).then(() => this.#makeCursors(fresh));
+      for (const state of states) state.ready = ready;
     }
     this.#reshare();
     this.#log.info({ partitions: this.partitions }, "delivery partitions assigned");
+  }
+
+  async #sharedStarts(states: PartitionState[]): Promise<void> {
+    const { log, topic, groupPrefix } = this.#deps;
+    for (;;) {
+      try {
+        const committed = await log.committed(sharedGroupId(groupPrefix, topic), topic);
+        for (const state of states) state.sharedStart = committed.get(state.partition);
+        return;
+      } catch (err) {
+        if (this.#stopped) return;
+        this.#log.warn({ err }, "cannot read the shared group's offsets; retrying");
+        await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
+      }
+    }
   }
 
   /** This engine's share of each destination's maxConcurrency: the share of partitions it reads. */
@@ -314,7 +383,8 @@ export class DeliveryEngine implements EngineApi {
   /** A new cursor behind the shared reader catches up on its own; one at or ahead of it attaches. */
   #place(w: DestinationWorker, c: Cursor): void {
     const state = this.#partitions.get(c.partition);
-    if (state?.sharedNext !== undefined && c.next < state.sharedNext) this.#detach(w, c);
+    const shared = state?.sharedNext ?? state?.sharedStart;
+    if (shared !== undefined && c.next < shared) this.#detach(w, c);
   }
 
   #enqueueReplays(w: DestinationWorker, partitions: number[]): void {
@@ -417,7 +487,8 @@ export class DeliveryEngine implements EngineApi {
         }
         if (c.released || this.#partitions.get(c.partition) !== state) return;
         state.highWatermark = Math.max(state.highWatermark, fetched.highWatermark);
-        const shared = state.sharedNext;
+        // Where the shared reader stands (or, before its first batch, where it starts).
+        const shared = state.sharedNext ?? state.sharedStart;
         let upTo = fetched.next;
         for (const r of fetched.records) {
           if (shared !== undefined && r.offset >= shared) {
@@ -596,13 +667,14 @@ export class DeliveryEngine implements EngineApi {
     return this.#committing;
   }
 
-  async #commitNow(): Promise<void> {
+  /** `stopping`: the workers have stopped (their cursors are released); commit what they finished. */
+  async #commitNow(stopping = false): Promise<void> {
     const mirror: OffsetRow[] = [];
     const tasks: Array<() => Promise<void>> = [];
     for (const w of this.#workers.values()) {
       const taken: Array<{ cursor: Cursor; partition: number; offset: number }> = [];
       for (const c of w.cursors.values()) {
-        if (c.released) continue;
+        if (c.released && !stopping) continue;
         const offset = c.takeCommit();
         if (offset !== undefined) taken.push({ cursor: c, partition: c.partition, offset });
       }
@@ -625,7 +697,8 @@ export class DeliveryEngine implements EngineApi {
       this.#log.warn({ err }, "could not mirror delivery offsets to SQLite");
     }
     await limited(tasks, 16);
-    await this.#commitShared();
+    // A stopping engine committed the shared group before its consumer stopped (it can only commit as a member).
+    if (!stopping) await this.#commitShared();
   }
 
   async #commitShared(): Promise<void> {
@@ -692,13 +765,14 @@ export class DeliveryEngine implements EngineApi {
     this.#stop.abort();
     clearInterval(this.#commitTimer);
     clearInterval(this.#keepaliveTimer);
+    // Where the shared reader stands now; positions only move forward, so an earlier commit is a safe one.
+    await this.#commitShared();
     await this.#consumer?.stop().catch(() => {});
     await Promise.all([...this.#workers.values()].map((w) => w.stop(graceMs)));
     await Promise.all(this.#catchUps);
     this.#recorder.flush({ wait: true });
     await this.#committing?.catch(() => {});
-    for (const w of this.#workers.values()) for (const c of w.cursors.values()) c.released = false;
-    await this.#commitNow().catch(() => {});
+    await this.#commitNow(true).catch(() => {});
     await this.#consumer?.disconnect().catch(() => {});
     await this.#deps.log.close().catch(() => {});
     this.#log.info("delivery engine stopped");

@@ -306,6 +306,7 @@ export class KafkaLog {
   #leaders = new Map<string, Promise<Map<number, number>>>();
   #closed = false;
   #brokers = new Set<InternalBroker>();
+  #connecting: Promise<void> | undefined;
   #fetchLanes = new Map<number, Promise<void>>();
   #closing: Promise<void> | undefined;
 
@@ -314,9 +315,14 @@ export class KafkaLog {
     this.#logger = opts.logger?.child({ component: "kafka-log" });
   }
 
+  /** Connects (every call connects on its own first; this only lets a caller fail early). */
   async connect(): Promise<void> {
     this.#assertOpen();
-    await this.#cluster.connect();
+    this.#connecting ??= this.#cluster.connect().catch((err: unknown) => {
+      this.#connecting = undefined;
+      throw err;
+    });
+    await this.#connecting;
   }
 
   /** Closes the connections; later calls (and calls after it) are no-ops or fail clearly. */
@@ -573,11 +579,13 @@ export class KafkaLog {
     this.#assertOpen();
     let node = this.#coordinators.get(groupId);
     if (!node) {
-      node = this.#cluster.findGroupCoordinator({ groupId }).then((broker) => {
-        if (broker.nodeId === null)
-          throw new KafkaLogError(`coordinator of group "${groupId}" has no node id`);
-        return Number(broker.nodeId);
-      });
+      node = this.connect()
+        .then(() => this.#cluster.findGroupCoordinator({ groupId }))
+        .then((broker) => {
+          if (broker.nodeId === null)
+            throw new KafkaLogError(`coordinator of group "${groupId}" has no node id`);
+          return Number(broker.nodeId);
+        });
       this.#coordinators.set(groupId, node);
       node.catch(() => {
         if (this.#coordinators.get(groupId) === node) this.#coordinators.delete(groupId);
@@ -613,11 +621,13 @@ export class KafkaLog {
     this.#assertOpen();
     let leaders = this.#leaders.get(topic);
     if (!leaders) {
-      leaders = this.#cluster.metadata({ topics: [topic] }).then(({ topicMetadata }) => {
-        const meta = topicMetadata.find((t) => t.topic === topic);
-        if (!meta) throw new KafkaLogError(`topic ${topic} not found`, "UNKNOWN_TOPIC_OR_PARTITION");
-        return new Map(meta.partitionMetadata.map((p) => [p.partitionId, p.leader]));
-      });
+      leaders = this.connect()
+        .then(() => this.#cluster.metadata({ topics: [topic] }))
+        .then(({ topicMetadata }) => {
+          const meta = topicMetadata.find((t) => t.topic === topic);
+          if (!meta) throw new KafkaLogError(`topic ${topic} not found`, "UNKNOWN_TOPIC_OR_PARTITION");
+          return new Map(meta.partitionMetadata.map((p) => [p.partitionId, p.leader]));
+        });
       this.#leaders.set(topic, leaders);
       leaders.catch(() => {
         if (this.#leaders.get(topic) === leaders) this.#leaders.delete(topic);
