@@ -121,7 +121,10 @@ function seedDatabase(path: string): { destinationId: string; eventId: string } 
   return { destinationId, eventId };
 }
 
-/** Row counts and a digest of every row of every table. */
+/**
+ * Row counts and a digest of every row of every table — but `delivery_offsets`, the delivery engine's mirror
+ * of each destination's committed progress, which it writes on its own schedule whatever requests come.
+ */
 function snapshotDatabase(path: string): { counts: Record<string, number>; digest: string } {
   const db = new Database(path, { readonly: true, fileMustExist: true });
   try {
@@ -131,6 +134,7 @@ function snapshotDatabase(path: string): { counts: Record<string, number>; diges
     const counts: Record<string, number> = {};
     const hash = createHash("sha256");
     for (const { name } of tables) {
+      if (name === "delivery_offsets") continue;
       const rows = db.prepare(`select * from "${name}" order by rowid`).all();
       counts[name] = rows.length;
       hash.update(name).update(JSON.stringify(rows));

@@ -57,8 +57,9 @@ export interface EngineDeps {
 /** Where the shared reader stands in one partition this engine owns. */
 interface PartitionState {
   partition: number;
-  /** The cursors of every worker exist for this partition (committed offsets loaded). */
+  /** Resolves once the cursors of every worker exist for this partition (committed offsets loaded). */
   ready: Promise<void>;
+  isReady: boolean;
   /** The shared group's committed offset when the partition came to this engine: where its reader starts. */
   sharedStart: number | undefined;
   /** The offset after the shared reader's last batch; undefined before its first one. */
@@ -247,6 +248,7 @@ export class DeliveryEngine implements EngineApi {
         const state: PartitionState = {
           partition: p,
           ready: Promise.resolve(),
+          isReady: false,
           sharedStart: undefined,
           sharedNext: undefined,
           highWatermark: 0,
@@ -257,7 +259,11 @@ export class DeliveryEngine implements EngineApi {
       });
       // Where the shared reader starts (the group's committed offset) before any cursor is placed: a cursor
       // behind it must catch up even if no batch ever comes to show the gap.
-      const ready = this.#sharedStarts(states).then(() => this.#makeCursors(fresh));
+      const ready = this.#sharedStarts(states)
+        .then(() => this.#makeCursors(fresh))
+        .finally(() => {
+          for (const state of states) state.isReady = true;
+        });
       for (const state of states) state.ready = ready;
     }
     this.#reshare();
@@ -318,66 +324,73 @@ export class DeliveryEngine implements EngineApi {
    */
   #makeCursors(partitions: number[]): Promise<void> {
     const run = async () => {
-      for (;;) {
+      for (let pass = 0; ; pass++) {
         if (this.#stopped) return;
-        const lacking = [...this.#workers.values()].filter((w) => partitions.some((p) => !w.cursors.has(p)));
+        // Only partitions still read here: one handed on meanwhile needs no cursor (and would never get one).
+        const owned = partitions.filter((p) => this.#partitions.has(p));
+        const lacking = [...this.#workers.values()].filter((w) => owned.some((p) => !w.cursors.has(p)));
         if (lacking.length === 0) return;
-        let committed: Map<string, Map<number, number>>;
+        // A pass that could not place every cursor (Kafka unreachable) waits before the next.
+        if (pass > 0) await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
+        if (this.#stopped) return;
         try {
-          committed = await this.#deps.log.committedMany(
-            lacking.map((w) => groupIdFor(this.#deps.groupPrefix, w.id)),
-            this.#deps.topic,
-          );
+          await this.#placeCursors(lacking, owned);
         } catch (err) {
-          this.#log.warn({ err }, "cannot read destinations' committed offsets; retrying");
-          await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
-          continue;
-        }
-        const mirror = loadAllOffsets(this.#deps.store.db, this.#deps.topic);
-        for (const w of lacking) {
-          if (this.#workers.get(w.id) !== w) continue;
-          const fromKafka = committed.get(groupIdFor(this.#deps.groupPrefix, w.id));
-          const fromMirror = mirror.get(w.id);
-          let fromTime: Map<number, number> | undefined;
-          const made: number[] = [];
-          for (const p of partitions) {
-            if (w.cursors.has(p) || !this.#partitions.has(p)) continue;
-            let start = fromKafka?.get(p);
-            let recovered = false;
-            if (start === undefined) {
-              recovered = true;
-              start = fromMirror?.get(p);
-              if (start === undefined) {
-                fromTime ??= await this.#deps.log
-                  .offsetsForTime(this.#deps.topic, w.destination.createdAt)
-                  .catch(() => new Map<number, number>());
-                start = fromTime.get(p);
-              }
-              if (start === undefined) continue; // Kafka unreachable: the next pass tries again
-              this.#log.warn(
-                {
-                  destinationId: w.id,
-                  partition: p,
-                  offset: start,
-                  from: fromMirror?.has(p) ? "mirror" : "time",
-                },
-                "destination had no committed offset in Kafka; resuming from the gateway's own record",
-              );
-            }
-            const cursor = new Cursor(p, start);
-            // Put a recovered position back into Kafka at the next commit.
-            if (recovered) cursor.commitFailed(start);
-            w.cursors.set(p, cursor);
-            made.push(p);
-            this.#place(w, cursor);
-          }
-          if (made.length > 0) this.#enqueueReplays(w, made);
+          this.#log.warn({ err }, "could not place every cursor; retrying");
         }
       }
     };
     const next = this.#cursorChain.then(run, run);
     this.#cursorChain = next.catch(() => {});
     return next;
+  }
+
+  /** One pass of #makeCursors: the cursors of `lacking` on `partitions` that can be placed now. */
+  async #placeCursors(lacking: DestinationWorker[], partitions: number[]): Promise<void> {
+    const committed = await this.#deps.log.committedMany(
+      lacking.map((w) => groupIdFor(this.#deps.groupPrefix, w.id)),
+      this.#deps.topic,
+    );
+    const mirror = loadAllOffsets(this.#deps.store.db, this.#deps.topic);
+    for (const w of lacking) {
+      if (this.#workers.get(w.id) !== w) continue;
+      const fromKafka = committed.get(groupIdFor(this.#deps.groupPrefix, w.id));
+      const fromMirror = mirror.get(w.id);
+      let fromTime: Map<number, number> | undefined;
+      const made: number[] = [];
+      for (const p of partitions) {
+        if (w.cursors.has(p) || !this.#partitions.has(p)) continue;
+        let start = fromKafka?.get(p);
+        let recovered = false;
+        if (start === undefined) {
+          recovered = true;
+          start = fromMirror?.get(p);
+          if (start === undefined) {
+            fromTime ??= await this.#deps.log
+              .offsetsForTime(this.#deps.topic, w.destination.createdAt)
+              .catch(() => new Map<number, number>());
+            start = fromTime.get(p);
+          }
+          if (start === undefined) continue; // Kafka unreachable: the next pass tries again
+          this.#log.warn(
+            {
+              destinationId: w.id,
+              partition: p,
+              offset: start,
+              from: fromMirror?.has(p) ? "mirror" : "time",
+            },
+            "destination had no committed offset in Kafka; resuming from the gateway's own record",
+          );
+        }
+        const cursor = new Cursor(p, start);
+        // Put a recovered position back into Kafka at the next commit.
+        if (recovered) cursor.commitFailed(start);
+        w.cursors.set(p, cursor);
+        made.push(p);
+        this.#place(w, cursor);
+      }
+      if (made.length > 0) this.#enqueueReplays(w, made);
+    }
   }
 
   /** A new cursor behind the shared reader catches up on its own; one at or ahead of it attaches. */
@@ -399,12 +412,22 @@ export class DeliveryEngine implements EngineApi {
     return event.type === undefined ? undefined : ledgerRow(this.#deps.store.db, w.id, event.eventId);
   }
 
-  async #onBatch({ batch, resolveOffset, heartbeat }: EachBatchPayload): Promise<void> {
+  async #onBatch({ batch, resolveOffset, heartbeat, pause }: EachBatchPayload): Promise<void> {
     const partition = batch.partition;
     const state = this.#partitions.get(partition);
-    if (!state || batch.messages.length === 0) return;
-    await state.ready;
-    if (this.#partitions.get(partition) !== state || this.#stopped) return;
+    if (!state || batch.messages.length === 0 || this.#stopped) return;
+    if (!state.isReady) {
+      // Cursors are still being placed. Never wait inside the handler (kafkajs would hold every partition of
+      // this broker, heartbeats and stop() behind it): leave the batch unresolved, so it is fetched again,
+      // and pause the partition until its cursors exist.
+      pause();
+      void state.ready.then(() => {
+        if (this.#partitions.get(partition) === state && !this.#stopped) {
+          this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
+        }
+      });
+      return;
+    }
     const fetched = Number((batch as unknown as { fetchedOffset: string }).fetchedOffset);
     const records = batch.messages.map((m) => decodeEventRecord(partition, Number(m.offset), m.key, m.value));
     const end = (records[records.length - 1] as EventRecord).offset + 1;
