@@ -6,7 +6,7 @@ import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
 import { type Destination, listDestinations } from "../store/destinations.ts";
 import { type LedgerRow, ledgerRow, replayingRows } from "../store/ledger.ts";
-import { loadAllOffsets, type OffsetRow, saveOffsets } from "../store/offsets.ts";
+import { loadAllOffsets, loadOffsets, type OffsetRow, saveOffsets } from "../store/offsets.ts";
 import { groupIdFor, sharedGroupId } from "./control.ts";
 import { Cursor } from "./cursor.ts";
 import { type BufferLimits, DEFAULT_BUFFER_LIMITS, DestinationWorker } from "./destination-worker.ts";
@@ -324,18 +324,21 @@ export class DeliveryEngine implements EngineApi {
    */
   #makeCursors(partitions: number[]): Promise<void> {
     const run = async () => {
-      for (let pass = 0; ; pass++) {
+      let placed = -1;
+      for (;;) {
         if (this.#stopped) return;
         // Only partitions still read here: one handed on meanwhile needs no cursor (and would never get one).
         const owned = partitions.filter((p) => this.#partitions.has(p));
         const lacking = [...this.#workers.values()].filter((w) => owned.some((p) => !w.cursors.has(p)));
         if (lacking.length === 0) return;
-        // A pass that could not place every cursor (Kafka unreachable) waits before the next.
-        if (pass > 0) await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
+        // A pass that placed nothing (Kafka unreachable) waits before the next; one that placed some goes on
+        // at once (workers added while it ran).
+        if (placed === 0) await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
         if (this.#stopped) return;
         try {
-          await this.#placeCursors(lacking, owned);
+          placed = await this.#placeCursors(lacking, owned);
         } catch (err) {
+          placed = 0;
           this.#log.warn({ err }, "could not place every cursor; retrying");
         }
       }
@@ -345,17 +348,22 @@ export class DeliveryEngine implements EngineApi {
     return next;
   }
 
-  /** One pass of #makeCursors: the cursors of `lacking` on `partitions` that can be placed now. */
-  async #placeCursors(lacking: DestinationWorker[], partitions: number[]): Promise<void> {
+  /** One pass of #makeCursors: places the cursors of `lacking` on `partitions` that it can; says how many. */
+  async #placeCursors(lacking: DestinationWorker[], partitions: number[]): Promise<number> {
+    let placed = 0;
     const committed = await this.#deps.log.committedMany(
       lacking.map((w) => groupIdFor(this.#deps.groupPrefix, w.id)),
       this.#deps.topic,
     );
-    const mirror = loadAllOffsets(this.#deps.store.db, this.#deps.topic);
     for (const w of lacking) {
       if (this.#workers.get(w.id) !== w) continue;
       const fromKafka = committed.get(groupIdFor(this.#deps.groupPrefix, w.id));
-      const fromMirror = mirror.get(w.id);
+      // Read only when Kafka lacks something (normally never): it is one query per destination.
+      let mirrored: Map<number, number> | undefined;
+      const fromMirror = () => {
+        mirrored ??= loadOffsets(this.#deps.store.db, this.#deps.topic, w.id);
+        return mirrored;
+      };
       let fromTime: Map<number, number> | undefined;
       const made: number[] = [];
       for (const p of partitions) {
@@ -364,7 +372,7 @@ export class DeliveryEngine implements EngineApi {
         let recovered = false;
         if (start === undefined) {
           recovered = true;
-          start = fromMirror?.get(p);
+          start = fromMirror().get(p);
           if (start === undefined) {
             fromTime ??= await this.#deps.log
               .offsetsForTime(this.#deps.topic, w.destination.createdAt)
@@ -377,7 +385,7 @@ export class DeliveryEngine implements EngineApi {
               destinationId: w.id,
               partition: p,
               offset: start,
-              from: fromMirror?.has(p) ? "mirror" : "time",
+              from: fromMirror().has(p) ? "mirror" : "time",
             },
             "destination had no committed offset in Kafka; resuming from the gateway's own record",
           );
@@ -389,8 +397,10 @@ export class DeliveryEngine implements EngineApi {
         made.push(p);
         this.#place(w, cursor);
       }
+      placed += made.length;
       if (made.length > 0) this.#enqueueReplays(w, made);
     }
+    return placed;
   }
 
   /** A new cursor behind the shared reader catches up on its own; one at or ahead of it attaches. */
