@@ -74,10 +74,12 @@ const EnvSchema = z.object({
    */
   DELIVERY_OFFSET_KEEPALIVE_MINUTES: int(1, 7 * 24 * 60).default(60),
   /**
-   * Threads that run the delivery workers (destinations are spread over them). 0 runs every worker on the
-   * main thread beside ingest and the admin API. Unset: one per CPU (at most 8) when there are two or more.
+   * Worker threads that each run a delivery engine (a member of the delivery group: the partitions are split
+   * between them). 0, the default, runs one engine on the main thread beside ingest and the admin API: with
+   * the shared reader one engine made every fan-out target on two cores at half the idle CPU and memory of
+   * two threads (bench/README.md, "Fan-out").
    */
-  DELIVERY_THREADS: int(0, 64).optional(),
+  DELIVERY_THREADS: int(0, 64).default(0),
 });
 
 export type Config = z.output<typeof EnvSchema> & {

@@ -1,5 +1,4 @@
 import type { AddressInfo } from "node:net";
-import { availableParallelism } from "node:os";
 import type { Config } from "./config.ts";
 import { DeliveryCoordinator } from "./delivery/coordinator.ts";
 import type { DeliveryEngine } from "./delivery/engine.ts";
@@ -104,7 +103,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
 
   // Delivery engines: each a member of the delivery consumer group, reading its share of the partitions
   // once for every destination. They start once the topics exist.
-  const threadCount = deliveryThreads(config);
+  const threadCount = config.DELIVERY_THREADS;
   const log = new KafkaLog(kafka, { logger });
   let delivery: DeliveryCoordinator | undefined;
   let engine: DeliveryEngine | undefined;
@@ -214,11 +213,4 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       return stopped;
     },
   };
-}
-
-/** DELIVERY_THREADS, or when unset one thread per CPU (at most 8) on a machine with two or more. */
-export function deliveryThreads(config: Pick<Config, "DELIVERY_THREADS">): number {
-  if (config.DELIVERY_THREADS !== undefined) return config.DELIVERY_THREADS;
-  const cpus = availableParallelism();
-  return cpus >= 2 ? Math.min(cpus, 8) : 0;
 }
