@@ -32,7 +32,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import {
-  ADMIN_TOKEN,
+  benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
@@ -54,7 +54,6 @@ import {
   scrape,
   startReceiver,
   stopReceiver,
-  TOPIC,
   table,
 } from "./harness.ts";
 import { PAYLOAD } from "./payload.ts";
@@ -439,15 +438,7 @@ async function main(): Promise<void> {
   let receiverRef: ReceiverClient | undefined;
   const gw = new GatewayProcess(
     await freePort(),
-    {
-      KAFKA_BROKERS: brokers.join(","),
-      DB_PATH: dbPath,
-      ADMIN_TOKEN,
-      ALLOW_PRIVATE_DESTINATIONS: "true",
-      LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
-      EVENTS_TOPIC: TOPIC,
-      DEAD_LETTER_TOPIC: `${TOPIC}.dead-letter`,
-    },
+    benchGatewayEnv(brokers, dbPath),
     logPath,
     values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : [],
   );

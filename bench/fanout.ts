@@ -31,7 +31,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import {
-  ADMIN_TOKEN,
+  benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
@@ -48,7 +48,6 @@ import {
   scrape,
   startReceiver,
   stopReceiver,
-  TOPIC,
 } from "./harness.ts";
 import { PAYLOAD } from "./payload.ts";
 
@@ -836,19 +835,7 @@ async function main(): Promise<void> {
     kafka = await startLocalKafka({ log });
     const brokers = kafka.brokers;
     receiver = await startReceiver("net");
-    gw = new GatewayProcess(
-      await freePort(),
-      {
-        KAFKA_BROKERS: brokers.join(","),
-        DB_PATH: dbPath,
-        ADMIN_TOKEN,
-        ALLOW_PRIVATE_DESTINATIONS: "true",
-        LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
-        EVENTS_TOPIC: TOPIC,
-        DEAD_LETTER_TOPIC: `${TOPIC}.dead-letter`,
-      },
-      join(dir, "gateway.log"),
-    );
+    gw = new GatewayProcess(await freePort(), benchGatewayEnv(brokers, dbPath), join(dir, "gateway.log"));
     const ctx: Ctx = { gw, receiver, brokers, dbPath, opts, log };
     const { runs } = opts;
 

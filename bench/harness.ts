@@ -21,6 +21,19 @@ const HERE = new URL(import.meta.url).pathname;
 export const REPO = dirname(dirname(HERE));
 export const ADMIN_TOKEN = "bench-admin-token-0123456789";
 export const TOPIC = "events";
+
+/** The environment every bench gateway gets (the caller's own environment passes through beneath it). */
+export function benchGatewayEnv(brokers: string[], dbPath: string): Record<string, string> {
+  return {
+    KAFKA_BROKERS: brokers.join(","),
+    DB_PATH: dbPath,
+    ADMIN_TOKEN,
+    ALLOW_PRIVATE_DESTINATIONS: "true",
+    LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+    EVENTS_TOPIC: TOPIC,
+    DEAD_LETTER_TOPIC: `${TOPIC}.dead-letter`,
+  };
+}
 /** Wall-clock milliseconds with sub-millisecond resolution; every process on this machine shares the clock. */
 export const now = () => performance.timeOrigin + performance.now();
 
