@@ -330,10 +330,12 @@ export class KafkaLog {
     this.#closed = true;
     // Every broker object handed out is disconnected too: kafkajs's pool forgets the ones a metadata refresh
     // replaced, and a fetch connection opened by a request in flight at close time would stay open.
-    this.#closing ??= this.#cluster
-      .disconnect()
-      .then(() => Promise.all([...this.#brokers].map((b) => b.disconnect().catch(() => {}))))
-      .then(() => {});
+    // A connect still under way would finish after the disconnect and leave its socket open: wait for it.
+    this.#closing ??= (async () => {
+      await this.#connecting?.catch(() => {});
+      await this.#cluster.disconnect();
+      await Promise.all([...this.#brokers].map((b) => b.disconnect().catch(() => {})));
+    })();
     await this.#closing;
   }
 
