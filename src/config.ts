@@ -51,6 +51,15 @@ const EnvSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9._-]{1,100}$/)
     .default("gw"),
+  /**
+   * The shared-state topics every replica with the same CONSUMER_GROUP_PREFIX reads (README "Replicas"):
+   * destinations (compacted), delivery outcomes (changelog, kept RETENTION_DAYS), idempotency keys
+   * (compacted, kept IDEMPOTENCY_TTL_HOURS). Unset: `<CONSUMER_GROUP_PREFIX>.config`, `.outcomes`,
+   * `.idempotency`.
+   */
+  CONFIG_TOPIC: topicName.optional(),
+  OUTCOMES_TOPIC: topicName.optional(),
+  IDEMPOTENCY_TOPIC: topicName.optional(),
   /** How long ingest waits for Kafka's acknowledgement before answering 503. */
   INGEST_ACK_TIMEOUT_MS: int(100, 120_000).default(10_000),
   /** Seconds suggested to clients in Retry-After when Kafka cannot take an event. */
@@ -82,7 +91,13 @@ const EnvSchema = z.object({
   DELIVERY_THREADS: int(0, 64).default(0),
 });
 
-export type Config = z.output<typeof EnvSchema> & {
+export type Config = Omit<
+  z.output<typeof EnvSchema>,
+  "CONFIG_TOPIC" | "OUTCOMES_TOPIC" | "IDEMPOTENCY_TOPIC"
+> & {
+  CONFIG_TOPIC: string;
+  OUTCOMES_TOPIC: string;
+  IDEMPOTENCY_TOPIC: string;
   /** True when ADMIN_TOKEN was not set and one was generated for this run. */
   adminTokenGenerated: boolean;
   adminToken: string;
@@ -102,5 +117,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
   const adminToken = parsed.data.ADMIN_TOKEN ?? randomBytes(24).toString("base64url");
-  return { ...parsed.data, adminToken, adminTokenGenerated: parsed.data.ADMIN_TOKEN === undefined };
+  const prefix = parsed.data.CONSUMER_GROUP_PREFIX;
+  return {
+    ...parsed.data,
+    CONFIG_TOPIC: parsed.data.CONFIG_TOPIC ?? `${prefix}.config`,
+    OUTCOMES_TOPIC: parsed.data.OUTCOMES_TOPIC ?? `${prefix}.outcomes`,
+    IDEMPOTENCY_TOPIC: parsed.data.IDEMPOTENCY_TOPIC ?? `${prefix}.idempotency`,
+    adminToken,
+    adminTokenGenerated: parsed.data.ADMIN_TOKEN === undefined,
+  };
 }

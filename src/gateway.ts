@@ -15,6 +15,7 @@ import { KafkaLog } from "./kafka/log-client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
+import { SharedState, stateTopicSpecs, stateTopicsOf } from "./state/shared-state.ts";
 import { isStoreHealthy, openStore } from "./store/db.ts";
 import { startRetention } from "./store/retention.ts";
 
@@ -32,6 +33,8 @@ export interface Gateway {
   kafkaReady: Promise<void>;
   /** The delivery side: an engine on the main thread or one per delivery thread. */
   delivery: DeliveryCoordinator;
+  /** Kafka-held shared state and this replica's SQLite view of it. */
+  state: SharedState;
   /** The main thread's engine when DELIVERY_THREADS is 0 (tests read its workers); else undefined. */
   engine: DeliveryEngine | undefined;
   /** The delivery threads when DELIVERY_THREADS > 0; else undefined. */
@@ -84,19 +87,28 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const kafkaSetup = startKafkaSetup({
     kafka: producerKafka,
     producer,
-    topics: [config.EVENTS_TOPIC, config.DEAD_LETTER_TOPIC],
+    topics: [config.EVENTS_TOPIC, config.DEAD_LETTER_TOPIC, ...stateTopicSpecs(config)],
     partitions: config.TOPIC_PARTITIONS,
     replicationFactor: config.TOPIC_REPLICATION_FACTOR,
     logger,
   });
   /** Start delivery workers after this: the topics exist and dead letters can be published. */
   const kafkaReady = kafkaSetup.ready;
+  // The shared-state topics' reader: this replica's SQLite becomes their view once it has caught up.
+  const state = new SharedState({
+    kafka,
+    store,
+    sink: producer,
+    topics: stateTopicsOf(config),
+    logger,
+  });
   const ingest = createIngestService({
     db: store.db,
     sink: producer,
     topic: config.EVENTS_TOPIC,
     kafkaReady: kafkaSetup.isReady,
     idempotencyTtlMs: config.IDEMPOTENCY_TTL_HOURS * 3_600_000,
+    shareKey: (value) => state.shareIdempotencyKey(value),
     logger,
     onOutcome: (outcome, events) => metrics.ingestEvents.inc({ outcome }, events),
   });
@@ -119,6 +131,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       logger,
       observe: deliveryObserver(metrics),
       onGone: (id, reason) => void gone(id, reason).catch(() => {}),
+      outcomesCaughtUp: () => state.outcomesCaughtUp(),
     });
     metrics.lagSource = () => local.lags();
     engine = local;
@@ -129,13 +142,18 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       config,
       brokers,
       logger,
-      main: { publish: (topic, messages) => producer.publish(topic, messages), gone },
+      main: {
+        publish: (topic, messages) => producer.publish(topic, messages),
+        gone,
+        outcomesCaughtUp: () => state.outcomesCaughtUp(),
+      },
     });
     engines = threads.engines();
   }
   const runningThreads = threads;
   delivery = new DeliveryCoordinator({
     store,
+    state,
     log,
     topic: config.EVENTS_TOPIC,
     groupPrefix: config.CONSUMER_GROUP_PREFIX,
@@ -154,7 +172,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       : "the delivery engine runs on the main thread",
   );
   const coordinator = delivery;
+  // Topics first, then the view catches up (the admin API answers 503 until it has), then the engines
+  // join the delivery group with every destination known.
   void kafkaReady
+    .then(() => {
+      state.start(coordinator);
+      return state.ready;
+    })
     .then(() => log.connect())
     .then(() => coordinator.start())
     .catch((err: unknown) => logger.error({ err }, "delivery failed to start"));
@@ -165,12 +189,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     health: {
       // Ready only once ingest can produce (topics made, producer connected) and a broker answers now.
       kafkaReady: async () => kafkaSetup.isReady() && (await probe.check()),
+      stateReady: () => state.isReady(),
       storeReady: () => isStoreHealthy(store),
     },
     metrics,
     collectMetrics: coordinator.collectMetrics?.bind(coordinator),
     store,
     delivery: coordinator,
+    state,
     ingest: {
       service: ingest,
       apiKeys: config.INGEST_API_KEYS,
@@ -192,6 +218,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     metrics,
     kafkaReady,
     delivery: coordinator,
+    state,
     engine,
     threads,
     stop() {
@@ -199,8 +226,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         await new Promise<void>((done) => {
           server.close(() => done());
         });
-        // Workers first: their last dead letters still need the producer.
+        // Workers first: their last dead letters and outcomes still need the producer.
         await coordinator.stop();
+        await state.stop();
         // In-flight ingest requests have been answered; send what is queued, then disconnect.
         kafkaSetup.stop();
         ingest.close();

@@ -6,13 +6,18 @@ import { describe, test } from "node:test";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { loadConfig } from "../src/config.ts";
 import type { DeliveryControl } from "../src/delivery/control.ts";
+import type { AdminState } from "../src/http/admin-shared.ts";
 import { createApp } from "../src/http/app.ts";
+import { GroupCommitProducer } from "../src/ingest/producer.ts";
+import { ensureTopics } from "../src/ingest/topics.ts";
+import { KafkaUnavailableError } from "../src/kafka/sink.ts";
 import { createLogger } from "../src/log.ts";
 import { createMetrics } from "../src/metrics.ts";
+import { SharedState, stateTopicSpecs, stateTopicsOf } from "../src/state/shared-state.ts";
 import { openStore, type Store } from "../src/store/db.ts";
 import type { Destination } from "../src/store/destinations.ts";
 import { attempts, deliveries, destinations } from "../src/store/schema.ts";
-import { ATTEMPT_FIELDS } from "./helpers.ts";
+import { ATTEMPT_FIELDS, createTestKafka, uniqueName } from "./helpers.ts";
 
 const TOKEN = "test-admin-token-0123456789abcdef";
 
@@ -75,6 +80,8 @@ interface Harness {
   app: OpenAPIHono;
   store: Store;
   delivery: RecordingDelivery;
+  /** `refuse`: the admin writes fail as when Kafka cannot take them. */
+  writes: { refuse: boolean };
   req(method: string, path: string, opts?: ReqOpts): Promise<Response>;
   /** Every row of every table the admin API may touch, to prove a refused request changed nothing. */
   snapshot(): string;
@@ -87,33 +94,87 @@ interface ReqOpts {
   headers?: Record<string, string>;
 }
 
-/** A fresh SQLite file and the real app; closed and removed when the test ends. */
-function harness(t: { after(fn: () => void): void }, env: Record<string, string> = {}): Harness {
+/**
+ * A fresh SQLite file, fresh shared-state topics on the test broker and the real app; all removed when the
+ * test ends. The view applies what the routes write to Kafka and tells `delivery` as it tells the gateway's
+ * coordinator.
+ */
+async function harness(
+  t: { after(fn: () => Promise<void> | void): void },
+  env: Record<string, string> = {},
+): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "admin-api-"));
   const store = openStore(join(dir, "gateway.db"));
-  t.after(() => {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
   const config = loadConfig({
     ADMIN_TOKEN: TOKEN,
     ALLOW_PRIVATE_DESTINATIONS: "true",
     LOG_LEVEL: "silent",
+    CONSUMER_GROUP_PREFIX: uniqueName("admin"),
     ...env,
   });
+  const kafka = createTestKafka();
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(kafka, { topics: stateTopicSpecs(config), partitions: 1 });
+  const sink = new GroupCommitProducer(kafka, {
+    maxRecords: 100,
+    maxBytes: 1024 * 1024,
+    lingerMs: 0,
+    ackTimeoutMs: 10_000,
+    logger: createLogger("silent"),
+  });
+  sink.start();
+  await sink.whenReady();
   const delivery = new RecordingDelivery();
+  const state = new SharedState({
+    kafka,
+    store,
+    sink,
+    topics: stateTopicsOf(config),
+    logger: createLogger("silent"),
+    maxWaitMs: 100,
+  });
+  const writes = { refuse: false };
+  state.start({
+    destinationPut: (row, previous) =>
+      previous ? delivery.destinationChanged(row) : delivery.destinationAdded(row),
+    destinationRemoved: (id) => delivery.destinationRemoved(id),
+    replaying: async () => {},
+  });
+  await state.ready;
+  t.after(async () => {
+    await state.stop();
+    await sink.close();
+    await admin.deleteTopics({ topics: Object.values(stateTopicsOf(config)) }).catch(() => {});
+    await admin.disconnect();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const adminState: AdminState = {
+    isReady: () => state.isReady(),
+    async putDestination(row) {
+      if (writes.refuse) throw new KafkaUnavailableError("Kafka is not available");
+      await state.putDestination(row);
+    },
+    async removeDestination(id) {
+      if (writes.refuse) throw new KafkaUnavailableError("Kafka is not available");
+      await state.removeDestination(id);
+    },
+  };
   const app = createApp({
     config,
     logger: createLogger("silent"),
-    health: { kafkaReady: async () => true, storeReady: () => true },
+    health: { kafkaReady: async () => true, storeReady: () => true, stateReady: () => state.isReady() },
     metrics: createMetrics(),
     store,
     delivery,
+    state: adminState,
   });
   return {
     app,
     store,
     delivery,
+    writes,
     req(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
       const token = opts.token === undefined ? TOKEN : opts.token;
@@ -182,7 +243,7 @@ function adminRoutes(id: string): [string, string][] {
 
 describe("admin auth", () => {
   test("every admin route refuses a missing or wrong token with 401 and changes nothing", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const dest = await create(h);
     h.delivery.calls = [];
     const before = h.snapshot();
@@ -203,7 +264,7 @@ describe("admin auth", () => {
   });
 
   test("the right token opens the routes (scheme is case-insensitive); health stays open", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     assert.equal((await h.req("GET", "/api/destinations")).status, 200);
     const res = await h.req("GET", "/api/destinations", { headers: { authorization: `bearer ${TOKEN}` } });
     assert.equal(res.status, 200);
@@ -212,7 +273,7 @@ describe("admin auth", () => {
   });
 
   test("auth runs before validation: bad input without a token is a 401, not a 400", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     await problem(await h.req("POST", "/api/destinations", { token: null, body: { nope: 1 } }), 401);
     await problem(await h.req("GET", "/api/destinations/x/attempts?limit=0", { token: null }), 401);
   });
@@ -220,7 +281,7 @@ describe("admin auth", () => {
 
 describe("POST /api/destinations", () => {
   test("registers with defaults and a generated secret, preparing the group before storing", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const d = await create(h, { name: "orders" });
     assert.match(String(d.id), /^dest_[0-9a-f]{32}$/);
     assert.match(String(d.secret), /^whsec_/);
@@ -268,7 +329,7 @@ describe("POST /api/destinations", () => {
   });
 
   test("keeps every given setting", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const secret = secretOfBytes(24);
     const d = await create(h, {
       url: "https://127.0.0.1:8443/in?x=1",
@@ -292,7 +353,7 @@ describe("POST /api/destinations", () => {
   });
 
   test("stores the URL in normalised form, the string the SSRF guard checked", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const d = await create(h, { url: " HTTP://127.0.0.1:80/a b?q=ü " });
     assert.equal(d.url, "http://127.0.0.1/a%20b?q=%C3%BC");
   });
@@ -345,7 +406,7 @@ describe("POST /api/destinations", () => {
   ];
   for (const [name, patch, field] of invalid) {
     test(`400 on ${name}, naming ${field}; nothing stored, delivery not asked`, async (t) => {
-      const h = harness(t);
+      const h = await harness(t);
       const before = h.snapshot();
       const body = { url: "http://127.0.0.1:9/hook", ...patch };
       const p = await problem(await h.req("POST", "/api/destinations", { body }), 400);
@@ -360,7 +421,7 @@ describe("POST /api/destinations", () => {
   }
 
   test("malformed, non-object, wrong-type, oversized and empty bodies are 4xx problems; nothing stored", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const before = h.snapshot();
     await problem(await h.req("POST", "/api/destinations", { raw: "{not json" }), 400);
     await problem(await h.req("POST", "/api/destinations", { raw: "[]" }), 400);
@@ -381,7 +442,7 @@ describe("POST /api/destinations", () => {
   });
 
   test("the SSRF guard refuses private addresses with a 400 on url when they are not allowed", async (t) => {
-    const h = harness(t, { ALLOW_PRIVATE_DESTINATIONS: "false" });
+    const h = await harness(t, { ALLOW_PRIVATE_DESTINATIONS: "false" });
     const before = h.snapshot();
     for (const url of [
       "http://127.0.0.1:9/hook",
@@ -404,7 +465,7 @@ describe("POST /api/destinations", () => {
   });
 
   test("prepareDestination failing answers 503 with Retry-After and stores nothing", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     h.delivery.failures.prepareDestination = new Error("kafka down");
     const before = h.snapshot();
     const res = await h.req("POST", "/api/destinations", { body: { url: "http://127.0.0.1:9/hook" } });
@@ -417,25 +478,26 @@ describe("POST /api/destinations", () => {
     );
   });
 
-  test("destinationAdded failing undoes the registration and answers 503", async (t) => {
-    const h = harness(t);
-    h.delivery.failures.destinationAdded = new Error("worker would not start");
+  test("Kafka refusing the destination answers 503 with Retry-After and stores nothing", async (t) => {
+    const h = await harness(t);
+    h.writes.refuse = true;
     const before = h.snapshot();
-    await problem(
-      await h.req("POST", "/api/destinations", { body: { url: "http://127.0.0.1:9/hook" } }),
-      503,
-    );
+    const res = await h.req("POST", "/api/destinations", { body: { url: "http://127.0.0.1:9/hook" } });
+    const p = await problem(res, 503);
+    assert.match(p.detail ?? "", /nothing was registered/);
+    assert.ok(Number(res.headers.get("retry-after")) > 0);
     assert.equal(h.snapshot(), before);
     assert.deepEqual(
       h.delivery.calls.map((c) => c.method),
-      ["prepareDestination", "destinationAdded", "destinationRemoved"],
+      ["prepareDestination"],
+      "no worker was started",
     );
   });
 });
 
 describe("GET/PATCH/DELETE /api/destinations/:id", () => {
   test("unknown ids are 404 problems and change nothing", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     await create(h);
     h.delivery.calls = [];
     const before = h.snapshot();
@@ -452,7 +514,7 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
   });
 
   test("PATCH changes only the given fields and tells delivery", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const d = await create(h, { name: "a", headers: { "x-a": "1" } });
     h.delivery.calls = [];
     const res = await h.req("PATCH", `/api/destinations/${d.id}`, {
@@ -485,7 +547,7 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
   });
 
   test("PATCH disabled sets and clears the reason", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const d = await create(h);
     const off = await json(h.req("PATCH", `/api/destinations/${d.id}`, { body: { disabled: true } }));
     assert.equal(off.disabled, true);
@@ -497,7 +559,7 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
   });
 
   test("PATCH refuses bad input with 400 and changes nothing", async (t) => {
-    const h = harness(t, { ALLOW_PRIVATE_DESTINATIONS: "false" });
+    const h = await harness(t, { ALLOW_PRIVATE_DESTINATIONS: "false" });
     // Seed a row directly: with private addresses refused, the API would not register a loopback one.
     const now = Date.now();
     h.store.db
@@ -547,31 +609,30 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
     assert.deepEqual(h.delivery.calls, []);
   });
 
-  test("DELETE stops delivery first, then removes the row; a delivery failure keeps it", async (t) => {
-    const h = harness(t);
+  test("DELETE goes through Kafka, then stops delivery; a write Kafka refuses keeps the destination", async (t) => {
+    const h = await harness(t);
     const d = await create(h);
     h.delivery.calls = [];
-    h.delivery.failures.destinationRemoved = new Error("kafka down");
+    h.writes.refuse = true;
     const before = h.snapshot();
     await problem(await h.req("DELETE", `/api/destinations/${d.id}`), 503);
     assert.equal(h.snapshot(), before);
+    assert.equal(h.delivery.calls.length, 0);
 
+    h.writes.refuse = false;
     const res = await h.req("DELETE", `/api/destinations/${d.id}`);
     assert.equal(res.status, 204);
     assert.equal(await res.text(), "");
     assert.deepEqual(
       h.delivery.calls.map((c) => [c.method, c.arg]),
-      [
-        ["destinationRemoved", d.id],
-        ["destinationRemoved", d.id],
-      ],
+      [["destinationRemoved", d.id]],
     );
     await problem(await h.req("GET", `/api/destinations/${d.id}`), 404);
     assert.deepEqual(await json(h.req("GET", "/api/destinations")), { destinations: [] });
   });
 
   test("changes to one destination run one at a time: a PATCH during a DELETE finds it gone", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const d = await create(h);
     h.delivery.calls = [];
     let release = () => {};
@@ -581,8 +642,10 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
     const deleting = h.req("DELETE", `/api/destinations/${d.id}`);
     const patching = h.req("PATCH", `/api/destinations/${d.id}`, { body: { maxAttempts: 2 } });
     const replaying = h.req("POST", `/api/destinations/${d.id}/dead-letters/replay`);
-    // Let both requests run as far as they can while the DELETE is stopping the worker.
-    await new Promise((r) => setImmediate(r));
+    // Let both requests run as far as they can while the DELETE is stopping the worker (the view applies
+    // the tombstone and is held in the delivery call).
+    for (let i = 0; i < 500 && h.delivery.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(
       h.delivery.calls.map((c) => c.method),
       ["destinationRemoved"],
@@ -599,7 +662,7 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
   });
 
   test("an unsupported method on an admin path is a 405 problem", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const res = await h.req("PUT", "/api/destinations/dest_x", { body: {} });
     await problem(res, 405);
     assert.match(res.headers.get("allow") ?? "", /PATCH/);
@@ -668,7 +731,7 @@ async function allPages(
 
 describe("attempts", () => {
   test("a destination's attempts page newest first with an opaque cursor until nextCursor is null", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const a = await create(h);
     const b = await create(h);
     seedAttempts(h, String(a.id), String(b.id));
@@ -694,7 +757,7 @@ describe("attempts", () => {
   });
 
   test("outcome and since filter, also across pages", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const a = await create(h);
     const b = await create(h);
     seedAttempts(h, String(a.id), String(b.id));
@@ -722,7 +785,7 @@ describe("attempts", () => {
   });
 
   test("bad attempts queries are 400 problems naming the parameter", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const a = await create(h);
     const base = `/api/destinations/${a.id}/attempts`;
     const cases: [string, string][] = [
@@ -745,7 +808,7 @@ describe("attempts", () => {
   });
 
   test("an event's attempts across destinations, oldest first; none is an empty list", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const a = await create(h);
     const b = await create(h);
     seedAttempts(h, String(a.id), String(b.id));
@@ -793,7 +856,7 @@ describe("dead letters", () => {
   }
 
   test("lists only this destination's dead events, oldest first, paged", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const a = await create(h);
     const b = await create(h);
     seedLedger(h, String(a.id), String(b.id));
@@ -815,7 +878,7 @@ describe("dead letters", () => {
   });
 
   test("replay all, replay some, and refusals", async (t) => {
-    const h = harness(t);
+    const h = await harness(t);
     const a = await create(h);
     h.delivery.calls = [];
     const path = `/api/destinations/${a.id}/dead-letters/replay`;
@@ -859,7 +922,7 @@ describe("dead letters", () => {
 });
 
 test("the OpenAPI document lists every admin route with the bearer scheme", async (t) => {
-  const h = harness(t);
+  const h = await harness(t);
   const doc = await json(h.req("GET", "/openapi.json", { token: null }));
   assert.deepEqual(doc.components.securitySchemes.adminToken, {
     type: "http",

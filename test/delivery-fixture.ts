@@ -13,8 +13,9 @@ import { uuidv7 } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
 import { createKafka } from "../src/kafka/client.ts";
 import { KafkaLog } from "../src/kafka/log-client.ts";
+import { SharedState } from "../src/state/shared-state.ts";
 import { openStore, type Store } from "../src/store/db.ts";
-import { type Destination, insertDestination } from "../src/store/destinations.ts";
+import type { Destination } from "../src/store/destinations.ts";
 import { createTestKafka, uniqueName } from "./helpers.ts";
 import type { Receiver } from "./receiver.ts";
 
@@ -28,6 +29,8 @@ export interface DeliveryFixture {
   sink: GroupCommitProducer;
   /** The main thread's Kafka port (the coordinator's). */
   log: KafkaLog;
+  /** The shared-state topics and this fixture's SQLite view of them. */
+  state: SharedState;
   /** The admin API's view of delivery (registration, changes, replay, lag). */
   delivery: DeliveryCoordinator;
   /** The one engine that reads every partition. */
@@ -57,6 +60,17 @@ type FixtureBase = Omit<
   "delivery" | "engine" | "addDestination" | "publish" | "restartEngine"
 >;
 
+/** Waits until the view's SQLite has what `check` looks for (outcomes reach it through Kafka). */
+export async function untilViewed<T>(check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error("the view did not apply the expected rows in time");
+    await new Promise((done) => setTimeout(done, 20));
+  }
+}
+
 function newEngine(f: FixtureBase, onGone: (id: string, reason: string) => void, opts: FixtureOptions = {}) {
   return new DeliveryEngine({
     kafka: f.kafka,
@@ -66,6 +80,8 @@ function newEngine(f: FixtureBase, onGone: (id: string, reason: string) => void,
     logger: silent,
     topic: f.topic,
     deadLetterTopic: f.deadLetterTopic,
+    outcomesTopic: f.state.topics.outcomes,
+    outcomesCaughtUp: () => f.state.outcomesCaughtUp(),
     groupPrefix: f.groupPrefix,
     buffer: opts.buffer,
     fetch: opts.fetch,
@@ -88,12 +104,25 @@ export async function deliveryFixture(
     : createTestKafka();
   const topic = uniqueName("events");
   const deadLetterTopic = uniqueName("dead");
+  const groupPrefix = uniqueName("gw");
+  const topics = {
+    config: `${groupPrefix}.config`,
+    outcomes: `${groupPrefix}.outcomes`,
+    idempotency: `${groupPrefix}.idempotency`,
+  };
   const admin = kafka.admin();
   await admin.connect();
   await admin.createTopics({
     topics: [
       { topic, numPartitions: partitions },
       { topic: deadLetterTopic, numPartitions: 1 },
+      {
+        topic: topics.config,
+        numPartitions: 1,
+        configEntries: [{ name: "cleanup.policy", value: "compact" }],
+      },
+      { topic: topics.outcomes, numPartitions: partitions },
+      { topic: topics.idempotency, numPartitions: 1 },
     ],
     waitForLeaders: true,
   });
@@ -110,13 +139,15 @@ export async function deliveryFixture(
   await sink.whenReady();
   const log = new KafkaLog(kafka);
   await log.connect();
-  const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix: uniqueName("gw"), sink, log };
+  const state = new SharedState({ kafka, store, sink, topics, logger: silent, maxWaitMs: 100 });
+  const base = { kafka, store, dbPath, topic, deadLetterTopic, groupPrefix, sink, log, state };
   const onGone = (id: string, reason: string) => void fixture.delivery.gone(id, reason);
   const fixture: DeliveryFixture = {
     ...base,
     engine: newEngine(base, onGone, opts),
     delivery: new DeliveryCoordinator({
       store,
+      state,
       log,
       topic,
       groupPrefix: base.groupPrefix,
@@ -127,10 +158,11 @@ export async function deliveryFixture(
       const id = `dest_${uuidv7().replaceAll("-", "")}`;
       await fixture.delivery.prepareDestination(id);
       const now = Date.now();
-      const row = insertDestination(store.db, {
+      const row: Destination = {
         id,
         url,
         name: null,
+        disabledReason: null,
         eventTypes: [],
         headers: {},
         secret: generateSecret(),
@@ -143,8 +175,9 @@ export async function deliveryFixture(
         createdAt: now,
         updatedAt: now,
         ...overrides,
-      });
-      await fixture.delivery.destinationAdded(row);
+      };
+      // As the admin API does: through the config topic; the view starts its worker.
+      await state.putDestination(row);
       return row;
     },
     async publish(userID, payload, type = "event") {
@@ -160,13 +193,18 @@ export async function deliveryFixture(
       return fixture.engine;
     },
   };
+  state.start(fixture.delivery);
+  await state.ready;
   await fixture.engine.start();
   t.after(async () => {
     await fixture.engine.stop();
+    await state.stop();
     await log.close();
     await sink.close();
     store.close();
-    await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => {});
+    await admin
+      .deleteTopics({ topics: [topic, deadLetterTopic, topics.config, topics.outcomes, topics.idempotency] })
+      .catch(() => {});
     await admin.disconnect();
     for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
   });

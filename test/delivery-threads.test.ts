@@ -204,6 +204,7 @@ test("delivery threads: a thread that keeps dying young is restarted less and le
     main: {
       publish: async () => assert.fail("no dead letters expected"),
       gone: async () => assert.fail("no 410 expected"),
+      outcomesCaughtUp: async () => {},
     },
   });
   t.after(async () => {

@@ -1,7 +1,4 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Webhook } from "standardwebhooks";
@@ -17,8 +14,8 @@ import {
   sendWebhook,
 } from "../src/delivery/send.ts";
 import { generateSecret, secretKey, signWebhook } from "../src/delivery/sign.ts";
+import type { Message } from "../src/kafka/sink.ts";
 import { createLogger } from "../src/log.ts";
-import { openStore } from "../src/store/db.ts";
 import { freePort } from "./helpers.ts";
 import { startReceiver } from "./receiver.ts";
 
@@ -142,83 +139,57 @@ const recorderRow = (eventId: string) =>
     },
   ] as const;
 
-test("the recorder writes an urgent row at the end of the turn and batches the others for its window", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "recorder-"));
-  const store = openStore(join(dir, "gateway.db"));
-  t.after(() => {
-    store.sqlite.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const recorder = new DeliveryRecorder(store, createLogger("silent"), 60_000);
-  const count = () => (store.sqlite.prepare("select count(*) as n from attempts").get() as { n: number }).n;
+test("the recorder publishes an urgent outcome at the end of the turn and batches the others for its window", async () => {
+  // The publishing contract the gateway's producer implements; here it records what it is given and
+  // refuses when told to, to show how the recorder batches (the real path: test/replicas*.test.ts).
+  const published: Message[][] = [];
+  let refuse = false;
+  const sink = {
+    async publish(topic: string, messages: Message[]) {
+      assert.equal(topic, "outcomes");
+      if (refuse) throw new Error("refused");
+      published.push(messages);
+    },
+  };
+  const recorder = new DeliveryRecorder(sink, "outcomes", createLogger("silent"), 60_000);
+  const count = () => published.flat().length;
 
   let lazyDone = false;
   const lazy = recorder.record(...recorderRow("e1")).then(() => {
     lazyDone = true;
   });
   await sleep(50);
-  assert.equal(lazyDone, false, "a normal row waits for the 60 s window");
+  assert.equal(lazyDone, false, "a normal outcome waits for the 60 s window");
   assert.equal(count(), 0);
 
   await recorder.record(...recorderRow("e2"), true);
-  assert.equal(count(), 2, "the urgent write took the waiting row along");
+  assert.equal(count(), 2, "the urgent publish took the waiting outcome along");
+  assert.equal(published.length, 1, "in one publish");
   await lazy;
   assert.equal(lazyDone, true);
+  const first = published[0]?.[0];
+  assert.equal(first?.key, "d1/e1", "keyed by destination and event: one event's outcomes stay in order");
+  const value = JSON.parse(String(first?.value));
+  assert.equal(value.a.eventId, "e1");
+  assert.equal(value.l.status, "delivered");
 
   const flushed = recorder.record(...recorderRow("e3"));
   recorder.flush();
   await flushed;
-  assert.equal(count(), 3, "flush() writes at once");
+  assert.equal(count(), 3, "flush() publishes at once");
 
-  // A batch the database refuses fails every row in it (each worker retries its own), and nothing of it
-  // is half-written; the next batch is a fresh one.
-  store.sqlite.exec(
-    "create trigger refuse before insert on deliveries when new.event_id = 'bad' begin select raise(abort, 'refused'); end",
-  );
+  // A publish Kafka refuses fails every outcome in it (each worker retries its own); the next is fresh.
+  refuse = true;
   const a = recorder.record(...recorderRow("e4"));
-  const b = recorder.record(...recorderRow("bad"));
+  const b = recorder.record(...recorderRow("e5"));
   recorder.flush();
   await assert.rejects(a, /refused/);
   await assert.rejects(b, /refused/);
-  assert.equal(count(), 3, "the whole batch rolled back");
-  store.sqlite.exec("drop trigger refuse");
+  refuse = false;
   const again = recorder.record(...recorderRow("e4"));
-  recorder.flush();
+  await recorder.drain();
   await again;
   assert.equal(count(), 4);
-});
-
-test("the recorder does not sleep on a write lock another connection holds: it retries and loses nothing", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "recorder-busy-"));
-  const store = openStore(join(dir, "gateway.db"));
-  // A second connection to the same file, as a delivery thread's is.
-  const other = openStore(join(dir, "gateway.db"), { migrate: false });
-  t.after(() => {
-    other.close();
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const recorder = new DeliveryRecorder(store, createLogger("silent"), 60_000);
-  const count = () => (store.sqlite.prepare("select count(*) as n from attempts").get() as { n: number }).n;
-
-  other.sqlite.exec("BEGIN IMMEDIATE");
-  let settled = false;
-  const first = recorder.record(...recorderRow("e1")).finally(() => {
-    settled = true;
-  });
-  // With the 5 s busy timeout this call would block the thread, then fail the row with SQLITE_BUSY.
-  recorder.flush();
-  assert.equal(recorder.pendingRows, 1, "nothing written while the lock is taken; the row waits");
-  const second = recorder.record(...recorderRow("e2"));
-  assert.equal(recorder.pendingRows, 2, "a later row joins the waiting batch");
-  await sleep(30);
-  assert.equal(settled, false);
-  assert.equal(count(), 0);
-  assert.equal(Number(store.sqlite.pragma("busy_timeout", { simple: true })), 5000, "timeout restored");
-
-  other.sqlite.exec("COMMIT");
-  await Promise.all([first, second]);
-  assert.equal(count(), 2, "both rows written once the lock was free");
   assert.equal(recorder.pendingRows, 0);
 });
 

@@ -1,15 +1,19 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../log.ts";
+import type { SharedState } from "../state/shared-state.ts";
+import type { ViewListener } from "../state/view.ts";
 import type { Store } from "../store/db.ts";
-import { getDestination, updateDestination } from "../store/destinations.ts";
-import { deleteLedger, markForReplay } from "../store/ledger.ts";
-import { deleteOffsets, saveOffsets } from "../store/offsets.ts";
+import { type Destination, getDestination } from "../store/destinations.ts";
+import { deadRows, type LedgerRow } from "../store/ledger.ts";
+import { saveOffsets } from "../store/offsets.ts";
 import { type DeliveryRuntime, groupIdFor } from "./control.ts";
 import type { EngineApi, MetricsJson } from "./engine-api.ts";
 import type { OffsetLog } from "./offset-log.ts";
 
 export interface CoordinatorDeps {
   store: Store;
+  /** Where configuration and replay marks are written (Kafka first, then every replica's view). */
+  state: Pick<SharedState, "putDestination" | "markReplaying">;
   /** The main thread's own Kafka port (registration, group deletion, lag of partitions read elsewhere). */
   log: OffsetLog;
   topic: string;
@@ -40,7 +44,7 @@ async function retriable<T>(fn: () => Promise<T>): Promise<T> {
  * to every engine of the process (each reads its own share of the partitions), and the answers of the
  * engines are merged.
  */
-export class DeliveryCoordinator implements DeliveryRuntime {
+export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
   #deps: CoordinatorDeps;
   #log: Logger;
 
@@ -92,9 +96,6 @@ export class DeliveryCoordinator implements DeliveryRuntime {
 
   async destinationRemoved(destinationId: string): Promise<void> {
     await this.#all((e) => e.remove(destinationId));
-    const { store } = this.#deps;
-    deleteLedger(store.db, destinationId);
-    deleteOffsets(store.db, destinationId);
     const groupId = groupIdFor(this.#deps.groupPrefix, destinationId);
     try {
       await this.#deps.log.deleteGroups([groupId]);
@@ -104,11 +105,35 @@ export class DeliveryCoordinator implements DeliveryRuntime {
     }
   }
 
-  async replay(destinationId: string, eventIds?: string[]): Promise<number> {
-    const rows = markForReplay(this.#deps.store.db, destinationId, eventIds, Date.now());
+  /** The view applied a destination write (from this replica or another): every engine follows it. */
+  async destinationPut(row: Destination, previous: Destination | undefined): Promise<void> {
+    if (previous) await this.destinationChanged(row);
+    else await this.destinationAdded(row);
+  }
+
+  /** The view applied replay marks: the engines reading those events' partitions send them again. */
+  async replaying(destinationId: string, rows: LedgerRow[]): Promise<void> {
     const row = getDestination(this.#deps.store.db, destinationId);
     // Without a running worker the rows stay "replaying" and are picked up when one starts.
-    if (row && !row.disabled && rows.length > 0) await this.#all((e) => e.replay(destinationId, rows));
+    if (row && !row.disabled) await this.#all((e) => e.replay(destinationId, rows));
+  }
+
+  /** Marks dead events for replay with a fresh attempt budget (through the outcomes topic); returns how many. */
+  async replay(destinationId: string, eventIds?: string[]): Promise<number> {
+    const at = Date.now();
+    const rows = deadRows(this.#deps.store.db, destinationId, eventIds);
+    await this.#deps.state.markReplaying(
+      rows.map((r) => ({
+        destinationId,
+        eventId: r.eventId,
+        userId: r.userId,
+        status: "replaying" as const,
+        attempts: 0,
+        lastError: r.lastError,
+        event: r.event,
+        at,
+      })),
+    );
     return rows.length;
   }
 
@@ -142,13 +167,16 @@ export class DeliveryCoordinator implements DeliveryRuntime {
     }
   }
 
-  /** A receiver answered 410 Gone: the destination is disabled with the reason, on every engine. */
+  /** A receiver answered 410 Gone: the destination is disabled with the reason, on every replica. */
   async gone(destinationId: string, reason: string): Promise<void> {
-    const row = updateDestination(this.#deps.store.db, destinationId, {
+    const row = getDestination(this.#deps.store.db, destinationId);
+    if (!row || row.disabled) return;
+    this.#log.warn({ destinationId, reason }, "destination disabled");
+    await this.#deps.state.putDestination({
+      ...row,
       disabled: true,
       disabledReason: reason,
+      updatedAt: Date.now(),
     });
-    this.#log.warn({ destinationId, reason }, "destination disabled");
-    if (row) await this.#all((e) => e.upsert(row));
   }
 }

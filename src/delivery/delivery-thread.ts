@@ -45,6 +45,7 @@ const engine = engineFromConfig(config, {
   observe: deliveryObserver(metrics),
   sink: main,
   onGone: (id, reason) => void main.gone(id, reason).catch(() => {}),
+  outcomesCaughtUp: () => main.outcomesCaughtUp(),
 });
 metrics.lagSource = () => engine.lags();
 

@@ -48,8 +48,10 @@ export interface MainApi {
   publish(topic: string, messages: Message[]): Promise<void>;
   /** A receiver answered 410: disable the destination everywhere. */
   gone(destinationId: string, reason: string): Promise<void>;
+  /** The main thread's state view has applied every outcome recorded so far (EngineDeps.outcomesCaughtUp). */
+  outcomesCaughtUp(): Promise<void>;
 }
-export const MAIN_CALLS = ["publish", "gone"] as const;
+export const MAIN_CALLS = ["publish", "gone", "outcomesCaughtUp"] as const;
 
 /** A call of interface `Api` as it crosses a channel. */
 export type CallOf<Api> = {

@@ -36,7 +36,15 @@ export interface EngineDeps {
   logger: Logger;
   topic: string;
   deadLetterTopic: string;
+  /** The changelog topic outcomes (attempts, ledger) are recorded to; every replica's view applies it. */
+  outcomesTopic: string;
   groupPrefix: string;
+  /**
+   * Resolves once this replica's view has applied every outcome recorded so far (by any replica). Awaited
+   * before cursors of newly assigned partitions are placed, so events another replica finished after its
+   * last commit are skipped, not sent again.
+   */
+  outcomesCaughtUp?(): Promise<void>;
   createDispatcher(destination: Destination): Dispatcher;
   /** A receiver answered 410: whoever owns the configuration disables the destination everywhere. */
   onGone(destinationId: string, reason: string): void;
@@ -116,7 +124,7 @@ export class DeliveryEngine implements EngineApi {
   constructor(deps: EngineDeps) {
     this.#deps = deps;
     this.#log = deps.logger.child({ component: "delivery-engine" });
-    this.#recorder = new DeliveryRecorder(deps.store, this.#log);
+    this.#recorder = new DeliveryRecorder(deps.sink, deps.outcomesTopic, this.#log);
   }
 
   get #stopped(): boolean {
@@ -260,6 +268,7 @@ export class DeliveryEngine implements EngineApi {
       // Where the shared reader starts (the group's committed offset) before any cursor is placed: a cursor
       // behind it must catch up even if no batch ever comes to show the gap.
       const ready = this.#sharedStarts(states)
+        .then(() => this.#outcomesCaughtUp())
         .then(() => this.#makeCursors(fresh))
         .finally(() => {
           for (const state of states) state.isReady = true;
@@ -268,6 +277,20 @@ export class DeliveryEngine implements EngineApi {
     }
     this.#reshare();
     this.#log.info({ partitions: this.partitions }, "delivery partitions assigned");
+  }
+
+  async #outcomesCaughtUp(): Promise<void> {
+    const caughtUp = this.#deps.outcomesCaughtUp;
+    if (!caughtUp) return;
+    const started = performance.now();
+    await caughtUp().catch((err: unknown) => {
+      // The view cannot reach Kafka either; placing the cursors anyway risks only duplicates.
+      this.#log.warn({ err }, "could not wait for the outcomes of other replicas");
+    });
+    this.#log.debug(
+      { ms: Math.round(performance.now() - started) },
+      "outcomes caught up before placing cursors",
+    );
   }
 
   async #sharedStarts(states: PartitionState[]): Promise<void> {
@@ -633,7 +656,7 @@ export class DeliveryEngine implements EngineApi {
     this.#unindex(w);
     const cursors = [...w.cursors.values()];
     await w.stop(graceMs);
-    this.#recorder.flush({ wait: true });
+    await this.#recorder.drain();
     if (commit) {
       const offsets = cursors.flatMap((c) => {
         const offset = c.takeCommit();
@@ -803,7 +826,7 @@ export class DeliveryEngine implements EngineApi {
     await this.#consumer?.stop().catch(() => {});
     await Promise.all([...this.#workers.values()].map((w) => w.stop(graceMs)));
     await Promise.all(this.#catchUps);
-    this.#recorder.flush({ wait: true });
+    await this.#recorder.drain();
     await this.#committing?.catch(() => {});
     await this.#commitNow(true).catch(() => {});
     await this.#consumer?.disconnect().catch(() => {});

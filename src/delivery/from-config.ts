@@ -17,6 +17,7 @@ export interface EngineParts {
   logger: Logger;
   observe: DeliveryObserver;
   onGone: EngineDeps["onGone"];
+  outcomesCaughtUp?: EngineDeps["outcomesCaughtUp"];
 }
 
 /** A DeliveryEngine with its settings from the gateway's Config. */
@@ -25,6 +26,7 @@ export function engineFromConfig(config: Config, parts: EngineParts): DeliveryEn
     ...parts,
     topic: config.EVENTS_TOPIC,
     deadLetterTopic: config.DEAD_LETTER_TOPIC,
+    outcomesTopic: config.OUTCOMES_TOPIC,
     groupPrefix: config.CONSUMER_GROUP_PREFIX,
     fetch: { minBytes: config.DELIVERY_FETCH_MIN_BYTES, maxWaitMs: config.DELIVERY_FETCH_MAX_WAIT_MS },
     commitEveryMs: config.DELIVERY_COMMIT_MS,

@@ -5,7 +5,16 @@ import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
+import type { Destination } from "../store/destinations.ts";
 import { HttpProblem, ProblemSchema } from "./problem.ts";
+
+/** The shared configuration as the admin API writes it: Kafka first, answered once this replica's view has it. */
+export interface AdminState {
+  putDestination(row: Destination): Promise<void>;
+  removeDestination(id: string): Promise<void>;
+  /** False while this replica's view is still catching up with Kafka (admin routes answer 503). */
+  isReady(): boolean;
+}
 
 /** What the admin routes need from the gateway. */
 export interface AdminDeps {
@@ -13,6 +22,7 @@ export interface AdminDeps {
   logger: Logger;
   store: Store;
   delivery: DeliveryControl;
+  state: AdminState;
 }
 
 /** Admin request bodies are a few hundred bytes; anything near this is a mistake or an attack. */
@@ -88,6 +98,16 @@ export const DestinationIdParams = z.object({
 
 export function notFoundDestination(id: string): HttpProblem {
   return new HttpProblem(404, "Not found", `no destination with id ${id}`);
+}
+
+/** The admin API on a replica whose view of the shared state is not caught up yet (never a stale 404). */
+export function viewNotReady(): HttpProblem {
+  return new HttpProblem(
+    503,
+    "Rebuilding",
+    "this replica is still reading the shared state from Kafka; ask again shortly or ask another replica",
+    { headers: { "retry-after": String(ADMIN_RETRY_AFTER_S) } },
+  );
 }
 
 /** A 503 for a DeliveryControl call that failed; `detail` says what state things were left in. */

@@ -7,6 +7,7 @@ import type { DeliveryControl } from "../delivery/control.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
+import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./auth.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
@@ -25,8 +26,10 @@ export interface AppDeps {
   /** Metrics kept on delivery threads, merged into GET /metrics at each scrape. */
   collectMetrics?: MetricsRouteOptions["collect"];
   store: Store;
-  /** What the admin API asks of the delivery side (the supervisor). */
+  /** What the admin API asks of the delivery side (the coordinator). */
   delivery: DeliveryControl;
+  /** Shared configuration (Kafka-held) and this replica's view of it. */
+  state: AdminState;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
 }
@@ -73,6 +76,13 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   // The admin token is checked before any admin route validates or reads its input.
   const adminAuth = requireAdminToken(deps.config.adminToken);
   for (const path of ADMIN_PATHS) app.use(path, adminAuth);
+  // A replica still reading the shared state answers 503, never a stale 404 or list.
+  for (const path of ADMIN_PATHS) {
+    app.use(path, async (_c, next) => {
+      if (!deps.state.isReady()) throw viewNotReady();
+      await next();
+    });
+  }
   registerAdminSecurityScheme(app);
   app.route("/", destinationRoutes(deps));
   app.route("/", attemptRoutes(deps));

@@ -4,11 +4,8 @@ import { checkDestinationUrl, UnsafeDestinationError } from "../delivery/ssrf.ts
 import {
   type Destination,
   type DestinationPatch,
-  deleteDestination,
   getDestination,
-  insertDestination,
   listDestinations,
-  updateDestination,
 } from "../store/destinations.ts";
 import {
   type AdminDeps,
@@ -167,7 +164,7 @@ export function destinationRoutes(deps: AdminDeps) {
       );
     }
     const now = Date.now();
-    const row = insertDestination(db, {
+    const row: Destination = {
       id,
       name: body.name ?? null,
       url: body.url,
@@ -183,18 +180,17 @@ export function destinationRoutes(deps: AdminDeps) {
       disabledReason: null,
       createdAt: now,
       updatedAt: now,
-    });
+    };
+    // Kafka first (the config topic): every replica's view applies it and starts its workers; this one
+    // has by the time the write returns.
     try {
-      await deps.delivery.destinationAdded(row);
+      await deps.state.putDestination(row);
     } catch (err) {
-      // Undo, so the client's retry does not leave a second, workerless destination behind.
-      deps.logger.error({ err, destinationId: id }, "could not start the worker of a new destination");
-      deleteDestination(db, id);
-      await deps.delivery.destinationRemoved(id).catch(() => {});
-      throw deliveryUnavailable("the destination's worker could not start; nothing was registered");
+      deps.logger.warn({ err, destinationId: id }, "could not write a new destination to Kafka");
+      throw deliveryUnavailable("Kafka could not take the destination; nothing was registered");
     }
     deps.logger.info({ destinationId: id }, "destination registered");
-    return c.json(destinationView(row), 201);
+    return c.json(destinationView(getDestination(db, id) ?? row), 201);
   });
 
   router.openapi(listRoute, (c) => c.json({ destinations: listDestinations(db).map(destinationView) }, 200));
@@ -220,17 +216,14 @@ export function destinationRoutes(deps: AdminDeps) {
         body.backoffBaseMs ?? existing.backoffBaseMs,
         body.backoffMaxMs ?? existing.backoffMaxMs,
       );
-      const updated = updateDestination(db, id, toPatch(existing, body));
-      if (!updated) throw notFoundDestination(id);
+      const updated: Destination = { ...existing, ...toPatch(existing, body), updatedAt: Date.now() };
       try {
-        await deps.delivery.destinationChanged(updated);
+        await deps.state.putDestination(updated);
       } catch (err) {
-        deps.logger.error({ err, destinationId: id }, "could not apply a destination change to its worker");
-        throw deliveryUnavailable(
-          "the change is saved but the worker could not apply it yet; repeating the same PATCH is safe",
-        );
+        deps.logger.warn({ err, destinationId: id }, "could not write a destination change to Kafka");
+        throw deliveryUnavailable("Kafka could not take the change; nothing was changed");
       }
-      return updated;
+      return getDestination(db, id) ?? updated;
     });
     deps.logger.info({ destinationId: id, fields: Object.keys(body) }, "destination changed");
     return c.json(destinationView(row), 200);
@@ -240,14 +233,14 @@ export function destinationRoutes(deps: AdminDeps) {
     const { id } = c.req.valid("param");
     await oneAtATime(deps.store, id, async () => {
       if (!getDestination(db, id)) throw notFoundDestination(id);
-      // Worker and consumer group first: if Kafka refuses, the row stays and the client can retry.
+      // A tombstone on the config topic: every replica's view deletes the row, stops its workers and
+      // deletes the consumer group. If Kafka refuses, nothing changed and the client can retry.
       try {
-        await deps.delivery.destinationRemoved(id);
+        await deps.state.removeDestination(id);
       } catch (err) {
-        deps.logger.error({ err, destinationId: id }, "could not stop the worker of a deleted destination");
-        throw deliveryUnavailable("the destination's worker could not be stopped; nothing was deleted");
+        deps.logger.warn({ err, destinationId: id }, "could not write a destination's deletion to Kafka");
+        throw deliveryUnavailable("Kafka could not take the deletion; nothing was deleted");
       }
-      deleteDestination(db, id);
     });
     deps.logger.info({ destinationId: id }, "destination deleted");
     return c.body(null, 204);

@@ -1,7 +1,7 @@
 import { type Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import type { Logger } from "../log.ts";
 import type { GroupCommitProducer } from "./producer.ts";
-import { ensureTopics } from "./topics.ts";
+import { ensureTopics, type TopicSpec } from "./topics.ts";
 
 /**
  * kafkajs options for the producer's client: its own logs go to `debug`. While a broker is down kafkajs
@@ -22,7 +22,7 @@ export function kafkaLogsAtDebug(logger: Logger): Pick<KafkaConfig, "logLevel" |
 export interface KafkaSetupOptions {
   kafka: Kafka;
   producer: GroupCommitProducer;
-  topics: string[];
+  topics: Array<string | TopicSpec>;
   partitions: number;
   replicationFactor?: number;
   logger: Logger;
@@ -80,7 +80,11 @@ export function startKafkaSetup(opts: KafkaSetupOptions): KafkaSetup {
   })();
 
   const ready = Promise.all([topicsReady, opts.producer.whenReady()]).then(() => {
-    if (!stopped) log.info({ topics: opts.topics }, "Kafka ready: ingest accepts events");
+    if (!stopped)
+      log.info(
+        { topics: opts.topics.map((t) => (typeof t === "string" ? t : t.topic)) },
+        "Kafka ready: ingest accepts events",
+      );
   });
 
   return {

@@ -56,7 +56,7 @@ class Batch {
 function sizeOf(messages: Message[]): number {
   let bytes = 0;
   for (const m of messages) {
-    bytes += typeof m.value === "string" ? Buffer.byteLength(m.value) : m.value.length;
+    bytes += m.value === null ? 0 : typeof m.value === "string" ? Buffer.byteLength(m.value) : m.value.length;
     if (m.key) bytes += m.key.length;
   }
   return bytes;

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { KafkaUnavailableError, type Message, type RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import type { IdempotencyValue } from "../state/records.ts";
 import type { Db } from "../store/db.ts";
 import {
   completeIdempotencyKey,
@@ -46,6 +47,12 @@ export interface IngestServiceOptions {
   /** False while the producer is disconnected or the topics are not there yet: answer 503 at once. */
   kafkaReady: () => boolean;
   idempotencyTtlMs: number;
+  /**
+   * Shares an answered key with the other replicas (the idempotency topic). Called after the events were
+   * acknowledged; a failure is logged, not turned into an error: the events are accepted, and this replica
+   * still holds the key.
+   */
+  shareKey?: (value: IdempotencyValue) => Promise<void>;
   logger: Logger;
   /** Counts events accepted (Kafka acknowledged) or refused (Kafka could not take them), for metrics. */
   onOutcome?: (outcome: "accepted" | "refused", events: number) => void;
@@ -146,6 +153,19 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
       inFlight.delete(storeKey);
     }
     completeIdempotencyKey(db, storeKey, 202);
+    if (opts.shareKey) {
+      const value: IdempotencyValue = {
+        key: storeKey,
+        requestHash: hash,
+        status: 202,
+        response: JSON.stringify(answer),
+        createdAt: now,
+        expiresAt: now + opts.idempotencyTtlMs,
+      };
+      await opts.shareKey(value).catch((err: unknown) => {
+        logger.warn({ err, key: storeKey }, "could not share an Idempotency-Key with the other replicas");
+      });
+    }
     return { ...answer, replayed: false };
   }
 

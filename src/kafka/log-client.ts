@@ -215,6 +215,25 @@ function errorType(err: unknown): string {
   return "UnknownError";
 }
 
+/** A Fetch response's partition as a FetchResult, from the asked `offset` on. */
+function fetchResultOf(data: RawFetchPartition, offset: number): FetchResult {
+  let next = offset;
+  for (const m of data.messages) {
+    const batch = m.batchContext;
+    const end = batch ? Number(batch.firstOffset) + batch.lastOffsetDelta : Number(m.offset);
+    if (end + 1 > next) next = end + 1;
+  }
+  const records = withoutAborted(data.messages, data.abortedTransactions)
+    .filter((m) => !m.isControlRecord && Number(m.offset) >= offset)
+    .map(toRecord);
+  return {
+    records,
+    next,
+    highWatermark: Number(data.highWatermark),
+    logStartOffset: Number(data.logStartOffset ?? data.lastStartOffset ?? -1),
+  };
+}
+
 function describe(err: unknown): string {
   return `${errorType(err)}: ${err instanceof Error ? err.message : String(err)}`;
 }
@@ -510,22 +529,80 @@ export class KafkaLog {
       .find((t) => t.topicName === topic)
       ?.partitions.find((p) => p.partition === partition);
     if (!data) throw new KafkaLogError(`fetch response for ${topic}/${partition} has no data for it`);
+    return fetchResultOf(data, offset);
+  }
 
-    let next = offset;
-    for (const m of data.messages) {
-      const batch = m.batchContext;
-      const end = batch ? Number(batch.firstOffset) + batch.lastOffsetDelta : Number(m.offset);
-      if (end + 1 > next) next = end + 1;
+  /**
+   * One Fetch per leader broker for many partitions of many topics at once (the shared-state view reads
+   * every partition of its topics in one long poll per broker). The requests to different brokers run in
+   * parallel. A partition whose offset is out of range fails the whole call with OffsetOutOfRangeError
+   * naming it (Kafka's answer carries no data for the others worth keeping); a leader error refreshes the
+   * topics' metadata for the next call and is thrown.
+   */
+  async fetchMany(
+    positions: ReadonlyArray<{ topic: string; partition: number; offset: number }>,
+    opts: { maxBytes: number; maxBytesPerPartition: number; maxWaitMs: number },
+  ): Promise<Array<FetchResult & { topic: string; partition: number }>> {
+    const topics = [...new Set(positions.map((p) => p.topic))];
+    const leaders = new Map<string, Map<number, number>>();
+    for (const topic of topics) leaders.set(topic, await this.#partitionLeaders(topic));
+    this.#assertOpen();
+    const byNode = new Map<number, Array<{ topic: string; partition: number; offset: number }>>();
+    for (const p of positions) {
+      const nodeId = leaders.get(p.topic)?.get(p.partition);
+      if (nodeId === undefined) {
+        throw new KafkaLogError(`${p.topic} has no partition ${p.partition}`, "UNKNOWN_TOPIC_OR_PARTITION");
+      }
+      byNode.set(nodeId, [...(byNode.get(nodeId) ?? []), p]);
     }
-    const records = withoutAborted(data.messages, data.abortedTransactions)
-      .filter((m) => !m.isControlRecord && Number(m.offset) >= offset)
-      .map(toRecord);
-    return {
-      records,
-      next,
-      highWatermark: Number(data.highWatermark),
-      logStartOffset: Number(data.logStartOffset ?? data.lastStartOffset ?? -1),
-    };
+    try {
+      const parts = await Promise.all(
+        [...byNode].map(async ([nodeId, wanted]) => {
+          const broker = await this.#broker(nodeId);
+          this.#assertOpen();
+          const perTopic = new Map<
+            string,
+            Array<{ partition: number; fetchOffset: string; maxBytes: number }>
+          >();
+          for (const w of wanted) {
+            perTopic.set(w.topic, [
+              ...(perTopic.get(w.topic) ?? []),
+              { partition: w.partition, fetchOffset: String(w.offset), maxBytes: opts.maxBytesPerPartition },
+            ]);
+          }
+          const response = await this.#oneFetchAt(nodeId, () =>
+            broker.fetch({
+              isolationLevel: READ_COMMITTED,
+              maxWaitTime: opts.maxWaitMs,
+              minBytes: 1,
+              maxBytes: opts.maxBytes,
+              topics: [...perTopic].map(([topic, partitions]) => ({ topic, partitions })),
+            }),
+          );
+          return wanted.map((w) => {
+            const data = response.responses
+              .find((t) => t.topicName === w.topic)
+              ?.partitions.find((p) => p.partition === w.partition);
+            if (!data) {
+              throw new KafkaLogError(`fetch response for ${w.topic}/${w.partition} has no data for it`);
+            }
+            return { topic: w.topic, partition: w.partition, ...fetchResultOf(data, w.offset) };
+          });
+        }),
+      );
+      return parts.flat();
+    } catch (err) {
+      const type = errorType(err);
+      if (type === "OFFSET_OUT_OF_RANGE") {
+        const { topic, partition } = err as { topic?: string; partition?: number };
+        const at = positions.find((p) => p.topic === topic && p.partition === partition);
+        if (topic !== undefined && partition !== undefined && at) {
+          throw await this.#outOfRange(topic, partition, at.offset);
+        }
+      }
+      if (LEADER_ERRORS.has(type)) for (const topic of topics) this.#leaders.delete(topic);
+      throw err;
+    }
   }
 
   /** Deletes groups (admin DeleteGroups); a group that does not exist counts as deleted. */

@@ -6,7 +6,8 @@
 /** One record to publish. `key` decides the partition (kafkajs's Java-compatible murmur2). */
 export interface Message {
   key: string | null;
-  value: string | Buffer;
+  /** null: a tombstone (a compacted topic forgets the key). */
+  value: string | Buffer | null;
   headers?: Record<string, string | Buffer>;
 }
 

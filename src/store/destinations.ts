@@ -30,3 +30,9 @@ export function updateDestination(db: Db, id: string, patch: DestinationPatch): 
 export function deleteDestination(db: Db, id: string): boolean {
   return db.delete(destinations).where(eq(destinations.id, id)).run().changes > 0;
 }
+
+/** Writes a destination row as given (the shared-state view applying the config topic). */
+export function putDestination(db: Db, row: Destination): void {
+  const { id, ...rest } = row;
+  db.insert(destinations).values(row).onConflictDoUpdate({ target: destinations.id, set: rest }).run();
+}

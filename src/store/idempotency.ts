@@ -57,3 +57,24 @@ export function purgeExpiredIdempotencyKeys(db: Db, now: number, limit = 10_000)
     sql`delete from ${idempotencyKeys} where ${idempotencyKeys.key} in (select ${idempotencyKeys.key} from ${idempotencyKeys} where ${idempotencyKeys.expiresAt} <= ${now} limit ${limit})`,
   ).changes;
 }
+
+/**
+ * Applies a key answered on some replica (the shared-state view): it replaces no live answered record,
+ * only an unknown, expired or merely reserved one.
+ */
+export function applyIdempotencyKey(db: Db, row: Omit<IdempotencyRecord, never>): void {
+  db.insert(idempotencyKeys)
+    .values(row)
+    .onConflictDoUpdate({
+      target: idempotencyKeys.key,
+      set: {
+        requestHash: row.requestHash,
+        status: row.status,
+        response: row.response,
+        createdAt: row.createdAt,
+        expiresAt: row.expiresAt,
+      },
+      setWhere: sql`${idempotencyKeys.status} = ${RESERVED} or ${idempotencyKeys.expiresAt} <= ${row.createdAt}`,
+    })
+    .run();
+}

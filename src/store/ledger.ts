@@ -106,6 +106,16 @@ export function markForReplay(
     .all();
 }
 
+/** Dead events of a destination (all of them, or those listed). */
+export function deadRows(db: Db, destinationId: string, eventIds: string[] | undefined): LedgerRow[] {
+  const where = and(
+    eq(deliveries.destinationId, destinationId),
+    IS_DEAD,
+    eventIds ? inArray(deliveries.eventId, eventIds) : undefined,
+  );
+  return db.select().from(deliveries).where(where).all();
+}
+
 /** Events of a destination waiting to be replayed (a worker picks them up when it starts). */
 export function replayingRows(db: Db, destinationId: string): LedgerRow[] {
   return db

@@ -104,3 +104,18 @@ export const deliveryOffsets = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.destinationId, t.topic, t.partition] })],
 );
+
+/**
+ * How far this replica's view has applied each partition of the shared-state topics (config, outcomes,
+ * idempotency): the next offset to read. Written in the same transaction as the rows it applied, so the
+ * view is exactly the topics' prefix up to these offsets.
+ */
+export const stateOffsets = sqliteTable(
+  "state_offsets",
+  {
+    topic: text("topic").notNull(),
+    partition: integer("partition").notNull(),
+    offset: integer("offset").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.topic, t.partition] })],
+);
