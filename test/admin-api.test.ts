@@ -644,7 +644,8 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
     const replaying = h.req("POST", `/api/destinations/${d.id}/dead-letters/replay`);
     // Let both requests run as far as they can while the DELETE is stopping the worker (the view applies
     // the tombstone and is held in the delivery call).
-    for (let i = 0; i < 500 && h.delivery.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 500 && h.delivery.calls.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(
       h.delivery.calls.map((c) => c.method),

@@ -37,7 +37,16 @@ export interface IngestGateway {
  * A whole gateway in-process on PORT=0 with its own topics and SQLite file, as main.ts would start it.
  * `env` overrides the test defaults (e.g. KAFKA_BROKERS of a broker the test owns).
  */
-export async function startIngestGateway(env: Record<string, string> = {}): Promise<IngestGateway> {
+export async function startIngestGateway(
+  env: Record<string, string> = {},
+  opts: {
+    /**
+     * Wait until the gateway's view of the shared state has caught up (its admin API answers), as a
+     * client waiting for /readyz would. Tests that start the gateway before Kafka pass false.
+     */
+    awaitState?: boolean;
+  } = {},
+): Promise<IngestGateway> {
   const topic = uniqueName("ingest");
   const deadLetterTopic = uniqueName("ingest-dead");
   const dbPath = join(tmpdir(), `${uniqueName("ingest")}.db`);
@@ -57,6 +66,7 @@ export async function startIngestGateway(env: Record<string, string> = {}): Prom
   });
   const brokers = config.KAFKA_BROKERS ?? [];
   const gateway = await startGateway(config, pino({ level: "silent" }));
+  if (opts.awaitState !== false) await gateway.state.ready;
   const kafka = createKafka({
     brokers,
     clientId: uniqueName("ingest-test"),

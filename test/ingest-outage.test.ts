@@ -33,12 +33,15 @@ test("Kafka down at start-up, killed or hung mid-run: 503 + Retry-After, then 20
   const port = await freePort();
   let kafka: LocalKafka | undefined;
   // The gateway starts while nothing listens on the broker port.
-  const g = await startIngestGateway({
-    KAFKA_BROKERS: `127.0.0.1:${port}`,
-    INGEST_ACK_TIMEOUT_MS: "4000",
-    INGEST_RETRY_AFTER_S: "1",
-    TOPIC_PARTITIONS: "3",
-  });
+  const g = await startIngestGateway(
+    {
+      KAFKA_BROKERS: `127.0.0.1:${port}`,
+      INGEST_ACK_TIMEOUT_MS: "4000",
+      INGEST_RETRY_AFTER_S: "1",
+      TOPIC_PARTITIONS: "3",
+    },
+    { awaitState: false },
+  );
   try {
     assert.equal((await fetch(`${g.gateway.url}/healthz`)).status, 200, "the process serves without Kafka");
     assert.equal((await fetch(`${g.gateway.url}/readyz`)).status, 503, "and reports not ready");
@@ -47,6 +50,7 @@ test("Kafka down at start-up, killed or hung mid-run: 503 + Retry-After, then 20
 
     kafka = await startLocalKafka({ port });
     await g.gateway.kafkaReady;
+    await g.gateway.state.ready;
     assert.equal((await fetch(`${g.gateway.url}/readyz`)).status, 200);
     const before = await g.post("/api/singleEvent", { userID: "u", payload: "before" });
     assert.equal(before.status, 202);

@@ -580,9 +580,11 @@ export class KafkaLog {
             }),
           );
           return wanted.map((w) => {
+            // kafkajs shuffles the partitions (KIP-74) and lists a topic once per run of them: look in all.
             const data = response.responses
-              .find((t) => t.topicName === w.topic)
-              ?.partitions.find((p) => p.partition === w.partition);
+              .filter((t) => t.topicName === w.topic)
+              .flatMap((t) => t.partitions)
+              .find((p) => p.partition === w.partition);
             if (!data) {
               throw new KafkaLogError(`fetch response for ${w.topic}/${w.partition} has no data for it`);
             }
