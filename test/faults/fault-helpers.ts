@@ -295,6 +295,11 @@ export interface IngestOutcome {
 export interface LoadOptions {
   /** Gateway base URL. */
   url: string;
+  /**
+   * Several gateways: requests go to them in turn (one user's requests too). The array may be changed while
+   * the load runs (a replica killed on purpose leaves it).
+   */
+  urls?: string[];
   /** Concurrent clients; each sends sequentially (one request in flight). */
   clients: number;
   /** Users per client; a client's users are its own (`<prefix>-c<client>-u<n>`), used round-robin. */
@@ -349,6 +354,7 @@ const header = (value: string | string[] | undefined) => (Array.isArray(value) ?
 
 async function sendOne(
   opts: LoadOptions,
+  url: string,
   dispatcher: Agent,
   userID: string,
   seq: number,
@@ -359,7 +365,7 @@ async function sendOne(
   try {
     // undici's request, not fetch: a fraction of the CPU per request, so the load generator does not
     // compete with the gateway and three brokers for the machine's cores.
-    const res = await request(`${opts.url}/api/singleEvent`, {
+    const res = await request(`${url}/api/singleEvent`, {
       method: "POST",
       dispatcher,
       headers: { "content-type": "application/json" },
@@ -434,7 +440,9 @@ export function startLoad(opts: LoadOptions): Load {
       const u = n % opts.usersPerClient;
       const seq = (seqs[u] as number) + 1;
       seqs[u] = seq;
-      outcomes.push(await sendOne(opts, dispatcher, `${prefix}-c${c}-u${u}`, seq, padding));
+      const urls = opts.urls && opts.urls.length > 0 ? opts.urls : [opts.url];
+      const url = urls[(n + c) % urls.length] as string;
+      outcomes.push(await sendOne(opts, url, dispatcher, `${prefix}-c${c}-u${u}`, seq, padding));
     }
   });
   const all = Promise.all(clients);
