@@ -136,7 +136,6 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
   const killedAt = Date.now();
   await r3.kill("SIGKILL");
   await sleep(15_000);
-  const acceptedBefore = acceptedEvents(load.outcomes).length;
   // --- Then a broker.
   await cluster.killNode(3);
   await sleep(8000);
@@ -145,7 +144,7 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
   await load.stop();
   const accepted = acceptedEvents(load.outcomes);
   t.diagnostic(
-    `accepted ${accepted.length} (${acceptedBefore} by ${Math.round((Date.now() - killedAt) / 1000)} s after the replica kill)`,
+    `accepted ${accepted.length}; load ran ${Math.round((Date.now() - killedAt) / 1000)} s past the replica kill`,
   );
   assert.ok(accepted.length > 1000, `enough load went through (${accepted.length})`);
   const other = load.outcomes.filter((o) => o.status !== 202 && o.status !== 503 && o.status !== 0);
