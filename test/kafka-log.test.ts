@@ -288,6 +288,39 @@ test("fetch outside the log rejects with OffsetOutOfRangeError carrying the log'
   );
 });
 
+test("fetchMany reads many partitions of several topics in one call per broker; out of range names its partition", async (t) => {
+  const a = await logFixture(t, 4);
+  const b = await logFixture(t, 3, a.kafka);
+  await a.produce(Array.from({ length: 12 }, (_, i) => ({ partition: i % 4, key: `a${i}`, value: `a${i}` })));
+  await b.produce(Array.from({ length: 9 }, (_, i) => ({ partition: i % 3, key: `b${i}`, value: `b${i}` })));
+  const positions = [
+    ...[0, 1, 2, 3].map((partition) => ({ topic: a.topic, partition, offset: partition === 0 ? 1 : 0 })),
+    ...[0, 1, 2].map((partition) => ({ topic: b.topic, partition, offset: 0 })),
+  ];
+  const opts = { maxBytes: 1024 * 1024, maxBytesPerPartition: 64 * 1024, maxWaitMs: 100 };
+  const results = await a.log.fetchMany(positions, opts);
+  const got = new Map(results.map((r) => [`${r.topic}/${r.partition}`, r]));
+  assert.equal(got.size, 7, "an answer for every partition asked (kafkajs lists a topic once per shuffled run)");
+  assert.deepEqual(
+    got.get(`${a.topic}/0`)?.records.map((r) => r.value?.toString()),
+    ["a4", "a8"],
+    "from the asked offset on",
+  );
+  assert.equal(got.get(`${a.topic}/0`)?.next, 3);
+  assert.deepEqual(
+    got.get(`${b.topic}/2`)?.records.map((r) => r.value?.toString()),
+    ["b2", "b5", "b8"],
+  );
+  for (const r of results) assert.equal(r.highWatermark, 3);
+
+  const beyond = positions.map((p) => (p.topic === b.topic && p.partition === 1 ? { ...p, offset: 50 } : p));
+  await assert.rejects(a.log.fetchMany(beyond, opts), (err: unknown) => {
+    assert.ok(err instanceof OffsetOutOfRangeError, String(err));
+    assert.deepEqual([err.topic, err.partition, err.offset], [b.topic, 1, 50]);
+    return true;
+  });
+});
+
 test("deleteGroups removes member-less groups; unknown groups count as deleted", async (t) => {
   const f = await logFixture(t, 1);
   const ids = [group(f), group(f), group(f)];
