@@ -107,7 +107,7 @@ function removeDbs(): void {
 async function ingest(
   replicas: GatewayProcess[],
   seconds: number,
-): Promise<{ accepted: number; elapsed: number }> {
+): Promise<{ accepted: number; elapsed: number; refused: Map<number, number> }> {
   const pools = replicas.map((g) => new Pool(g.url, { connections: IN_FLIGHT }));
   const body = JSON.stringify({
     events: Array.from({ length: BATCH }, (_, i) => ({
