@@ -150,7 +150,10 @@ export class DeliveryEngine implements EngineApi {
     // A stop() while starting wins: nothing more is started.
     if (this.#stopped) return;
     this.#totalPartitions = ends.size;
-    for (const d of listDestinations(this.#deps.store.db)) if (!d.disabled) this.#addWorker(d);
+    // A destination the view announced while this engine was starting has its worker already.
+    for (const d of listDestinations(this.#deps.store.db)) {
+      if (!d.disabled && !this.#workers.has(d.id)) this.#addWorker(d);
+    }
     await this.#seedShared(ends);
     if (this.#stopped) return;
     await this.#startConsumer();
