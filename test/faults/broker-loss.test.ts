@@ -199,6 +199,10 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   t.diagnostic(`partially acknowledged batches refused (503) by the producer: ${partial}`);
   const warnings = [...gw.warnings()].map(([msg, n]) => `${n}× ${msg}`);
   t.diagnostic(`gateway warnings: ${warnings.join("; ") || "none"}`);
+  for (const line of gw.logs().filter((l) => typeof l.level === "number" && l.level >= 50)) {
+    const err = line.err as { message?: string } | undefined;
+    t.diagnostic(`gateway error: ${String(line.msg)}${err?.message ? `: ${err.message}` : ""}`);
+  }
 
   assert.ok(counts.accepted >= MIN_ACCEPTED);
   assert.deepEqual(missingFromTopic.slice(0, 5), [], "every 202 event is in the topic");
