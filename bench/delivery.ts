@@ -35,6 +35,7 @@ import type { ChildGateway } from "../test/child-gateway.ts";
 import {
   acceptOne,
   benchGateway,
+  benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
@@ -438,8 +439,7 @@ async function main(): Promise<void> {
   const logPath = join(tmpdir(), `bench-delivery-${process.pid}.gateway.log`);
   let receiverRef: ReceiverClient | undefined;
   const gw = await benchGateway(
-    brokers,
-    dbPath,
+    benchGatewayEnv(brokers, dbPath),
     logPath,
     values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : [],
   );

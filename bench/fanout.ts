@@ -34,6 +34,7 @@ import { type ChildGateway, removeDb } from "../test/child-gateway.ts";
 import {
   acceptOne,
   benchGateway,
+  benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
@@ -839,7 +840,7 @@ async function main(): Promise<void> {
     kafka = await startLocalKafka({ log });
     const brokers = kafka.brokers;
     receiver = await startReceiver("net");
-    gw = await benchGateway(brokers, dbPath, join(dir, "gateway.log"));
+    gw = await benchGateway(benchGatewayEnv(brokers, dbPath), join(dir, "gateway.log"));
     const ctx: Ctx = { gw, receiver, brokers, dbPath, opts, log };
     const { runs } = opts;
 

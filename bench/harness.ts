@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, Pool } from "undici";
 import { type SendTarget, sendTarget, sendWebhook } from "../src/delivery/send.ts";
 import { generateSecret, secretKey } from "../src/delivery/sign.ts";
-import { ChildGateway, type GatewayClient } from "../test/child-gateway.ts";
+import { ChildGateway, type GatewayClient, type GatewayEnv } from "../test/child-gateway.ts";
 import { freePort } from "../test/helpers.ts";
 import { PAYLOAD } from "./payload.ts";
 
@@ -22,21 +22,10 @@ const HERE = new URL(import.meta.url).pathname;
 export const ADMIN_TOKEN = "bench-admin-token-0123456789";
 export const TOPIC = "events";
 
-/**
- * The gateway of the delivery benchmarks as a child process (test/child-gateway.ts), not started yet: on a
- * free port, the caller's own environment beneath its settings, its output also in `logFile`. `execArgv`:
- * node's own flags for it, e.g. `--cpu-prof`.
- */
-export async function benchGateway(
-  brokers: string[],
-  dbPath: string,
-  logFile: string,
-  execArgv: string[] = [],
-): Promise<ChildGateway> {
-  const env = {
+/** The environment every bench gateway gets (the caller's own environment passes through beneath it). */
+export function benchGatewayEnv(brokers: string[], dbPath: string): GatewayEnv {
+  return {
     KAFKA_BROKERS: brokers.join(","),
-    HOST: "127.0.0.1",
-    PORT: String(await freePort()),
     DB_PATH: dbPath,
     ADMIN_TOKEN,
     ALLOW_PRIVATE_DESTINATIONS: "true",
@@ -44,7 +33,23 @@ export async function benchGateway(
     EVENTS_TOPIC: TOPIC,
     DEAD_LETTER_TOPIC: `${TOPIC}.dead-letter`,
   };
-  return new ChildGateway(env, { inheritEnv: true, logFile, execArgv, readyTimeoutMs: 120_000 });
+}
+
+/**
+ * A bench gateway as a child process (test/child-gateway.ts), not started yet: `env` on a free port, the
+ * caller's own environment beneath it, its output also in `logFile`. `execArgv`: node's own flags, e.g.
+ * `--cpu-prof`.
+ */
+export async function benchGateway(
+  env: GatewayEnv,
+  logFile: string,
+  execArgv: string[] = [],
+): Promise<ChildGateway> {
+  const port = String(await freePort());
+  return new ChildGateway(
+    { ...env, HOST: "127.0.0.1", PORT: port },
+    { inheritEnv: true, logFile, execArgv, readyTimeoutMs: 120_000 },
+  );
 }
 /** Wall-clock milliseconds with sub-millisecond resolution; every process on this machine shares the clock. */
 export const now = () => performance.timeOrigin + performance.now();
