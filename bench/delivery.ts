@@ -31,13 +31,14 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
+import type { ChildGateway } from "../test/child-gateway.ts";
 import {
+  acceptOne,
+  benchGateway,
   benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
-  freePort,
-  GatewayProcess,
   heapUsedMb,
   inParallel,
   memoryOf,
@@ -50,6 +51,7 @@ import {
   preload as preloadTopic,
   type ReceiverClient,
   type Row,
+  restartGateway,
   sampleRecord,
   scrape,
   startReceiver,
@@ -71,7 +73,7 @@ let users = 1000;
 const PROFILE_DIR = join(tmpdir(), "bench-delivery-profiles");
 
 /** Registers a destination at --concurrency; a 503 is retried (harness.ts). */
-function registerDestination(gw: GatewayProcess, url: string, name: string): Promise<string> {
+function registerDestination(gw: ChildGateway, url: string, name: string): Promise<string> {
   return postDestination(gw, { url, name, maxConcurrency: concurrency });
 }
 
@@ -94,7 +96,7 @@ function eventBody(i: number): string {
  * until every one has all N.
  */
 async function drain(
-  gw: GatewayProcess,
+  gw: ChildGateway,
   receiver: ReceiverClient,
   brokers: string[],
   label: string,
@@ -104,7 +106,7 @@ async function drain(
 ): Promise<Row[]> {
   const paths = Array.from({ length: count }, (_, i) => `/${label}/${i}`);
   const ids = await inParallel(paths, 4, (p) => registerDestination(gw, `${receiver.url}${p}`, `bench ${p}`));
-  await inParallel(ids, 4, (id) => gw.api("PATCH", `/api/destinations/${id}`, { disabled: true }));
+  await inParallel(ids, 4, (id) => gw.patch(`/api/destinations/${id}`, { disabled: true }));
   const loadSeconds = await preload(brokers, events);
   log(
     `  ${fmt(events)} events in the topic in ${loadSeconds.toFixed(1)} s; enabling ${count} destination(s)`,
@@ -129,7 +131,7 @@ async function drain(
   const enabledAt = now();
   const cpuBefore = cpuSecondsOf(gw.pid);
   try {
-    await Promise.all(ids.map((id) => gw.api("PATCH", `/api/destinations/${id}`, { disabled: false })));
+    await Promise.all(ids.map((id) => gw.patch(`/api/destinations/${id}`, { disabled: false })));
     const stats = await receiver.waitUntil(
       (s) => paths.every((p) => (s[p]?.distinct ?? 0) >= events),
       `${count} × ${events} deliveries`,
@@ -179,7 +181,7 @@ async function drain(
     clearInterval(sampler);
     clearInterval(heapSampler);
     // Gone before the next phase, so its worker takes no CPU there.
-    await inParallel(ids, 4, (id) => gw.api("DELETE", `/api/destinations/${id}`));
+    await inParallel(ids, 4, (id) => gw.delete(`/api/destinations/${id}`));
   }
 }
 
@@ -188,7 +190,7 @@ async function drain(
  * number due so far is sent each millisecond tick, never waiting on answers), warm-up first.
  */
 async function latency(
-  gw: GatewayProcess,
+  gw: ChildGateway,
   receiver: ReceiverClient,
   label: string,
   destinations: number,
@@ -249,7 +251,7 @@ async function latency(
   try {
     // Steady state only: the workers have joined their groups (a probe arrived everywhere) and have caught
     // up with the warm-up, so no start-up backlog is counted as latency.
-    await gw.acceptOne(30_000, "bench-latency-probe");
+    await acceptOne(gw, 30_000, "bench-latency-probe");
     await receiver.waitUntil(delivered(1), "the probe event at every latency destination", 60_000);
     await offer(warmupSeconds * 1000, false);
     await receiver.waitUntil(delivered(1 + warmAccepted), "the warm-up events", 120_000);
@@ -328,7 +330,7 @@ async function latency(
     };
   } finally {
     await pool.close();
-    await inParallel(ids, 4, (id) => gw.api("DELETE", `/api/destinations/${id}`));
+    await inParallel(ids, 4, (id) => gw.delete(`/api/destinations/${id}`));
   }
 }
 
@@ -337,7 +339,7 @@ async function latency(
  * an event accepted after /readyz has reached every destination (so every worker runs and has joined).
  */
 async function startup(
-  gw: GatewayProcess,
+  gw: ChildGateway,
   receiver: ReceiverClient,
   count: number,
   log: (s: string) => void,
@@ -348,13 +350,13 @@ async function startup(
   const registerSeconds = (now() - registerStart) / 1000;
   log(`  ${count} destinations registered in ${registerSeconds.toFixed(1)} s; restarting the gateway`);
   const stopStart = now();
-  const graceful = await gw.stop();
+  const graceful = (await gw.stop()) !== "SIGKILL";
   const stopSeconds = (now() - stopStart) / 1000;
   const spawnedAt = now();
-  gw.spawn();
-  await gw.waitReady(120_000);
+  await gw.start({ ready: false });
+  await gw.waitReady(120_000, 25);
   const readyAt = now();
-  await gw.acceptOne(120_000, "bench-startup");
+  await acceptOne(gw, 120_000, "bench-startup");
   const acceptedAt = now();
   const stats = await receiver.waitUntil(
     (s) => paths.every((p) => (s[p]?.distinct ?? 0) >= 1),
@@ -436,8 +438,7 @@ async function main(): Promise<void> {
   const dbPath = join(tmpdir(), `bench-delivery-${process.pid}.db`);
   const logPath = join(tmpdir(), `bench-delivery-${process.pid}.gateway.log`);
   let receiverRef: ReceiverClient | undefined;
-  const gw = new GatewayProcess(
-    await freePort(),
+  const gw = await benchGateway(
     benchGatewayEnv(brokers, dbPath),
     logPath,
     values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : [],
@@ -456,9 +457,8 @@ async function main(): Promise<void> {
 
     log("starting the gateway …");
     const spawnedAt = now();
-    gw.spawn();
-    await gw.waitReady(120_000);
-    await gw.acceptOne(120_000);
+    await gw.start();
+    await acceptOne(gw, 120_000);
     const idle = memoryOf(gw.pid);
     log(`  up in ${((now() - spawnedAt) / 1000).toFixed(1)} s, RSS ${fmt(idle.rssMb)} MiB`);
 
@@ -467,23 +467,23 @@ async function main(): Promise<void> {
       rows.push(...(await drain(gw, receiver, brokers, "one", 1, events, log)));
     }
     if (runs.has("3")) {
-      if (runs.has("2")) await gw.restart();
+      if (runs.has("2")) await restartGateway(gw);
       log(`(3) drain, ${destinations} destinations …`);
       rows.push(...(await drain(gw, receiver, brokers, "ten", destinations, events, log)));
     }
     if (runs.has("4")) {
-      if (runs.has("2") || runs.has("3")) await gw.restart();
+      if (runs.has("2") || runs.has("3")) await restartGateway(gw);
       log("(4) latency, 1 destination …");
       rows.push(await latency(gw, receiver, "(4)", 1, rate, duration, warmup, log));
     }
     if (runs.has("4b")) {
-      if (runs.has("2") || runs.has("3") || runs.has("4")) await gw.restart();
+      if (runs.has("2") || runs.has("3") || runs.has("4")) await restartGateway(gw);
       log(`(4b) latency, ${destinations} destinations …`);
       rows.push(await latency(gw, receiver, "(4b)", destinations, rate10, duration, warmup, log));
     }
     if (runs.has("4i")) {
       // Diagnostic, not in the default runs: the same offered load with no destination = ingest's share.
-      await gw.restart();
+      await restartGateway(gw);
       log("(4i) ingest only, no destination …");
       rows.push(await latency(gw, receiver, "(4i)", 0, rate, duration, warmup, log));
     }
@@ -515,7 +515,7 @@ async function main(): Promise<void> {
   } catch (err) {
     failed = true;
     log(`benchmark failed: ${(err as Error).stack ?? String(err)}`);
-    log(`gateway log tail (${logPath}):\n${gw.logTail()}`);
+    log(`gateway log tail (${logPath}):\n${gw.output()}`);
     if (rows.length) log(`rows so far:\n${table(rows)}`);
   } finally {
     await gw.stop();

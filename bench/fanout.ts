@@ -30,13 +30,14 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
+import { type ChildGateway, removeDb } from "../test/child-gateway.ts";
 import {
+  acceptOne,
+  benchGateway,
   benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
-  freePort,
-  GatewayProcess,
   memoryOf,
   metricSum,
   now,
@@ -107,7 +108,7 @@ interface FRow {
 }
 
 interface Ctx {
-  gw: GatewayProcess;
+  gw: ChildGateway;
   receiver: ReceiverClient;
   brokers: string[];
   dbPath: string;
@@ -125,11 +126,10 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 /** Stops the gateway, deletes its database and starts it again: each group of runs starts empty. */
 async function freshGateway(ctx: Ctx): Promise<void> {
   await ctx.gw.stop();
-  for (const suffix of ["", "-wal", "-shm"]) rmSync(`${ctx.dbPath}${suffix}`, { force: true });
+  removeDb(ctx.dbPath);
   const t0 = now();
-  ctx.gw.spawn();
-  await ctx.gw.waitReady(120_000);
-  await ctx.gw.acceptOne(120_000);
+  await ctx.gw.start();
+  await acceptOne(ctx.gw, 120_000);
   ctx.log(`  fresh gateway up in ${seconds(now() - t0)}, RSS ${fmt(memoryOf(ctx.gw.pid).rssMb)} MiB`);
 }
 
@@ -302,7 +302,7 @@ async function offer(
   return { accepted, refused, notOffered, elapsedMs, ingestMs };
 }
 
-function ingestPool(gw: GatewayProcess): Pool {
+function ingestPool(gw: ChildGateway): Pool {
   return new Pool(gw.url, { connections: 64, headersTimeout: 30_000, bodyTimeout: 30_000 });
 }
 
@@ -366,7 +366,7 @@ async function registration(ctx: Ctx): Promise<FRow[]> {
     const gets: number[] = [];
     for (let i = 0; i < 50; i++) {
       const t0 = now();
-      await ctx.gw.api("GET", `/api/destinations/${first.id}`, undefined, ADMIN_TIMEOUT_MS);
+      await ctx.gw.get(`/api/destinations/${first.id}`, { timeoutMs: ADMIN_TIMEOUT_MS });
       gets.push(now() - t0);
     }
     gets.sort((a, b) => a - b);
@@ -661,7 +661,7 @@ async function backlog(ctx: Ctx): Promise<FRow> {
     { url: `${ctx.receiver.url}${path}`, name: "bench drain" },
     ADMIN_TIMEOUT_MS,
   );
-  await ctx.gw.api("PATCH", `/api/destinations/${id}`, { disabled: true }, ADMIN_TIMEOUT_MS);
+  await ctx.gw.patch(`/api/destinations/${id}`, { disabled: true }, { timeoutMs: ADMIN_TIMEOUT_MS });
   const loadSeconds = await preload(ctx.brokers, events, users);
   ctx.log(`  ${fmt(events)} events in the topic in ${loadSeconds.toFixed(1)} s; enabling the destination`);
   let peakRss = memoryOf(ctx.gw.pid).rssMb;
@@ -675,7 +675,7 @@ async function backlog(ctx: Ctx): Promise<FRow> {
   try {
     const cpu0 = cpuSecondsOf(ctx.gw.pid);
     const enabledAt = now();
-    await ctx.gw.api("PATCH", `/api/destinations/${id}`, { disabled: false }, ADMIN_TIMEOUT_MS);
+    await ctx.gw.patch(`/api/destinations/${id}`, { disabled: false }, { timeoutMs: ADMIN_TIMEOUT_MS });
     // Bounded: 1,000 deliveries/s would be far below anything useful.
     const limitMs = 30_000 + events;
     let s: PathStats | undefined;
@@ -809,12 +809,17 @@ async function main(): Promise<void> {
   const { startLocalKafka } = await import("../src/kafka/runner.ts");
   let kafka: Awaited<ReturnType<typeof startLocalKafka>> | undefined;
   let receiver: ReceiverClient | undefined;
-  let gw: GatewayProcess | undefined;
+  let gw: ChildGateway | undefined;
   let cleaned: Promise<void> | undefined;
   const cleanUp = () => {
     cleaned ??= (async () => {
       const t0 = now();
-      const graceful = await gw?.stop().catch(() => false);
+      const graceful =
+        gw &&
+        (await gw.stop().then(
+          (exit) => exit !== "SIGKILL",
+          () => false,
+        ));
       if (receiver) await stopReceiver(receiver).catch(() => {});
       await kafka?.stop().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
@@ -835,7 +840,7 @@ async function main(): Promise<void> {
     kafka = await startLocalKafka({ log });
     const brokers = kafka.brokers;
     receiver = await startReceiver("net");
-    gw = new GatewayProcess(await freePort(), benchGatewayEnv(brokers, dbPath), join(dir, "gateway.log"));
+    gw = await benchGateway(benchGatewayEnv(brokers, dbPath), join(dir, "gateway.log"));
     const ctx: Ctx = { gw, receiver, brokers, dbPath, opts, log };
     const { runs } = opts;
 
@@ -857,7 +862,7 @@ async function main(): Promise<void> {
       try {
         rows.push(...(await run()));
       } catch (err) {
-        log(`${name} failed: ${(err as Error).stack ?? String(err)}\ngateway log tail:\n${ctx.gw.logTail()}`);
+        log(`${name} failed: ${(err as Error).stack ?? String(err)}\ngateway log tail:\n${ctx.gw.output()}`);
         rows.push({
           name,
           result: `failed: ${(err as Error).message.slice(0, 200)}`,
@@ -901,7 +906,7 @@ async function main(): Promise<void> {
   } catch (err) {
     failed = true;
     log(`benchmark failed: ${(err as Error).stack ?? String(err)}`);
-    if (gw) log(`gateway log tail:\n${gw.logTail()}`);
+    if (gw) log(`gateway log tail:\n${gw.output()}`);
     if (rows.length) log(`rows so far:\n${table(rows)}`);
   } finally {
     await cleanUp();

@@ -1,29 +1,29 @@
 /**
  * What the delivery benchmarks share (bench/delivery.ts, bench/fanout.ts): the receiver child (a lean HTTP/1.1
  * server on node:net, or node:http, that answers 200 at once and records arrivals per path), the gateway as a
- * child process (`node src/main.ts`), /proc CPU and RSS readers, /metrics scraping, destination registration,
- * preloading the events topic, the raw-undici ceiling and the table.
+ * child process (benchGateway: test/child-gateway.ts's ChildGateway), /proc CPU and RSS readers, /metrics
+ * scraping, destination registration, preloading the events topic, the raw-undici ceiling and the table.
  *
  * The receiver runs this file as a child: `startReceiver()` forks it with CHILD_FLAG.
  */
-import { type ChildProcess, fork, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { type ChildProcess, fork } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
-import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, Pool } from "undici";
 import { type SendTarget, sendTarget, sendWebhook } from "../src/delivery/send.ts";
 import { generateSecret, secretKey } from "../src/delivery/sign.ts";
+import { ChildGateway, type GatewayClient, type GatewayEnv } from "../test/child-gateway.ts";
+import { freePort } from "../test/helpers.ts";
 import { PAYLOAD } from "./payload.ts";
 
 const CHILD_FLAG = "--bench-child";
 const HERE = new URL(import.meta.url).pathname;
-export const REPO = dirname(dirname(HERE));
 export const ADMIN_TOKEN = "bench-admin-token-0123456789";
 export const TOPIC = "events";
 
 /** The environment every bench gateway gets (the caller's own environment passes through beneath it). */
-export function benchGatewayEnv(brokers: string[], dbPath: string): Record<string, string> {
+export function benchGatewayEnv(brokers: string[], dbPath: string): GatewayEnv {
   return {
     KAFKA_BROKERS: brokers.join(","),
     DB_PATH: dbPath,
@@ -33,6 +33,23 @@ export function benchGatewayEnv(brokers: string[], dbPath: string): Record<strin
     EVENTS_TOPIC: TOPIC,
     DEAD_LETTER_TOPIC: `${TOPIC}.dead-letter`,
   };
+}
+
+/**
+ * A bench gateway as a child process (test/child-gateway.ts), not started yet: `env` on a free port, the
+ * caller's own environment beneath it, its output also in `logFile`. `execArgv`: node's own flags, e.g.
+ * `--cpu-prof`.
+ */
+export async function benchGateway(
+  env: GatewayEnv,
+  logFile: string,
+  execArgv: string[] = [],
+): Promise<ChildGateway> {
+  const port = String(await freePort());
+  return new ChildGateway(
+    { ...env, HOST: "127.0.0.1", PORT: port },
+    { inheritEnv: true, logFile, execArgv, readyTimeoutMs: 120_000 },
+  );
 }
 /** Wall-clock milliseconds with sub-millisecond resolution; every process on this machine shares the clock. */
 export const now = () => performance.timeOrigin + performance.now();
@@ -420,18 +437,6 @@ export class ReceiverClient {
   }
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createNetServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => done(port));
-    });
-  });
-}
-
 /** Resident and peak resident set size of a process, MiB, from /proc. */
 export function memoryOf(pid: number): { rssMb: number; peakMb: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
@@ -458,7 +463,7 @@ export function metricSum(text: string, name: string): number {
   return values.length ? values.reduce((a, b) => a + b, 0) : Number.NaN;
 }
 
-export async function scrape(gw: GatewayProcess): Promise<string> {
+export async function scrape(gw: GatewayClient): Promise<string> {
   try {
     return await (await fetch(`${gw.url}/metrics`)).text();
   } catch {
@@ -473,7 +478,7 @@ export function metricMax(text: string, name: string): number {
 }
 
 /** V8 heap in use: the main thread's plus every delivery thread's (each thread has a heap of its own). */
-export async function heapUsedMb(gw: GatewayProcess): Promise<number> {
+export async function heapUsedMb(gw: GatewayClient): Promise<number> {
   const text = await scrape(gw);
   const threads = metricSum(text, "delivery_thread_heap_used_bytes");
   return (
@@ -486,134 +491,48 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
-/** The gateway as `node src/main.ts`, its output in a log file (printed when something fails). */
-export class GatewayProcess {
-  readonly url: string;
-  readonly logPath: string;
-  #env: Record<string, string>;
-  #execArgv: string[];
-  child: ChildProcess | undefined;
-  #exited: Promise<void> = Promise.resolve();
-
-  /** `execArgv`: node's own flags for the gateway, e.g. `--cpu-prof`. */
-  constructor(port: number, env: Record<string, string>, logPath: string, execArgv: string[] = []) {
-    this.url = `http://127.0.0.1:${port}`;
-    this.#env = { ...env, PORT: String(port), HOST: "127.0.0.1" };
-    this.logPath = logPath;
-    this.#execArgv = execArgv;
-  }
-
-  get pid(): number {
-    const pid = this.child?.pid;
-    if (pid === undefined || this.child?.exitCode !== null) throw new Error("the gateway is not running");
-    return pid;
-  }
-
-  spawn(): void {
-    const fd = openSync(this.logPath, "a");
-    const child = spawn(process.execPath, [...this.#execArgv, "src/main.ts"], {
-      cwd: REPO,
-      env: { ...process.env, ...this.#env },
-      stdio: ["ignore", fd, fd],
-    });
-    closeSync(fd);
-    this.child = child;
-    this.#exited = new Promise((done) => child.once("exit", () => done()));
-  }
-
-  /** SIGTERM (graceful: workers leave their groups, so a restart does not wait out their sessions). */
-  async stop(timeoutMs = 30_000): Promise<boolean> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return true;
-    child.kill("SIGTERM");
-    const graceful = await Promise.race([this.#exited.then(() => true), sleep(timeoutMs).then(() => false)]);
-    if (!graceful) {
-      child.kill("SIGKILL");
-      await this.#exited;
-    }
-    return graceful;
-  }
-
-  logTail(chars = 4000): string {
-    try {
-      return readFileSync(this.logPath, "utf8").slice(-chars);
-    } catch {
-      return "";
-    }
-  }
-
-  /** An admin API request; fails on a non-2xx answer, or after `timeoutMs` when given. */
-  async api<T = unknown>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
-    const res = await fetch(`${this.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${text}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  }
-
-  /** A fresh process on the same database, so a run's RSS is not what an earlier run left behind. */
-  async restart(): Promise<void> {
-    await this.stop();
-    this.spawn();
-    await this.waitReady(120_000);
-    await this.acceptOne(120_000);
-  }
-
-  /** Until GET /readyz answers 200. */
-  async waitReady(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (this.child?.exitCode !== null) throw new Error(`the gateway exited:\n${this.logTail()}`);
-      const ok = await fetch(`${this.url}/readyz`).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) return;
-      if (Date.now() > deadline) throw new Error(`the gateway was not ready within ${timeoutMs} ms`);
-      await sleep(25);
-    }
-  }
-
-  /** Until one event is accepted (202): the topics exist and the producer is connected. Returns its id. */
-  async acceptOne(timeoutMs: number, userID = "bench-probe"): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const res = await fetch(`${this.url}/api/singleEvent`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ userID, type: "bench.probe", payload: PAYLOAD }),
-      }).catch(() => undefined);
-      if (res?.status === 202) return ((await res.json()) as { id: string }).id;
-      await res?.body?.cancel();
-      if (Date.now() > deadline) throw new Error(`no event accepted within ${timeoutMs} ms`);
-      await sleep(50);
-    }
+/** Until one event is accepted (202): the topics exist and the producer is connected. Returns its id. */
+export async function acceptOne(
+  gw: GatewayClient,
+  timeoutMs: number,
+  userID = "bench-probe",
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await fetch(`${gw.url}/api/singleEvent`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ userID, type: "bench.probe", payload: PAYLOAD }),
+    }).catch(() => undefined);
+    if (res?.status === 202) return ((await res.json()) as { id: string }).id;
+    await res?.body?.cancel();
+    if (Date.now() > deadline) throw new Error(`no event accepted within ${timeoutMs} ms`);
+    await sleep(50);
   }
 }
 
-/** Registers a destination; a 503 (Kafka could not pin the group yet, e.g. just after topic creation) is retried. */
-/** Runs `fn` over `items` with at most `width` at a time. */
+/**
+ * Starts the gateway (again, on the same database when it ran before) and waits until it accepts an event: a
+ * fresh process, so a run's RSS is not what an earlier run left behind. Returns whether the previous process
+ * stopped gracefully (not SIGKILLed after 30 s).
+ */
+export async function restartGateway(gw: ChildGateway, userID?: string): Promise<boolean> {
+  const graceful = (await gw.stop()) !== "SIGKILL";
+  await gw.start();
+  await acceptOne(gw, 120_000, userID);
+  return graceful;
+}
+
 /**
  * POST /api/destinations; a 503 (Kafka could not pin the group yet, e.g. just after topic creation) is
- * retried. Returns the destination's id.
+ * retried for 5 s. `timeoutMs` bounds each request. Returns the destination's id.
  */
 export async function registerDestination(
-  gw: GatewayProcess,
+  gw: GatewayClient,
   body: Record<string, unknown>,
   timeoutMs?: number,
 ): Promise<string> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return (await gw.api<{ id: string }>("POST", "/api/destinations", body, timeoutMs)).id;
-    } catch (err) {
-      if (attempt >= 10 || !(err as Error).message.includes("→ 503")) throw err;
-      await sleep(500);
-    }
-  }
+  return (await gw.registerDestination(body, { timeoutMs, retryForMs: 5000 })).id;
 }
 
 /** The receiver child (`kind` "net" or "node"); its "ready" message carries its URL. */
@@ -633,6 +552,7 @@ export async function stopReceiver(receiver: ReceiverClient): Promise<void> {
   if (child.exitCode === null) child.kill("SIGKILL");
 }
 
+/** Runs `fn` over `items` with at most `width` at a time. */
 export async function inParallel<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;

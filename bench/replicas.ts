@@ -32,13 +32,14 @@ import { destinationMessage, outcomeMessage } from "../src/state/records.ts";
 import { stateTopicSpecs, stateTopicsOf } from "../src/state/shared-state.ts";
 import { StateView } from "../src/state/view.ts";
 import { openStore } from "../src/store/db.ts";
+import type { ChildGateway, GatewayEnv } from "../test/child-gateway.ts";
 import {
+  acceptOne,
+  benchGateway,
   benchGatewayEnv,
   ceiling,
   cpuSecondsOf,
   fmt,
-  freePort,
-  GatewayProcess,
   memoryOf,
   now,
   type ReceiverClient,
@@ -70,7 +71,7 @@ const run = `r${Date.now().toString(36)}`;
 const logs: string[] = [];
 const dbPaths: string[] = [];
 
-function deploymentEnv(brokers: string[], prefix: string): Record<string, string> {
+function deploymentEnv(brokers: string[], prefix: string): GatewayEnv {
   const dbPath = join(tmpdir(), `${prefix}-${uuidv7()}.db`);
   dbPaths.push(dbPath);
   const env = benchGatewayEnv(brokers, dbPath);
@@ -84,16 +85,15 @@ function deploymentEnv(brokers: string[], prefix: string): Record<string, string
   };
 }
 
-async function startReplicas(brokers: string[], prefix: string, n: number): Promise<GatewayProcess[]> {
-  const out: GatewayProcess[] = [];
+async function startReplicas(brokers: string[], prefix: string, n: number): Promise<ChildGateway[]> {
+  const out: ChildGateway[] = [];
   for (let i = 0; i < n; i++) {
     const logPath = join(tmpdir(), `${prefix}-replica${i + 1}.log`);
     logs.push(logPath);
-    const g = new GatewayProcess(await freePort(), deploymentEnv(brokers, prefix), logPath);
-    g.spawn();
-    await g.waitReady(120_000);
-    await g.acceptOne(120_000);
+    const g = await benchGateway(deploymentEnv(brokers, prefix), logPath);
     out.push(g);
+    await g.start();
+    await acceptOne(g, 120_000);
   }
   return out;
 }
@@ -105,7 +105,7 @@ function removeDbs(): void {
 
 /** POST /api/events batches round-robin over the replicas for `seconds`; returns the accepted count. */
 async function ingest(
-  replicas: GatewayProcess[],
+  replicas: ChildGateway[],
   seconds: number,
 ): Promise<{ accepted: number; elapsed: number; refused: Map<number, number> }> {
   const pools = replicas.map((g) => new Pool(g.url, { connections: IN_FLIGHT }));
@@ -157,7 +157,7 @@ async function throughputRow(brokers: string[], receiver: ReceiverClient, n: num
     // Every replica knows every destination before the load starts.
     for (const g of replicas) {
       for (;;) {
-        const list = await g.api<{ destinations: unknown[] }>("GET", "/api/destinations");
+        const list = await g.get<{ destinations: unknown[] }>("/api/destinations");
         if (list.destinations.length === DESTINATIONS) break;
         await sleep(50);
       }
@@ -206,7 +206,7 @@ async function throughputRow(brokers: string[], receiver: ReceiverClient, n: num
   }
 }
 
-async function deliveriesOf(g: GatewayProcess): Promise<number> {
+async function deliveriesOf(g: ChildGateway): Promise<number> {
   const text = await (await fetch(`${g.url}/metrics`)).text();
   let sum = 0;
   for (const line of text.split("\n")) {
@@ -438,13 +438,13 @@ async function rebuildRows(brokers: string[]): Promise<Row[]> {
     const env = { ...deploymentEnv(brokers, prefix), LOG_LEVEL: "info" };
     const logPath = join(tmpdir(), `${prefix}-gateway.log`);
     logs.push(logPath);
-    const g = new GatewayProcess(await freePort(), env, logPath);
+    const g = await benchGateway(env, logPath);
     const t0 = now();
-    g.spawn();
-    await g.waitReady(600_000);
+    await g.start({ ready: false });
+    await g.waitReady(600_000, 25);
     const seconds = (now() - t0) / 1000;
     const rss = memoryOf(g.pid).rssMb;
-    const list = await g.api<{ destinations: unknown[] }>("GET", "/api/destinations");
+    const list = await g.get<{ destinations: unknown[] }>("/api/destinations");
     await g.stop();
     removeDbs();
     rows.push({

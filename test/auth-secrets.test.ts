@@ -1,106 +1,22 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { type TestContext, test } from "node:test";
 import Database from "better-sqlite3";
-import { ATTEMPT_FIELDS, createTestKafka, testBrokers, uniqueName } from "./helpers.ts";
+import { type ChildGateway, gatewayEnv, startGateway } from "./child-gateway.ts";
+import { ATTEMPT_FIELDS } from "./helpers.ts";
 import { startIngestGateway } from "./ingest-fixture.ts";
 import { startReceiver, waitFor } from "./receiver.ts";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-
-interface Child {
-  url: string;
-  dbPath: string;
-  stdout(): string;
-  stderr(): string;
-  /**
-   * SIGTERM (the gateway's graceful shutdown logs too), SIGKILL if it hangs; resolves once it is gone.
-   * The database file stays until the test ends.
-   */
-  stop(): Promise<void>;
-}
-
 /**
- * `node src/main.ts` with exactly `env` on top of fresh names (no variable of this process leaks in, so
- * ADMIN_TOKEN is unset unless given), waiting until /readyz answers 200. Keeps every byte it writes.
- * PORT=0: the child picks a free port and logs it ("gateway listening", info level), so no other
- * process can take the port between our choosing it and the child binding it.
+ * `node src/main.ts` on fresh names with `env` on top. Nothing of this process's environment leaks in, so
+ * ADMIN_TOKEN is unset unless given. Keeps every line it writes.
  */
-async function startChild(
-  t: { after(fn: () => unknown): void },
-  env: Record<string, string>,
-): Promise<Child> {
-  const dbPath = join(tmpdir(), `${uniqueName("auth-gw")}.db`);
-  const topics = [uniqueName("auth-events"), uniqueName("auth-dead")];
-  const child: ChildProcess = spawn(process.execPath, ["src/main.ts"], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH ?? "",
-      HOME: process.env.HOME ?? "",
-      HOST: "127.0.0.1",
-      PORT: "0",
-      KAFKA_BROKERS: testBrokers().join(","),
-      DB_PATH: dbPath,
-      EVENTS_TOPIC: topics[0],
-      DEAD_LETTER_TOPIC: topics[1],
-      CONSUMER_GROUP_PREFIX: uniqueName("auth-gw"),
-      TOPIC_PARTITIONS: "2",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
+function startChild(t: TestContext, env: Record<string, string>): Promise<ChildGateway> {
+  const defaults = { TOPIC_PARTITIONS: "2", ADMIN_TOKEN: undefined, ALLOW_PRIVATE_DESTINATIONS: undefined };
+  return startGateway(t, gatewayEnv({ ...defaults, ...env }), {
+    keepLines: Number.POSITIVE_INFINITY,
+    dropTopics: true,
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString("utf8");
-  });
-  child.stderr?.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString("utf8");
-  });
-  const exited = new Promise<void>((done) => child.once("exit", () => done()));
-  let gone = false;
-  void exited.then(() => {
-    gone = true;
-  });
-  const stop = async () => {
-    if (!gone) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-      await exited;
-      clearTimeout(timer);
-    }
-  };
-  t.after(async () => {
-    await stop();
-    for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
-    const admin = createTestKafka().admin();
-    await admin.connect();
-    await admin.deleteTopics({ topics: topics as string[] }).catch(() => {});
-    await admin.disconnect();
-  });
-  const deadline = Date.now() + 60_000;
-  let url: string | undefined;
-  for (;;) {
-    if (gone) throw new Error(`the gateway exited while starting:\n${stdout}\n${stderr}`);
-    if (Date.now() > deadline) throw new Error(`the gateway was not ready in 60 s:\n${stdout}\n${stderr}`);
-    url ??= /"url":"(http:\/\/127\.0\.0\.1:\d+)","msg":"gateway listening"/.exec(stdout)?.[1];
-    if (!url) {
-      await new Promise((r) => setTimeout(r, 100));
-      continue;
-    }
-    const ready = await fetch(`${url}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ready) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return { url, dbPath, stdout: () => stdout, stderr: () => stderr, stop };
 }
 
 function occurrences(haystack: string, needle: string): number {
@@ -222,17 +138,12 @@ test("secrets never reach the logs, even at LOG_LEVEL=trace; attempts keep the r
     INGEST_API_KEYS: ingestKey,
     ALLOW_PRIVATE_DESTINATIONS: "true",
   });
-  const admin = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
-  const created = await fetch(`${gw.url}/api/destinations`, {
-    method: "POST",
-    headers: admin,
-    body: JSON.stringify({
-      url: receiver.url,
-      secret,
-      headers: { authorization: `Bearer ${headerSecret}`, "x-api-key": apiKeySecret },
-      backoffBaseMs: 10,
-      backoffMaxMs: 50,
-    }),
+  const created = await gw.request("POST", "/api/destinations", {
+    url: receiver.url,
+    secret,
+    headers: { authorization: `Bearer ${headerSecret}`, "x-api-key": apiKeySecret },
+    backoffBaseMs: 10,
+    backoffMaxMs: 50,
   });
   assert.equal(created.status, 201, await created.clone().text());
   const destination = (await created.json()) as { id: string };
@@ -253,10 +164,9 @@ test("secrets never reach the logs, even at LOG_LEVEL=trace; attempts keep the r
     assert.equal(r.headers["x-api-key"], apiKeySecret);
   }
   // Rotate the secret and headers, and fail auth a few times with near-misses, to log what those log.
-  const patched = await fetch(`${gw.url}/api/destinations/${destination.id}`, {
-    method: "PATCH",
-    headers: admin,
-    body: JSON.stringify({ secret: newSecret, headers: { authorization: `Bearer ${headerSecret}-2` } }),
+  const patched = await gw.request("PATCH", `/api/destinations/${destination.id}`, {
+    secret: newSecret,
+    headers: { authorization: `Bearer ${headerSecret}-2` },
   });
   assert.equal(patched.status, 200);
   await fetch(`${gw.url}/api/destinations`, { headers: { authorization: `Bearer ${adminToken}x` } });
@@ -269,8 +179,7 @@ test("secrets never reach the logs, even at LOG_LEVEL=trace; attempts keep the r
   let attempts: { attempts: Array<Record<string, unknown>> } = { attempts: [] };
   for (let i = 0; i < 100 && attempts.attempts.length < 9; i++) {
     if (i > 0) await new Promise((r) => setTimeout(r, 100));
-    const res = await fetch(`${gw.url}/api/destinations/${destination.id}/attempts`, { headers: admin });
-    attempts = (await res.json()) as typeof attempts;
+    attempts = await gw.get<typeof attempts>(`/api/destinations/${destination.id}/attempts`);
   }
   assert.equal(attempts.attempts.length, 9, "three attempts per event");
   assert.equal(

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createKafka } from "../src/kafka/client.ts";
 
 /** Brokers of the run (global setup sets KAFKA_BROKERS). */
@@ -44,3 +45,34 @@ export const ATTEMPT_FIELDS = [
   "statusCode",
   "userID",
 ];
+
+/** Polls `check` (sync or async) every `intervalMs` until it is true; throws naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 60_000,
+  intervalMs = 100,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * Runs every cleanup step even when earlier ones fail (a failed step must not leave brokers or gateways
+ * running), then throws the first error. Steps that are undefined are skipped.
+ */
+export async function cleanUp(...steps: Array<(() => unknown) | undefined>): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step?.();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw errors[0];
+}

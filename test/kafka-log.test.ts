@@ -300,7 +300,11 @@ test("fetchMany reads many partitions of several topics in one call per broker; 
   const opts = { maxBytes: 1024 * 1024, maxBytesPerPartition: 64 * 1024, maxWaitMs: 100 };
   const results = await a.log.fetchMany(positions, opts);
   const got = new Map(results.map((r) => [`${r.topic}/${r.partition}`, r]));
-  assert.equal(got.size, 7, "an answer for every partition asked (kafkajs lists a topic once per shuffled run)");
+  assert.equal(
+    got.size,
+    7,
+    "an answer for every partition asked (kafkajs lists a topic once per shuffled run)",
+  );
   assert.deepEqual(
     got.get(`${a.topic}/0`)?.records.map((r) => r.value?.toString()),
     ["a4", "a8"],

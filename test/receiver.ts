@@ -1,5 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { waitUntil } from "./helpers.ts";
 
 export interface ReceivedRequest {
   /** Path and query of the request. */
@@ -63,15 +64,11 @@ export async function startReceiver(behaviour: Behaviour = () => {}): Promise<Re
   return receiver;
 }
 
-/** Polls `check` until it returns true or the deadline passes (then fails with `what`). */
-export async function waitFor(
+/** Polls `check` every 50 ms until it returns true or the deadline passes (then fails with `what`). */
+export function waitFor(
   check: () => boolean | Promise<boolean>,
   what: string,
   timeoutMs = 60_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return waitUntil(check, what, timeoutMs, 50);
 }

@@ -214,6 +214,9 @@ export class DeliveryEngine implements EngineApi {
       maxBytes: 8 * 1024 * 1024,
       maxBytesPerPartition: 1024 * 1024,
       allowAutoTopicCreation: false,
+      // kafkajs restarts a crashed consumer on its own after a delay; one stopped meanwhile must stay down
+      // (it would rejoin the group and keep a stopped gateway's process alive).
+      retry: { restartOnFailure: async () => !this.#stopped },
     });
     this.#consumer = consumer;
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {

@@ -8,29 +8,24 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
+import { gatewayEnv, startGateway } from "../child-gateway.ts";
+import { cleanUp, waitUntil } from "../helpers.ts";
 import { type Receiver, startReceiver } from "../receiver.ts";
 import {
   acceptedEvents,
   analyseDeliveries,
-  cleanUp,
   countTopicRecords,
   faultKafka,
-  type GatewayEnv,
-  type GatewayProcess,
-  gatewayEnv,
   type Load,
   partitionLeaders,
   phaseFigures,
   readTopicEventIds,
   refusalReasons,
   refusalWindows,
-  registerDestination,
-  spawnGateway,
   startLoad,
   topicPartitions,
   waitForFullIsr,
   waitForIsrWithout,
-  waitUntil,
 } from "./fault-helpers.ts";
 
 // 200 clients with 5 users each, 4 requests/s per client: 800/s offered. Group commit turns the
@@ -43,8 +38,6 @@ const MIN_ACCEPTED = 20_000;
 const MIN_LOAD_MS = 20_000;
 
 let cluster: LocalKafka | undefined;
-let gateway: GatewayProcess | undefined;
-let setup: GatewayEnv | undefined;
 let load: Load | undefined;
 const receivers: Receiver[] = [];
 
@@ -55,10 +48,8 @@ before(async () => {
 after(() =>
   cleanUp(
     () => load?.stop(),
-    () => gateway?.stop(),
     ...receivers.map((r) => () => r.close()),
     () => cluster?.stop(),
-    () => setup?.removeDb(),
   ),
 );
 
@@ -66,24 +57,19 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   assert.ok(cluster);
   const brokers = cluster.brokers;
   const k = faultKafka(brokers);
-  setup = gatewayEnv({
+  const env = gatewayEnv({
     KAFKA_BROKERS: brokers.join(","),
     TOPIC_PARTITIONS: "6",
     TOPIC_REPLICATION_FACTOR: "3",
-    ALLOW_PRIVATE_DESTINATIONS: "true",
     INGEST_RETRY_AFTER_S: "1",
   });
-  gateway = await spawnGateway(setup.env);
-  const gw = gateway;
-  await waitUntil(
-    async () => (await fetch(`${gw.url}/readyz`).catch(() => undefined))?.status === 200,
-    "the gateway to be ready",
-  );
+  // Every log line kept: the diagnostics below count warnings over the whole run.
+  const gw = await startGateway(t, env, { keepLines: Number.POSITIVE_INFINITY });
 
   receivers.push(await startReceiver(), await startReceiver());
-  for (const r of receivers) await registerDestination(gw.url, { url: r.url, maxConcurrency: 32 });
+  for (const r of receivers) await gw.registerDestination({ url: r.url, maxConcurrency: 32 });
 
-  const topic = setup.topic;
+  const topic = env.EVENTS_TOPIC;
   const partitions = await topicPartitions(k, topic);
   assert.equal(partitions.length, 6);
   for (const p of partitions) assert.equal(p.replicas.length, 3, `partition ${p.partition} has RF 3`);
@@ -213,6 +199,10 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   t.diagnostic(`partially acknowledged batches refused (503) by the producer: ${partial}`);
   const warnings = [...gw.warnings()].map(([msg, n]) => `${n}× ${msg}`);
   t.diagnostic(`gateway warnings: ${warnings.join("; ") || "none"}`);
+  for (const line of gw.logs().filter((l) => typeof l.level === "number" && l.level >= 50)) {
+    const err = line.err as { message?: string } | undefined;
+    t.diagnostic(`gateway error: ${String(line.msg)}${err?.message ? `: ${err.message}` : ""}`);
+  }
 
   assert.ok(counts.accepted >= MIN_ACCEPTED);
   assert.deepEqual(missingFromTopic.slice(0, 5), [], "every 202 event is in the topic");

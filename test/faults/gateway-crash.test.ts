@@ -9,17 +9,8 @@ import { test } from "node:test";
 import Database from "better-sqlite3";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import * as schema from "../../src/store/schema.ts";
-import { createTestKafka } from "../helpers.ts";
+import { type EventToSend, gatewayEnv, startGateway } from "../child-gateway.ts";
 import { type Receiver, startReceiver, waitFor } from "../receiver.ts";
-import {
-  type ChildGateway,
-  type EventToSend,
-  freshGatewayEnv,
-  ingestBatch,
-  registerDestination,
-  removeDatabase,
-  startChildGateway,
-} from "./child-gateway.ts";
 
 const USERS = 400;
 const PHASE1_PER_USER = 10; // 4000 events before the crash
@@ -102,32 +93,22 @@ function plan(sender: number, fromSeq: number, perUser: number, phase: number): 
 test("SIGKILL during delivery: nothing accepted is lost, duplicates bounded, attempts and ledger agree", {
   timeout: 240_000,
 }, async (t) => {
-  const env = freshGatewayEnv({ TOPIC_PARTITIONS: String(PARTITIONS) });
+  const env = gatewayEnv({ TOPIC_PARTITIONS: String(PARTITIONS) });
   const healthy = await trackingReceiver(() => 200);
   const flaky = await trackingReceiver(() => (Math.random() < FLAKY_FAILURE_RATE ? 500 : 200));
-  let gateway: ChildGateway | undefined;
-  t.after(async () => {
-    await gateway?.kill();
-    await Promise.all([healthy.receiver.close(), flaky.receiver.close()]);
-    const kafka = createTestKafka();
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin.deleteTopics({ topics: [env.EVENTS_TOPIC, env.DEAD_LETTER_TOPIC] }).catch(() => {});
-    await admin.disconnect();
-    removeDatabase(env.DB_PATH);
-  });
+  t.after(() => Promise.all([healthy.receiver.close(), flaky.receiver.close()]));
 
-  gateway = await startChildGateway(env);
+  const gateway = await startGateway(t, env, { dropTopics: true });
   const settings = { backoffBaseMs: 50, backoffMaxMs: 500, maxAttempts: 20, maxConcurrency: MAX_CONCURRENCY };
   const destinations = {
-    healthy: (await registerDestination(gateway.url, { url: healthy.receiver.url, ...settings })).id,
-    flaky: (await registerDestination(gateway.url, { url: flaky.receiver.url, ...settings })).id,
+    healthy: (await gateway.registerDestination({ url: healthy.receiver.url, ...settings })).id,
+    flaky: (await gateway.registerDestination({ url: flaky.receiver.url, ...settings })).id,
   };
   const tracked = { healthy, flaky };
 
   /** Accepted events: id → user and its per-user sequence number (the order the user sent them in). */
   const accepted = new Map<string, { userID: string; seq: number }>();
-  const ingest = async (url: string, fromSeq: number, perUser: number, phase: number) => {
+  const ingest = async (fromSeq: number, perUser: number, phase: number) => {
     let refused = 0;
     await Promise.all(
       Array.from({ length: SENDERS }, async (_, s) => {
@@ -135,7 +116,7 @@ test("SIGKILL during delivery: nothing accepted is lost, duplicates bounded, att
         // One batch after another per sender: a user's events are accepted in sequence order.
         for (let i = 0; i < events.length; i += BATCH) {
           const batch = events.slice(i, i + BATCH);
-          const answer = await ingestBatch(url, batch);
+          const answer = await gateway.ingestBatch(batch);
           refused += answer.refused;
           answer.ids.forEach((id, k) => {
             const e = batch[k] as EventToSend;
@@ -148,7 +129,7 @@ test("SIGKILL during delivery: nothing accepted is lost, duplicates bounded, att
   };
 
   // Phase 1, then kill once deliveries are in flight at both receivers and the flaky one has retries pending.
-  await ingest(gateway.url, 0, PHASE1_PER_USER, 1);
+  await ingest(0, PHASE1_PER_USER, 1);
   const phase1 = accepted.size;
   const pendingRetries = () => {
     const ok = new Set(flaky.receipts.filter((r) => r.status < 300).map((r) => r.id));
@@ -184,8 +165,8 @@ test("SIGKILL during delivery: nothing accepted is lost, duplicates bounded, att
 
   // Anything a receiver got before this instant came from the killed process (it is gone by now).
   const restartedAt = Date.now();
-  gateway = await startChildGateway(env);
-  const refusedAfterRestart = await ingest(gateway.url, PHASE1_PER_USER, PHASE2_PER_USER, 2);
+  await gateway.start();
+  const refusedAfterRestart = await ingest(PHASE1_PER_USER, PHASE2_PER_USER, 2);
   const total = accepted.size;
   assert.equal(total, USERS * (PHASE1_PER_USER + PHASE2_PER_USER));
 
@@ -226,7 +207,6 @@ test("SIGKILL during delivery: nothing accepted is lost, duplicates bounded, att
       `ingest 503s right after the restart (retried): ${refusedAfterRestart}`,
   );
   assert.equal(await gateway.stop(), 0, gateway.output());
-  gateway = undefined;
 
   // ---- what the receivers saw
   // The sane cap: what a destination can have in flight across its partitions.

@@ -12,19 +12,9 @@ import Database from "better-sqlite3";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import { SNIPPET_BYTES } from "../../src/delivery/send.ts";
 import * as schema from "../../src/store/schema.ts";
+import { type EventToSend, type GatewayClient, gatewayEnv, startGateway } from "../child-gateway.ts";
 import { createTestKafka, uniqueName } from "../helpers.ts";
 import { type ReceivedRequest, type Receiver, startReceiver, waitFor } from "../receiver.ts";
-import {
-  adminGet,
-  type ChildGateway,
-  type EventToSend,
-  freshGatewayEnv,
-  ingestBatch,
-  percentile,
-  registerDestination,
-  removeDatabase,
-  startChildGateway,
-} from "./child-gateway.ts";
 
 const USERS = 30;
 const PER_USER = 10;
@@ -239,7 +229,7 @@ function openLedger(dbPath: string) {
 }
 
 /** Sends PER_USER events per user, one batch every TICK_MS (a steady ~100 events/s), all 202. */
-async function paced(url: string, type: (seq: number) => string): Promise<Map<string, EventToSend>> {
+async function paced(gw: GatewayClient, type: (seq: number) => string): Promise<Map<string, EventToSend>> {
   const accepted = new Map<string, EventToSend>();
   const perTick = 10;
   const ticks = (USERS * PER_USER) / perTick;
@@ -251,7 +241,7 @@ async function paced(url: string, type: (seq: number) => string): Promise<Map<st
       const seq = Math.floor(n / USERS);
       batch.push({ userID: `user-${n % USERS}`, type: type(seq), payload: { seq } });
     }
-    const { ids } = await ingestBatch(url, batch);
+    const { ids } = await gw.ingestBatch(batch);
     for (const [i, id] of ids.entries()) accepted.set(id, batch[i] as EventToSend);
     await new Promise((r) => setTimeout(r, Math.max(0, TICK_MS - (Date.now() - started))));
   }
@@ -274,6 +264,14 @@ async function loopDelay(gatewayUrl: string): Promise<string> {
   );
 }
 
+/** Nearest-rank percentile of a list of numbers (sorted copy). */
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank] as number;
+}
+
 function latencySummary(values: number[]): string {
   return `p50 ${percentile(values, 50)} ms, p99 ${percentile(values, 99)} ms, max ${Math.max(...values)} ms (n=${values.length})`;
 }
@@ -281,23 +279,13 @@ function latencySummary(values: number[]): string {
 test("hostile destinations: outcomes, attempt rows and dead letters match what each did; the healthy one keeps flowing", {
   timeout: 240_000,
 }, async (t) => {
-  const env = freshGatewayEnv({ TOPIC_PARTITIONS: "6" });
+  const env = gatewayEnv({ TOPIC_PARTITIONS: "6" });
   const healthy = await startReceiver();
   const running: Running[] = [];
-  let gateway: ChildGateway | undefined;
-  t.after(async () => {
-    await gateway?.kill();
-    await Promise.all([healthy.close(), ...running.map((r) => r.receiver.close())]);
-    const admin = createTestKafka().admin();
-    await admin.connect();
-    await admin.deleteTopics({ topics: [env.EVENTS_TOPIC, env.DEAD_LETTER_TOPIC] }).catch(() => {});
-    await admin.disconnect();
-    removeDatabase(env.DB_PATH);
-  });
-  gateway = await startChildGateway(env);
-  const gw = gateway;
+  t.after(() => Promise.all([healthy.close(), ...running.map((r) => r.receiver.close())]));
+  const gw = await startGateway(t, env, { dropTopics: true });
   // Default timeout (15 s): its latency is what is measured, a retry would only blur it.
-  const healthyId = (await registerDestination(gw.url, { url: healthy.url })).id;
+  const healthyId = (await gw.registerDestination({ url: healthy.url })).id;
 
   /** Accept→receive latency at the healthy receiver, from the event's gateway timestamp. */
   const healthyLatency = (ids: Set<string>) => {
@@ -315,7 +303,7 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
 
   // ---- baseline: the healthy destination alone
   await loopDelay(gw.url);
-  const baseline = new Set((await paced(gw.url, () => "normal")).keys());
+  const baseline = new Set((await paced(gw, () => "normal")).keys());
   await waitFor(() => healthyHas(baseline), "the baseline at the healthy receiver");
   const baselineLoop = await loopDelay(gw.url);
 
@@ -338,7 +326,7 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
       return "handled";
     });
     const id = (
-      await registerDestination(gw.url, {
+      await gw.registerDestination({
         url: receiver.url,
         name: hostile.name,
         eventTypes: [PROBE],
@@ -353,7 +341,7 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
     ).id;
     running.push({ hostile, receiver, hits, id });
   }
-  const loaded = await paced(gw.url, (seq) => (seq % 3 === 0 ? PROBE : "normal"));
+  const loaded = await paced(gw, (seq) => (seq % 3 === 0 ? PROBE : "normal"));
   const loadedIds = new Set(loaded.keys());
   const probes = [...loaded].filter(([, e]) => e.type === PROBE).map(([id]) => id);
   await waitFor(
@@ -455,8 +443,7 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
     "every hostile destination finished its probes",
     120_000,
   );
-  const goneDest = await adminGet<{ disabled: boolean; disabledReason: string | null }>(
-    gw.url,
+  const goneDest = await gw.get<{ disabled: boolean; disabledReason: string | null }>(
     `/api/destinations/${gone.id}`,
   );
   assert.equal(goneDest.disabled, true, "410 disables the destination");
@@ -465,10 +452,7 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
   // ---- attempt rows (admin API) against what each receiver did
   const attemptsOf = new Map<string, AttemptView[]>();
   for (const eventId of probes) {
-    const { attempts } = await adminGet<{ attempts: AttemptView[] }>(
-      gw.url,
-      `/api/events/${eventId}/attempts`,
-    );
+    const { attempts } = await gw.get<{ attempts: AttemptView[] }>(`/api/events/${eventId}/attempts`);
     attemptsOf.set(eventId, attempts);
   }
   const deadLettersOf = async (destinationId: string) => {
@@ -478,8 +462,7 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
       const page: {
         deadLetters: Array<{ eventId: string; attempts: number; lastError: string | null }>;
         nextCursor: string | null;
-      } = await adminGet(
-        gw.url,
+      } = await gw.get(
         `/api/destinations/${destinationId}/dead-letters?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
       );
       out.push(...page.deadLetters);
@@ -597,7 +580,6 @@ test("hostile destinations: outcomes, attempt rows and dead letters match what e
 
   // ---- the ledger, read-only after a graceful stop
   assert.equal(await gw.stop(), 0, gw.output());
-  gateway = undefined;
   const { sqlite, db } = openLedger(env.DB_PATH);
   t.after(() => sqlite.close());
   const ledger = db.select().from(schema.deliveries).all();

@@ -7,20 +7,11 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
-import { freePort } from "../helpers.ts";
+import { ADMIN_TOKEN, adminHeaders, GatewayClient } from "../child-gateway.ts";
+import { cleanUp, freePort, waitUntil } from "../helpers.ts";
 import { type IngestGateway, startIngestGateway } from "../ingest-fixture.ts";
 import { startReceiver } from "../receiver.ts";
-import {
-  acceptedEvents,
-  adminGet,
-  adminHeaders,
-  analyseDeliveries,
-  cleanUp,
-  FAULT_ADMIN_TOKEN,
-  registerDestination,
-  startLoad,
-  waitUntil,
-} from "./fault-helpers.ts";
+import { acceptedEvents, analyseDeliveries, startLoad } from "./fault-helpers.ts";
 
 /** A 503 problem document with Retry-After; returns the problem. */
 async function expectProblem503(res: Response, retryAfter: string): Promise<Record<string, unknown>> {
@@ -40,7 +31,7 @@ const GATEWAY_ENV = {
   TOPIC_PARTITIONS: "3",
   INGEST_RETRY_AFTER_S: "1",
   INGEST_ACK_TIMEOUT_MS: "4000",
-  ADMIN_TOKEN: FAULT_ADMIN_TOKEN,
+  ADMIN_TOKEN,
 };
 
 test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recovers without a restart", async (t) => {
@@ -60,6 +51,7 @@ test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recover
     ),
   );
   const url = g.gateway.url;
+  const api = new GatewayClient(url);
 
   assert.equal((await fetch(`${url}/healthz`)).status, 200, "the process is alive without Kafka");
   const ready = await fetch(`${url}/readyz`);
@@ -73,7 +65,7 @@ test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recover
   const register = await g.post("/api/destinations", { url: receiver.url }, adminHeaders);
   await expectProblem503(register, "5");
   // Without Kafka this replica cannot know the shared configuration: 503, never a stale (empty) list.
-  await expectProblem503(await fetch(`${url}/api/destinations`, { headers: adminHeaders }), "5");
+  await expectProblem503(await api.request("GET", "/api/destinations"), "5");
 
   // The broker comes up on the port the gateway was given; the gateway is not restarted.
   const downFor = Date.now();
@@ -87,7 +79,7 @@ test("Kafka down at start-up: alive, not ready, 503s and nothing stored; recover
   );
   const readyAfter = Date.now() - brokerUp;
 
-  const dest = await registerDestination(url, { url: receiver.url, backoffBaseMs: 100, backoffMaxMs: 1000 });
+  const dest = await api.registerDestination({ url: receiver.url, backoffBaseMs: 100, backoffMaxMs: 1000 });
   assert.ok(runnerOf(g, dest.id), "the new destination's worker runs (or its thread, with delivery threads)");
 
   const accepted: Array<{ id: string; userID: string; seq: number }> = [];
@@ -136,7 +128,7 @@ for (const threads of ["0", "2"]) {
     );
     await g.gateway.kafkaReady;
     const url = g.gateway.url;
-    const dest = await registerDestination(url, {
+    const dest = await new GatewayClient(url).registerDestination({
       url: receiver.url,
       backoffBaseMs: 100,
       backoffMaxMs: 1000,

@@ -7,28 +7,13 @@
  * view from Kafka and answers for destinations and attempts it never saw happen.
  */
 import assert from "node:assert/strict";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
-import { uniqueName } from "../helpers.ts";
+import { type ChildGateway, gatewayEnv, startGateway, startGateways, withFreshDb } from "../child-gateway.ts";
+import { cleanUp, waitUntil } from "../helpers.ts";
 import { type Receiver, startReceiver } from "../receiver.ts";
-import {
-  acceptedEvents,
-  adminGet,
-  adminHeaders,
-  analyseDeliveries,
-  cleanUp,
-  type GatewayEnv,
-  type GatewayProcess,
-  gatewayEnv,
-  type Load,
-  registerDestination,
-  spawnGateway,
-  startLoad,
-  waitUntil,
-} from "./fault-helpers.ts";
+import { acceptedEvents, analyseDeliveries, type Load, startLoad } from "./fault-helpers.ts";
 
 const CLIENTS = 40;
 const USERS_PER_CLIENT = 5; // 200 users
@@ -36,44 +21,22 @@ const RATE_PER_CLIENT = 10;
 
 let cluster: LocalKafka | undefined;
 let load: Load | undefined;
-const gateways: GatewayProcess[] = [];
-const dbCleanups: Array<() => void> = [];
 const receivers: Receiver[] = [];
 
 before(async () => {
   cluster = await startLocalKafka({ nodes: 3 });
 });
 
+// The gateways are killed by their own after hooks (startGateway/startGateways), which run before these.
 after(() =>
   cleanUp(
     () => load?.stop(),
-    ...gateways.map((g) => () => g.stop()),
     ...receivers.map((r) => () => r.close()),
     () => cluster?.stop(),
-    ...dbCleanups,
   ),
 );
 
-/** The shared environment with a database of its own: one more replica of the same deployment. */
-function replicaEnv(base: GatewayEnv): GatewayEnv {
-  const dbPath = join(tmpdir(), `${uniqueName("replica")}.db`);
-  const env = gatewayEnv({ ...base.env, DB_PATH: dbPath, KAFKA_BROKERS: base.env.KAFKA_BROKERS as string });
-  dbCleanups.push(() => env.removeDb());
-  return env;
-}
-
-async function startReplica(base: GatewayEnv): Promise<GatewayProcess> {
-  const g = await spawnGateway(replicaEnv(base).env);
-  gateways.push(g);
-  await waitUntil(
-    async () => (await fetch(`${g.url}/readyz`).catch(() => undefined))?.status === 200,
-    "a replica to be ready",
-    120_000,
-  );
-  return g;
-}
-
-async function metric(g: GatewayProcess, name: string): Promise<number> {
+async function metric(g: ChildGateway, name: string): Promise<number> {
   const text = await (await fetch(`${g.url}/metrics`)).text();
   let sum = 0;
   for (const line of text.split("\n")) {
@@ -89,32 +52,28 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
     KAFKA_BROKERS: brokers.join(","),
     TOPIC_PARTITIONS: "6",
     TOPIC_REPLICATION_FACTOR: "3",
-    ALLOW_PRIVATE_DESTINATIONS: "true",
     INGEST_RETRY_AFTER_S: "1",
     DELIVERY_COMMIT_MS: "1000",
   });
-  dbCleanups.push(() => base.removeDb());
-  const replicas = [];
-  for (let i = 0; i < 3; i++) replicas.push(await startReplica(base));
-  const [r1, r2, r3] = replicas as [GatewayProcess, GatewayProcess, GatewayProcess];
+  const replicas = await startGateways(t, 3, base, { readyTimeoutMs: 120_000 });
+  const [r1, r2, r3] = replicas as [ChildGateway, ChildGateway, ChildGateway];
 
   // --- Registered on replica 1, read on 2 and 3.
   const a = await startReceiver();
   const b = await startReceiver();
   receivers.push(a, b);
-  const destA = await registerDestination(r1.url, { url: a.url, maxAttempts: 50, backoffMaxMs: 1000 });
-  const destB = await registerDestination(r1.url, { url: b.url, maxAttempts: 50, backoffMaxMs: 1000 });
+  const destA = await r1.registerDestination({ url: a.url, maxAttempts: 50, backoffMaxMs: 1000 });
+  const destB = await r1.registerDestination({ url: b.url, maxAttempts: 50, backoffMaxMs: 1000 });
   const registered = Date.now();
   for (const g of [r2, r3]) {
     await waitUntil(
-      async () =>
-        (await fetch(`${g.url}/api/destinations/${destB.id}`, { headers: adminHeaders })).status === 200,
+      async () => (await g.request("GET", `/api/destinations/${destB.id}`)).status === 200,
       "the destination to be known on every replica",
       30_000,
     );
   }
   t.diagnostic(`registered on replica 1, readable on replicas 2 and 3 after ${Date.now() - registered} ms`);
-  const listed = (await adminGet(r3.url, "/api/destinations")) as { destinations: Array<{ id: string }> };
+  const listed = await r3.get<{ destinations: Array<{ id: string }> }>("/api/destinations");
   assert.deepEqual(listed.destinations.map((d) => d.id).sort(), [destA.id, destB.id].sort());
 
   // --- Load round-robin over the three replicas.
@@ -176,15 +135,15 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
 
   // --- A fourth replica with an empty database rebuilds, then answers for what others did.
   const started = Date.now();
-  const r4 = await startReplica(base);
+  const r4 = await startGateway(t, withFreshDb(base), { readyTimeoutMs: 120_000 });
   t.diagnostic(`an empty replica was ready after ${Date.now() - started} ms`);
-  const fourth = (await adminGet(r4.url, "/api/destinations")) as { destinations: Array<{ id: string }> };
+  const fourth = await r4.get<{ destinations: Array<{ id: string }> }>("/api/destinations");
   assert.deepEqual(fourth.destinations.map((d) => d.id).sort(), [destA.id, destB.id].sort());
   const sample = accepted[0];
   assert.ok(sample);
-  const attempts = (await adminGet(r4.url, `/api/events/${sample.id}/attempts`)) as {
-    attempts: Array<{ destinationId: string; outcome: string }>;
-  };
+  const attempts = await r4.get<{ attempts: Array<{ destinationId: string; outcome: string }> }>(
+    `/api/events/${sample.id}/attempts`,
+  );
   const succeeded = attempts.attempts.filter((x) => x.outcome === "succeeded").map((x) => x.destinationId);
   assert.deepEqual(
     [...new Set(succeeded)].sort(),
