@@ -216,7 +216,7 @@ export class DeliveryEngine implements EngineApi {
       allowAutoTopicCreation: false,
       // kafkajs restarts a crashed consumer on its own after a delay; one stopped meanwhile must stay down
       // (it would rejoin the group and keep a stopped gateway's process alive).
-      retry: { restartOnFailure: async () => !this.#stopped },
+      retry: { retries: 5, restartOnFailure: async () => !this.#stopped },
     });
     this.#consumer = consumer;
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
