@@ -172,6 +172,21 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       : "the delivery engine runs on the main thread",
   );
   const coordinator = delivery;
+  let stopping = false;
+  /** Joins the delivery group; a start Kafka fails (a broker down, a coordinator moving) is tried again. */
+  const startDelivery = async () => {
+    for (let attempt = 1; !stopping; attempt++) {
+      try {
+        await log.connect();
+        await coordinator.start();
+        return;
+      } catch (err) {
+        if (stopping) return;
+        logger.warn({ err, attempt }, "delivery could not start; trying again");
+        await new Promise((done) => setTimeout(done, Math.min(500 * attempt, 5000)));
+      }
+    }
+  };
   // Topics first, then the view catches up (the admin API answers 503 until it has), then the engines
   // join the delivery group with every destination known.
   void kafkaReady
@@ -179,8 +194,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       state.start(coordinator);
       return state.ready;
     })
-    .then(() => log.connect())
-    .then(() => coordinator.start())
+    .then(() => startDelivery())
     .catch((err: unknown) => logger.error({ err }, "delivery failed to start"));
 
   const app = createApp({
@@ -223,6 +237,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     threads,
     stop() {
       stopped ??= (async () => {
+        stopping = true;
         await new Promise<void>((done) => {
           server.close(() => done());
         });

@@ -141,10 +141,8 @@ export class DeliveryEngine implements EngineApi {
     return [...this.#partitions.keys()].sort((a, b) => a - b);
   }
 
-  /** Starts a worker for every enabled destination and joins the delivery group. */
-  async start(): Promise<void> {
-    if (this.#stopped || this.#started) return;
-    this.#started = true;
+  /** Workers for the enabled destinations, the shared reader's start, and the delivery group. */
+  async #join(): Promise<void> {
     await this.#deps.log.connect();
     const ends = await this.#deps.log.endOffsets(this.#deps.topic);
     // A stop() while starting wins: nothing more is started.
@@ -157,6 +155,22 @@ export class DeliveryEngine implements EngineApi {
     await this.#seedShared(ends);
     if (this.#stopped) return;
     await this.#startConsumer();
+  }
+
+  /** Starts a worker for every enabled destination and joins the delivery group; may be retried after a throw. */
+  async start(): Promise<void> {
+    if (this.#stopped || this.#started) return;
+    this.#started = true;
+    try {
+      await this.#join();
+    } catch (err) {
+      // Kafka failed us while starting (a broker down, a coordinator moving): start() may be called again.
+      this.#started = false;
+      const consumer = this.#consumer;
+      this.#consumer = undefined;
+      await consumer?.disconnect().catch(() => {});
+      throw err;
+    }
     if (this.#stopped) return;
     const every = this.#deps.commitEveryMs ?? 5000;
     this.#commitTimer = setInterval(() => void this.commit(), every);
