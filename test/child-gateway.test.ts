@@ -9,6 +9,7 @@ import {
   startGateways,
   withFreshDb,
 } from "./child-gateway.ts";
+import { waitUntil } from "./helpers.ts";
 
 interface DestinationList {
   destinations: Array<{ id: string; name: string | null }>;
@@ -32,7 +33,9 @@ test("gateways on one base env: the same brokers, topics and group prefix; a dat
   );
   await a.registerDestination({ url: "http://127.0.0.1:9/hook", name: "a's" });
   assert.deepEqual(await names(a), ["a's"]);
-  assert.deepEqual(await names(b), [], "b has a database of its own");
+  // Replicas of one deployment: b's own database is a view of the same shared state.
+  await waitUntil(async () => (await names(b)).includes("a's"), "b to see a's destination", 10_000);
+  assert.notEqual(a.dbPath, b.dbPath);
 });
 
 test("restart, stop, start, kill, start again on the same database; another gateway on an empty database", async (t) => {
@@ -58,9 +61,12 @@ test("restart, stop, start, kill, start again on the same database; another gate
     (err) => err instanceof HttpError && err.status === 404,
   );
 
+  // An empty database on the same deployment rebuilds its view from Kafka before it is ready.
   const empty = await startGateway(t, withFreshDb(env));
-  assert.deepEqual(await names(empty), []);
-  assert.equal(await empty.delete(`/api/destinations/${created.id}`).catch((e: HttpError) => e.status), 404);
+  assert.deepEqual(await names(empty), ["renamed"]);
+  const other = await startGateway(t, gatewayEnv({ TOPIC_PARTITIONS: "2" }), { dropTopics: true });
+  assert.deepEqual(await names(other), [], "another deployment shares nothing");
+  assert.equal(await other.delete(`/api/destinations/${created.id}`).catch((e: HttpError) => e.status), 404);
 });
 
 test("the after hook kills the gateway and removes its database; a quiet PORT=0 gateway is refused", async (t) => {
