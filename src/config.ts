@@ -1,5 +1,7 @@
-import { randomBytes } from "node:crypto";
+import { createPrivateKey, type KeyObject, randomBytes, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { z } from "zod";
+import type { KafkaSaslMechanism, KafkaSecurity } from "./kafka/client.ts";
 
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"], { message: "must be true or false" })
@@ -25,6 +27,28 @@ const EnvSchema = z.object({
       message: "must be a comma-separated list of host:port",
     }),
   KAFKA_CLIENT_ID: z.string().min(1).default("webhook-gateway"),
+  /** TLS to the brokers (their SSL or SASL_SSL listener). The files are read and checked at start-up. */
+  KAFKA_SSL: bool.default(false),
+  KAFKA_SSL_CA_FILE: z.string().optional(),
+  KAFKA_SSL_CERT_FILE: z.string().optional(),
+  KAFKA_SSL_KEY_FILE: z.string().optional(),
+  /** false: any broker certificate is accepted (no chain, no name check). */
+  KAFKA_SSL_REJECT_UNAUTHORIZED: bool.default(true),
+  /** false: the chain is checked but not that the certificate names the address dialled. */
+  KAFKA_SSL_CHECK_HOSTNAME: bool.default(true),
+  KAFKA_SASL_MECHANISM: z
+    .string()
+    .transform((v) => v.toLowerCase())
+    .pipe(
+      z.enum(["plain", "scram-sha-256", "scram-sha-512"], {
+        message: "must be plain, scram-sha-256 or scram-sha-512",
+      }),
+    )
+    .optional(),
+  KAFKA_SASL_USERNAME: z.string().optional(),
+  KAFKA_SASL_PASSWORD: z.string().optional(),
+  /** A file holding the password (a mounted secret); one trailing line break is ignored. */
+  KAFKA_SASL_PASSWORD_FILE: z.string().optional(),
   DB_PATH: z.string().min(1).default("./data/gateway.db"),
   ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   INGEST_API_KEYS: z
@@ -91,9 +115,14 @@ const EnvSchema = z.object({
   DELIVERY_THREADS: int(0, 64).default(0),
 });
 
+type Env = z.output<typeof EnvSchema>;
+
+/** The name of every environment variable the gateway reads (docs and deployment files are checked against it). */
+export const SETTING_NAMES: readonly string[] = Object.keys(EnvSchema.shape);
+
 export type Config = Omit<
-  z.output<typeof EnvSchema>,
-  "CONFIG_TOPIC" | "OUTCOMES_TOPIC" | "IDEMPOTENCY_TOPIC"
+  Env,
+  "CONFIG_TOPIC" | "OUTCOMES_TOPIC" | "IDEMPOTENCY_TOPIC" | "KAFKA_SASL_PASSWORD"
 > & {
   CONFIG_TOPIC: string;
   OUTCOMES_TOPIC: string;
@@ -101,6 +130,11 @@ export type Config = Omit<
   /** True when ADMIN_TOKEN was not set and one was generated for this run. */
   adminTokenGenerated: boolean;
   adminToken: string;
+  /**
+   * TLS and SASL of every Kafka client the gateway builds, files already read (plain data: delivery
+   * threads get it with the rest of the Config). Empty: plaintext, no authentication.
+   */
+  kafkaSecurity: KafkaSecurity;
 };
 
 export class ConfigError extends Error {
@@ -116,14 +150,159 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
-  const adminToken = parsed.data.ADMIN_TOKEN ?? randomBytes(24).toString("base64url");
-  const prefix = parsed.data.CONSUMER_GROUP_PREFIX;
+  const issues: string[] = [];
+  const kafkaSecurity = kafkaSecurityOf(parsed.data, (name, message) => issues.push(`  ${name}: ${message}`));
+  if (issues.length > 0) throw new ConfigError(`invalid configuration:\n${issues.join("\n")}`);
+  // The password lives in kafkaSecurity only, so nothing that prints the settings can show it.
+  const { KAFKA_SASL_PASSWORD: _password, ...settings } = parsed.data;
+  const adminToken = settings.ADMIN_TOKEN ?? randomBytes(24).toString("base64url");
+  const prefix = settings.CONSUMER_GROUP_PREFIX;
   return {
-    ...parsed.data,
-    CONFIG_TOPIC: parsed.data.CONFIG_TOPIC ?? `${prefix}.config`,
-    OUTCOMES_TOPIC: parsed.data.OUTCOMES_TOPIC ?? `${prefix}.outcomes`,
-    IDEMPOTENCY_TOPIC: parsed.data.IDEMPOTENCY_TOPIC ?? `${prefix}.idempotency`,
+    ...settings,
+    CONFIG_TOPIC: settings.CONFIG_TOPIC ?? `${prefix}.config`,
+    OUTCOMES_TOPIC: settings.OUTCOMES_TOPIC ?? `${prefix}.outcomes`,
+    IDEMPOTENCY_TOPIC: settings.IDEMPOTENCY_TOPIC ?? `${prefix}.idempotency`,
     adminToken,
-    adminTokenGenerated: parsed.data.ADMIN_TOKEN === undefined,
+    adminTokenGenerated: settings.ADMIN_TOKEN === undefined,
+    kafkaSecurity,
   };
+}
+
+type Report = (name: string, message: string) => void;
+
+/** A file's text, or a report naming the setting and why it cannot be read (never its content). */
+function readSettingFile(name: string, path: string, report: Report): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === "ENOENT"
+        ? "no such file"
+        : code === "EACCES"
+          ? "permission denied"
+          : code === "EISDIR"
+            ? "is a folder, not a file"
+            : (code ?? "unreadable");
+    report(name, `cannot read ${path}: ${why}`);
+    return undefined;
+  }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** The certificates of a PEM file, or a report if it holds none or one that does not parse. */
+function pemCertificates(name: string, path: string, text: string, report: Report): X509Certificate[] {
+  const blocks = text.match(PEM_CERTIFICATE) ?? [];
+  try {
+    const certs = blocks.map((block) => new X509Certificate(block));
+    if (certs.length > 0) return certs;
+  } catch {
+    // Reported below, without the file's content.
+  }
+  report(name, `${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return [];
+}
+
+function pemPrivateKey(name: string, path: string, text: string, report: Report): KeyObject | undefined {
+  // PKCS#8 "ENCRYPTED PRIVATE KEY" or an OpenSSL traditional key with "Proc-Type: 4,ENCRYPTED".
+  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED/.test(text)) {
+    report(
+      name,
+      `${path} is an encrypted private key; give the gateway an unencrypted one (e.g. openssl pkey -in <file> -out <new file>) on a volume only it can read`,
+    );
+    return undefined;
+  }
+  try {
+    return createPrivateKey(text);
+  } catch {
+    report(name, `${path} holds no PEM private key (-----BEGIN PRIVATE KEY-----)`);
+    return undefined;
+  }
+}
+
+/** Cross-checks the Kafka TLS and SASL settings and reads their files. */
+function kafkaSecurityOf(env: Env, report: Report): KafkaSecurity {
+  const security: KafkaSecurity = {};
+  const tlsFiles = (["KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE", "KAFKA_SSL_KEY_FILE"] as const).filter(
+    (name) => env[name] !== undefined,
+  );
+  if (!env.KAFKA_SSL) {
+    for (const name of tlsFiles)
+      report(name, "is set but KAFKA_SSL is not true: set KAFKA_SSL=true to use TLS");
+  } else {
+    const read = (name: (typeof tlsFiles)[number]) => {
+      const path = env[name];
+      return path === undefined ? undefined : { path, text: readSettingFile(name, path, report) };
+    };
+    const ca = read("KAFKA_SSL_CA_FILE");
+    const cert = read("KAFKA_SSL_CERT_FILE");
+    const key = read("KAFKA_SSL_KEY_FILE");
+    if (ca?.text !== undefined) pemCertificates("KAFKA_SSL_CA_FILE", ca.path, ca.text, report);
+    if ((cert === undefined) !== (key === undefined)) {
+      const [set, unset] = cert
+        ? ["KAFKA_SSL_CERT_FILE", "KAFKA_SSL_KEY_FILE"]
+        : ["KAFKA_SSL_KEY_FILE", "KAFKA_SSL_CERT_FILE"];
+      report(unset, `is needed with ${set}: a client certificate goes with its private key`);
+    }
+    const chain =
+      cert?.text !== undefined ? pemCertificates("KAFKA_SSL_CERT_FILE", cert.path, cert.text, report) : [];
+    const privateKey =
+      key?.text !== undefined ? pemPrivateKey("KAFKA_SSL_KEY_FILE", key.path, key.text, report) : undefined;
+    if (chain[0] && privateKey && !chain[0].checkPrivateKey(privateKey)) {
+      report("KAFKA_SSL_KEY_FILE", `${key?.path} is not the private key of the certificate in ${cert?.path}`);
+    }
+    security.tls = {
+      ca: ca?.text,
+      cert: cert?.text,
+      key: key?.text,
+      rejectUnauthorized: env.KAFKA_SSL_REJECT_UNAUTHORIZED,
+      checkHostname: env.KAFKA_SSL_CHECK_HOSTNAME,
+    };
+  }
+
+  const mechanism: KafkaSaslMechanism | undefined = env.KAFKA_SASL_MECHANISM;
+  const saslSet = (
+    ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE"] as const
+  ).filter((name) => env[name] !== undefined);
+  if (!mechanism) {
+    for (const name of saslSet) {
+      report(name, "is set but KAFKA_SASL_MECHANISM is not: set it to plain, scram-sha-256 or scram-sha-512");
+    }
+  } else {
+    if (env.KAFKA_SASL_PASSWORD !== undefined && env.KAFKA_SASL_PASSWORD_FILE !== undefined) {
+      report(
+        "KAFKA_SASL_PASSWORD_FILE",
+        "set either KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both",
+      );
+    }
+    let password = env.KAFKA_SASL_PASSWORD;
+    if (env.KAFKA_SASL_PASSWORD_FILE !== undefined) {
+      const text = readSettingFile("KAFKA_SASL_PASSWORD_FILE", env.KAFKA_SASL_PASSWORD_FILE, report);
+      if (text !== undefined) {
+        password = text.replace(/\r?\n$/, "");
+        if (password === "") report("KAFKA_SASL_PASSWORD_FILE", `${env.KAFKA_SASL_PASSWORD_FILE} is empty`);
+      }
+    }
+    if (env.KAFKA_SASL_USERNAME === undefined) {
+      report("KAFKA_SASL_USERNAME", `is needed with KAFKA_SASL_MECHANISM=${mechanism}`);
+    }
+    if (env.KAFKA_SASL_PASSWORD === undefined && env.KAFKA_SASL_PASSWORD_FILE === undefined) {
+      report(
+        "KAFKA_SASL_PASSWORD",
+        `is needed with KAFKA_SASL_MECHANISM=${mechanism} (or KAFKA_SASL_PASSWORD_FILE)`,
+      );
+    }
+    if (env.KAFKA_SASL_USERNAME !== undefined && password) {
+      security.sasl = { mechanism, username: env.KAFKA_SASL_USERNAME, password };
+    }
+  }
+
+  if (!env.KAFKA_BROKERS && (env.KAFKA_SSL || mechanism)) {
+    report(
+      "KAFKA_BROKERS",
+      "is needed with KAFKA_SSL or KAFKA_SASL_MECHANISM: the embedded local broker is plaintext (for a local TLS+SASL broker run `npm run kafka -- --secure` and use the settings it prints)",
+    );
+  }
+  return security;
 }

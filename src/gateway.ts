@@ -62,7 +62,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     retentionMs: config.RETENTION_DAYS * 24 * 3600 * 1000,
     everyMs: config.RETENTION_CHECK_MINUTES * 60 * 1000,
   });
-  const kafka = createKafka({ brokers, clientId: config.KAFKA_CLIENT_ID, logger });
+  const security = config.kafkaSecurity;
+  const kafka = createKafka({ brokers, clientId: config.KAFKA_CLIENT_ID, logger, security });
   const probe = createKafkaProbe(kafka);
   const metrics = createMetrics();
 
@@ -71,6 +72,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   const producerKafka = createKafka({
     brokers,
     clientId: config.KAFKA_CLIENT_ID,
+    security,
     overrides: kafkaLogsAtDebug(logger),
   });
   const producer = new GroupCommitProducer(producerKafka, {

@@ -17,6 +17,13 @@ export function createLogger(level: string): Logger {
         "headers.authorization",
         "req.headers.authorization",
         "*.headers",
+        // Kafka credentials (Config.kafkaSecurity: SASL password, TLS private key).
+        "password",
+        "*.password",
+        "kafkaSecurity",
+        "*.kafkaSecurity",
+        "sasl",
+        "*.sasl",
       ],
       censor: "[redacted]",
     },

@@ -30,7 +30,12 @@ const logger = createLogger(logLevel).child({ deliveryThread: index });
 const store = openStore(config.DB_PATH, { migrate: false });
 const metrics = createMetrics({ processMetrics: false });
 registerThreadMetrics(metrics.registry, index);
-const kafka = createKafka({ brokers, clientId: `${config.KAFKA_CLIENT_ID}-delivery-${index}`, logger });
+const kafka = createKafka({
+  brokers,
+  clientId: `${config.KAFKA_CLIENT_ID}-delivery-${index}`,
+  logger,
+  security: config.kafkaSecurity,
+});
 const log = new KafkaLog(kafka, { logger });
 
 const channel: ThreadChannel<CallOf<MainApi>, CallOf<EngineApi>> = new ThreadChannel(port, (call) =>

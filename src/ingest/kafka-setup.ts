@@ -1,4 +1,5 @@
 import { type Kafka, type KafkaConfig, logLevel } from "kafkajs";
+import { describeKafkaError } from "../kafka/client.ts";
 import type { Logger } from "../log.ts";
 import type { GroupCommitProducer } from "./producer.ts";
 import { ensureTopics, type TopicSpec } from "./topics.ts";
@@ -63,7 +64,7 @@ export function startKafkaSetup(opts: KafkaSetupOptions): KafkaSetup {
         if (lastError) log.info("Kafka topics are in place");
         return;
       } catch (err) {
-        const message = (err as Error).message;
+        const message = describeKafkaError(opts.kafka, err);
         // Once per distinct failure: a broker that stays down must not flood the log.
         if (message !== lastError) {
           log.warn({ err: message, retryInMs: delay }, "cannot make sure the Kafka topics exist; retrying");

@@ -6,6 +6,7 @@ import {
   type Producer,
   type RecordMetadata,
 } from "kafkajs";
+import { describeKafkaError } from "../kafka/client.ts";
 import { KafkaUnavailableError, type Message, type RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 
@@ -319,7 +320,7 @@ export class GroupCommitProducer implements RecordSink {
       } catch (err) {
         this.#connecting = undefined;
         await producer.disconnect().catch(() => {});
-        const message = (err as Error).message;
+        const message = describeKafkaError(this.#kafka, err);
         // Log a failure once, not once per retry, until it changes or the producer connects.
         if (message !== this.#lastError) {
           this.#log.warn({ err: message, retryInMs: delay }, "cannot connect the Kafka producer; retrying");

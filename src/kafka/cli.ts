@@ -1,7 +1,8 @@
 /**
- * `npm run kafka [-- --port <p>] [--nodes 3]`: a local Apache Kafka in the foreground.
+ * `npm run kafka [-- --port <p>] [--nodes 3] [--secure]`: a local Apache Kafka in the foreground.
  * Prints one `KAFKA_NODE id=… pid=… address=…` line per node, then `KAFKA_BROKERS=<list>` once all are
- * up. SIGINT/SIGTERM stops every JVM and removes the data folder.
+ * up; with --secure (a SASL_SSL listener) also the TLS files and SCRAM user as the gateway's `KAFKA_SSL…`
+ * and `KAFKA_SASL…` lines. SIGINT/SIGTERM stops every JVM and removes the data folder.
  */
 import { parseArgs } from "node:util";
 import { MissingToolError } from "./jars.ts";
@@ -12,6 +13,7 @@ const { values } = parseArgs({
     port: { type: "string" },
     nodes: { type: "string", default: "1" },
     "heap-mb": { type: "string" },
+    secure: { type: "boolean", default: false },
   },
 });
 
@@ -44,6 +46,7 @@ try {
     nodes: intOption("nodes", values.nodes),
     port: intOption("port", values.port),
     heapMb: intOption("heap-mb", values["heap-mb"]),
+    secure: values.secure,
     log,
   });
 } catch (err) {
@@ -60,4 +63,5 @@ running.onNodeExit(() => {
 for (const node of running.nodes) {
   process.stdout.write(`KAFKA_NODE id=${node.id} pid=${node.pid} address=${node.address}\n`);
 }
-process.stdout.write(`KAFKA_BROKERS=${running.brokers.join(",")}\n`);
+// KAFKA_BROKERS first, as before; a secure run adds its TLS and SASL settings after it.
+for (const [name, value] of Object.entries(running.clientEnv)) process.stdout.write(`${name}=${value}\n`);

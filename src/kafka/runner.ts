@@ -6,8 +6,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { createKafka } from "./client.ts";
+import { createKafka, type KafkaSecurity } from "./client.ts";
 import { assertJava, ensureKafkaJars } from "./jars.ts";
+import { assertOpenssl, createLocalCa, issueCertificate } from "./local-tls.ts";
 
 /** Options of a local KRaft broker or cluster (combined broker+controller nodes on 127.0.0.1). */
 export interface LocalKafkaOptions {
@@ -24,6 +25,25 @@ export interface LocalKafkaOptions {
    * any other key is appended. For tests of broker-side behaviour, e.g. `offsets.retention.minutes`.
    */
   properties?: Record<string, string>;
+  /**
+   * Clients connect over SASL_SSL instead of PLAINTEXT: a CA and certificates made for the run (openssl),
+   * a client certificate required (mutual TLS) and SCRAM-SHA-256/512 and PLAIN for one client user.
+   * Brokers talk to each other over the same listener (SCRAM-SHA-256); the controller listener stays
+   * plaintext on 127.0.0.1. `LocalKafka.clientEnv` holds what a client needs.
+   */
+  secure?: boolean;
+}
+
+/** Files and credentials of a secure run (all inside its data folder, gone when it stops). */
+export interface LocalKafkaSecrets {
+  caFile: string;
+  /** The CA's private key: tests sign certificates of their own with it. */
+  caKeyFile: string;
+  /** A client certificate signed by the CA, and its key (the broker requires one). */
+  clientCertFile: string;
+  clientKeyFile: string;
+  username: string;
+  password: string;
 }
 
 export interface LocalKafkaNode {
@@ -102,23 +122,68 @@ function applyOverrides(lines: string[], overrides: Record<string, string>): str
   return out;
 }
 
+/** What the broker side of a secure run needs: its key store, the CA, the inter-broker SCRAM user. */
+interface BrokerTls {
+  keystoreFile: string;
+  caFile: string;
+  brokerUser: string;
+  brokerPassword: string;
+  clientUser: string;
+  clientPassword: string;
+}
+
+/** Listener lines: PLAINTEXT, or SASL_SSL for clients and brokers; the controller's is plaintext either way. */
+function listenerProperties(node: NodeState, tls: BrokerTls | undefined): string[] {
+  const controller = `CONTROLLER://127.0.0.1:${node.controllerPort}`;
+  if (!tls) {
+    return [
+      `listeners=PLAINTEXT://127.0.0.1:${node.port},${controller}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${node.port}`,
+      "controller.listener.names=CONTROLLER",
+      "inter.broker.listener.name=PLAINTEXT",
+      "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    ];
+  }
+  const scram = "org.apache.kafka.common.security.scram.ScramLoginModule required";
+  return [
+    `listeners=SASL_SSL://127.0.0.1:${node.port},${controller}`,
+    `advertised.listeners=SASL_SSL://127.0.0.1:${node.port}`,
+    "controller.listener.names=CONTROLLER",
+    "inter.broker.listener.name=SASL_SSL",
+    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+    "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+    "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256",
+    // One JAAS line per mechanism on the listener. SCRAM users live in the cluster metadata (formatted
+    // with --add-scram); the broker logs in to the others with the first line's user. PLAIN users are
+    // listed in their line.
+    `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${scram} username="${tls.brokerUser}" password="${tls.brokerPassword}";`,
+    `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${scram};`,
+    `listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${tls.clientUser}="${tls.clientPassword}";`,
+    // PEM files straight from openssl: the key store file is the private key (PKCS#8) then the certificate.
+    "ssl.keystore.type=PEM",
+    `ssl.keystore.location=${tls.keystoreFile}`,
+    "ssl.truststore.type=PEM",
+    `ssl.truststore.location=${tls.caFile}`,
+    // Clients need a certificate signed by the CA as well as a SASL login (mutual TLS). On a SASL_SSL
+    // listener only the listener-prefixed setting counts (KIP-684); a plain ssl.client.auth is ignored.
+    "listener.name.sasl_ssl.ssl.client.auth=required",
+  ];
+}
+
 function serverProperties(
   node: NodeState,
   voters: string,
   dataDir: string,
   clusterSize: number,
   overrides: Record<string, string> = {},
+  tls?: BrokerTls,
 ): string {
   const replicated = clusterSize >= 3;
   const lines = [
     "process.roles=broker,controller",
     `node.id=${node.id}`,
     `controller.quorum.voters=${voters}`,
-    `listeners=PLAINTEXT://127.0.0.1:${node.port},CONTROLLER://127.0.0.1:${node.controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${node.port}`,
-    "controller.listener.names=CONTROLLER",
-    "inter.broker.listener.name=PLAINTEXT",
-    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    ...listenerProperties(node, tls),
     `log.dirs=${dataDir}`,
     "num.partitions=1",
     // Topics are created on purpose (the gateway does it at start-up); a typo must not invent one.
@@ -161,7 +226,9 @@ async function runToCompletion(cmd: string, args: string[], logFile: string): Pr
   out.end();
   if (code !== 0) {
     const tail = (await readFile(logFile, "utf8")).slice(-2000);
-    throw new Error(`${cmd} ${args.slice(-4).join(" ")} failed (exit ${code}):\n${tail}`);
+    // The last arguments name the step; SCRAM arguments (passwords) are left out of the message.
+    const shown = args.filter((a, i) => a !== "--add-scram" && args[i - 1] !== "--add-scram").slice(-4);
+    throw new Error(`${cmd} ${shown.join(" ")} failed (exit ${code}):\n${tail}`);
   }
 }
 
@@ -174,6 +241,10 @@ async function runToCompletion(cmd: string, args: string[], logFile: string): Pr
 export class LocalKafka {
   readonly brokers: string[];
   readonly dataRoot: string;
+  /** What a client of this cluster needs besides the brokers (empty for a plaintext one). */
+  readonly security: KafkaSecurity;
+  /** A secure run's CA, client certificate and SCRAM user; undefined for a plaintext one. */
+  readonly secrets: LocalKafkaSecrets | undefined;
   #nodes: NodeState[];
   #classpath: string;
   #jvmArgs: string[];
@@ -187,13 +258,37 @@ export class LocalKafka {
     classpath: string,
     jvmArgs: string[],
     log: (l: string) => void,
+    secrets?: LocalKafkaSecrets,
+    security: KafkaSecurity = {},
   ) {
     this.#nodes = nodes;
     this.dataRoot = dataRoot;
+    this.secrets = secrets;
+    this.security = security;
     this.#classpath = classpath;
     this.#jvmArgs = jvmArgs;
     this.#log = log;
     this.brokers = nodes.map((n) => n.address);
+  }
+
+  /**
+   * The gateway's settings for this cluster, named as src/config.ts reads them: `KAFKA_BROKERS`, and for a
+   * secure run the TLS files and the SCRAM user (`npm run kafka` prints them as `NAME=value` lines).
+   */
+  get clientEnv(): Record<string, string> {
+    const env: Record<string, string> = { KAFKA_BROKERS: this.brokers.join(",") };
+    const s = this.secrets;
+    if (!s) return env;
+    return {
+      ...env,
+      KAFKA_SSL: "true",
+      KAFKA_SSL_CA_FILE: s.caFile,
+      KAFKA_SSL_CERT_FILE: s.clientCertFile,
+      KAFKA_SSL_KEY_FILE: s.clientKeyFile,
+      KAFKA_SASL_MECHANISM: "scram-sha-256",
+      KAFKA_SASL_USERNAME: s.username,
+      KAFKA_SASL_PASSWORD: s.password,
+    };
   }
 
   get nodes(): LocalKafkaNode[] {
@@ -274,6 +369,7 @@ export class LocalKafka {
       const admin = createKafka({
         brokers: live,
         clientId: "local-kafka-ready",
+        security: this.security,
         overrides: { connectionTimeout: 1000, retry: { retries: 0 } },
       }).admin();
       try {
@@ -320,6 +416,59 @@ export class LocalKafka {
   }
 }
 
+/**
+ * A secure run's CA and certificates (openssl, in `<dataRoot>/tls`), SCRAM users with random passwords,
+ * and the storage tool arguments that put those users into the cluster metadata (KIP-900), so SCRAM works
+ * from the first start on.
+ */
+async function prepareSecureRun(dataRoot: string) {
+  try {
+    const ca = await createLocalCa(join(dataRoot, "tls"));
+    const broker = await issueCertificate(ca, "broker");
+    const client = await issueCertificate(ca, "client");
+    // Hex passwords: nothing in them needs quoting in a JAAS line or an --add-scram argument.
+    const tls: BrokerTls = {
+      keystoreFile: broker.keystoreFile,
+      caFile: ca.caFile,
+      brokerUser: "broker",
+      brokerPassword: randomBytes(18).toString("hex"),
+      clientUser: "gateway",
+      clientPassword: randomBytes(18).toString("hex"),
+    };
+    const formatArgs: string[] = [];
+    for (const [name, password] of [
+      [tls.brokerUser, tls.brokerPassword],
+      [tls.clientUser, tls.clientPassword],
+    ]) {
+      for (const mechanism of ["SCRAM-SHA-256", "SCRAM-SHA-512"]) {
+        formatArgs.push("--add-scram", `${mechanism}=[name=${name},password=${password}]`);
+      }
+    }
+    const secrets: LocalKafkaSecrets = {
+      caFile: ca.caFile,
+      caKeyFile: ca.caKeyFile,
+      clientCertFile: client.certFile,
+      clientKeyFile: client.keyFile,
+      username: tls.clientUser,
+      password: tls.clientPassword,
+    };
+    const security: KafkaSecurity = {
+      tls: {
+        ca: await readFile(ca.caFile, "utf8"),
+        cert: await readFile(client.certFile, "utf8"),
+        key: await readFile(client.keyFile, "utf8"),
+        rejectUnauthorized: true,
+        checkHostname: true,
+      },
+      sasl: { mechanism: "scram-sha-256", username: secrets.username, password: secrets.password },
+    };
+    return { tls, secrets, security, formatArgs };
+  } catch (err) {
+    await rm(dataRoot, { recursive: true, force: true });
+    throw err;
+  }
+}
+
 /** Fetches the jars if needed, formats fresh KRaft storage, starts the node(s) and waits until ready. */
 export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<LocalKafka> {
   const count = opts.nodes ?? 1;
@@ -327,11 +476,13 @@ export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<Loc
   checkProperties(opts.properties ?? {});
   const log = opts.log ?? (() => {});
   assertJava();
+  if (opts.secure) assertOpenssl();
   const { libs } = await ensureKafkaJars({ log });
   await sweepStaleDirs();
 
   const dataRoot = join(tmpdir(), `${DIR_PREFIX}${process.pid}-${randomBytes(4).toString("hex")}`);
-  await mkdir(dataRoot, { recursive: true });
+  // Readable by this user only: a secure run keeps keys and passwords in it.
+  await mkdir(dataRoot, { recursive: true, mode: 0o700 });
   const log4jPath = join(dataRoot, "log4j2.properties");
   await writeFile(log4jPath, LOG4J2);
 
@@ -369,28 +520,35 @@ export async function startLocalKafka(opts: LocalKafkaOptions = {}): Promise<Loc
   ];
   const classpath = join(libs, "*");
 
-  await Promise.all(
-    nodes.map(async (node) => {
-      const dataDir = join(dataRoot, `data-${node.id}`);
-      await writeFile(node.propsPath, serverProperties(node, voters, dataDir, count, opts.properties));
-      await runToCompletion(
-        "setpriv",
-        [
-          "--pdeathsig",
-          "KILL",
-          "java",
-          ...jvmArgs,
-          "-cp",
-          classpath,
-          "kafka.tools.StorageTool",
-          "format",
-        ].concat(["-t", clusterId, "-c", node.propsPath]),
-        node.logPath,
-      );
-    }),
-  );
+  const secure = opts.secure ? await prepareSecureRun(dataRoot) : undefined;
+  try {
+    await Promise.all(
+      nodes.map(async (node) => {
+        const dataDir = join(dataRoot, `data-${node.id}`);
+        const props = serverProperties(node, voters, dataDir, count, opts.properties, secure?.tls);
+        await writeFile(node.propsPath, props, { mode: 0o600 });
+        await runToCompletion(
+          "setpriv",
+          [
+            "--pdeathsig",
+            "KILL",
+            "java",
+            ...jvmArgs,
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+          ].concat(["-t", clusterId, "-c", node.propsPath], secure?.formatArgs ?? []),
+          node.logPath,
+        );
+      }),
+    );
+  } catch (err) {
+    await rm(dataRoot, { recursive: true, force: true });
+    throw err;
+  }
 
-  const cluster = new LocalKafka(nodes, dataRoot, classpath, jvmArgs, log);
+  const cluster = new LocalKafka(nodes, dataRoot, classpath, jvmArgs, log, secure?.secrets, secure?.security);
   try {
     for (const node of nodes) cluster.spawnNode(node.id);
     await cluster.waitReady();
