@@ -25,6 +25,8 @@ started=$SECONDS
 # --- helm, built once.
 helm="$cache/helm-$HELM_VERSION/helm"
 if [ ! -x "$helm" ]; then
+  # Go's own installer puts it in /usr/local/go/bin, which a non-login shell may not have on PATH.
+  command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH="/usr/local/go/bin:$PATH"
   command -v go >/dev/null || {
     echo "deploy/check-chart.sh: \`go\` was not found; it builds helm $HELM_VERSION once (or put a helm binary at $helm)" >&2
     exit 1
