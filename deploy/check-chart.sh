@@ -2,7 +2,7 @@
 # Checks deploy/helm/webhook-gateway and docker/compose.yaml without a cluster or Docker:
 #   - helm lint --strict, with the one required value and with ci/secure-values.yaml (3 replicas, TLS with
 #     a client certificate, SASL, ServiceMonitor);
-#   - helm template of both, and that rendering without kafka.brokers or with a wrong SASL mechanism fails;
+#   - helm template of both (and with persistence.enabled=false), and that rendering without kafka.brokers or with a wrong SASL mechanism fails;
 #   - the rendered manifests against Kubernetes' own schemas, strict, offline (PyPI's kubernetes-validate),
 #     for the oldest Kubernetes the chart supports and the newest the validator knows;
 #   - deploy/check-manifests.py: every env the chart or the compose file sets is a setting src/config.ts
@@ -80,12 +80,14 @@ must_fail "kafka.sasl.mechanism must be plain, scram-sha-256 or scram-sha-512" "
   --set kafka.sasl.mechanism=gssapi --set kafka.sasl.username=u --set kafka.sasl.password=p
 "$helm" template t "$CHART" --kube-version "${KUBE_VERSIONS[0]}" "${required[@]}" >"$out/default.yaml"
 "$helm" template t "$CHART" --kube-version "${KUBE_VERSIONS[0]}" -f "$CHART/ci/secure-values.yaml" >"$out/secure.yaml"
-echo "rendered: default values ($(grep -c '^kind:' "$out/default.yaml") objects), ci/secure-values.yaml ($(grep -c '^kind:' "$out/secure.yaml") objects)"
+"$helm" template t "$CHART" --kube-version "${KUBE_VERSIONS[0]}" "${required[@]}" \
+  --set persistence.enabled=false >"$out/ephemeral.yaml"
+echo "rendered: default values ($(grep -c '^kind:' "$out/default.yaml") objects), ci/secure-values.yaml ($(grep -c '^kind:' "$out/secure.yaml") objects), persistence.enabled=false"
 
 echo "--- kubernetes-validate --strict (${KUBE_VERSIONS[*]})"
 for version in "${KUBE_VERSIONS[@]}"; do
   if ! "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" "$out/default.yaml" "$out/secure.yaml" \
-    >"$out/validate.txt" 2>&1; then
+    "$out/ephemeral.yaml" >"$out/validate.txt" 2>&1; then
     cat "$out/validate.txt" >&2
     exit 1
   fi
@@ -102,6 +104,7 @@ node_bin=node_modules/.bin/node
 [ -x "$node_bin" ] || node_bin=node
 "$node_bin" -e 'import("./src/config.ts").then((m) => console.log(m.SETTING_NAMES.join("\n")))' >"$out/settings.txt"
 "$venv/bin/python" deploy/check-manifests.py "$out/settings.txt" \
-  --chart "$out/default.yaml" --chart "$out/secure.yaml" --compose docker/compose.yaml
+  --chart "$out/default.yaml" --chart "$out/secure.yaml" --chart "$out/ephemeral.yaml" \
+  --compose docker/compose.yaml
 
 echo "chart and compose checks passed in $((SECONDS - started)) s"

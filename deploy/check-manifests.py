@@ -37,9 +37,9 @@ def check_chart(path: str, settings: set[str]) -> None:
     ports = {p["name"] for p in container.get("ports", [])}
     secrets = {s["metadata"]["name"]: s.get("data", {}) for s in by_kind.get("Secret", [])}
 
-    # Every variable the container gets is a setting the gateway reads (POD_NAME feeds $(POD_NAME) only).
+    # Every variable the container gets is a setting the gateway reads.
     for env in container.get("env", []):
-        if env["name"] != "POD_NAME" and env["name"] not in settings:
+        if env["name"] not in settings:
             problem(path, f"env {env['name']} is not a setting src/config.ts reads")
         ref = env.get("valueFrom", {}).get("secretKeyRef")
         if ref and ref["name"] in secrets and not ref.get("optional"):
@@ -50,6 +50,10 @@ def check_chart(path: str, settings: set[str]) -> None:
     for env in container.get("env", []):
         if env["name"].endswith("_FILE") and not any(env["value"].startswith(m + "/") for m in mounts):
             problem(path, f"env {env['name']}={env['value']} is on no mounted volume")
+    # One CONSUMER_GROUP_PREFIX for every pod: replicas of one deployment share their state through Kafka.
+    prefix = [e for e in container.get("env", []) if e["name"] == "CONSUMER_GROUP_PREFIX"]
+    if len(prefix) != 1 or "value" not in prefix[0] or "$(" in prefix[0]["value"]:
+        problem(path, f"CONSUMER_GROUP_PREFIX must be one value shared by every pod, got {prefix}")
     for mount in ("/data", "/tmp"):
         if mount not in mounts:
             problem(path, f"no volume at {mount} (the root filesystem is read-only)")
