@@ -5,18 +5,17 @@
  * delivered to both destinations in per-user order; every other answer must be a 503.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
 import { gatewayEnv, startGateway } from "../child-gateway.ts";
-import { cleanUp, waitUntil } from "../helpers.ts";
+import { waitUntil } from "../helpers.ts";
 import { type Receiver, startReceiver } from "../receiver.ts";
 import {
   acceptedEvents,
   analyseDeliveries,
+  clusterForFile,
   countTopicRecords,
   faultKafka,
-  type Load,
   partitionLeaders,
   phaseFigures,
   readTopicEventIds,
@@ -37,25 +36,11 @@ const RATE_PER_CLIENT = 4;
 const MIN_ACCEPTED = 20_000;
 const MIN_LOAD_MS = 20_000;
 
-let cluster: LocalKafka | undefined;
-let load: Load | undefined;
-const receivers: Receiver[] = [];
-
-before(async () => {
-  cluster = await startLocalKafka({ nodes: 3 });
-});
-
-after(() =>
-  cleanUp(
-    () => load?.stop(),
-    ...receivers.map((r) => () => r.close()),
-    () => cluster?.stop(),
-  ),
-);
+const file = clusterForFile();
 
 test("broker loss: SIGKILL a broker, then the partition leaders' broker — nothing acknowledged is lost", async (t) => {
-  assert.ok(cluster);
-  const brokers = cluster.brokers;
+  assert.ok(file.cluster);
+  const brokers = file.cluster.brokers;
   const k = faultKafka(brokers);
   const env = gatewayEnv({
     KAFKA_BROKERS: brokers.join(","),
@@ -66,8 +51,8 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   // Every log line kept: the diagnostics below count warnings over the whole run.
   const gw = await startGateway(t, env, { keepLines: Number.POSITIVE_INFINITY });
 
-  receivers.push(await startReceiver(), await startReceiver());
-  for (const r of receivers) await gw.registerDestination({ url: r.url, maxConcurrency: 32 });
+  file.receivers.push(await startReceiver(), await startReceiver());
+  for (const r of file.receivers) await gw.registerDestination({ url: r.url, maxConcurrency: 32 });
 
   const topic = env.EVENTS_TOPIC;
   const partitions = await topicPartitions(k, topic);
@@ -76,18 +61,18 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
 
   const started = Date.now();
   const mark = (what: string) => {
-    const c = load?.counts();
+    const c = file.load?.counts();
     t.diagnostic(
       `+${((Date.now() - started) / 1000).toFixed(1)} s ${what} (sent ${c?.sent}, accepted ${c?.accepted}, refused ${c?.refused})`,
     );
   };
-  load = startLoad({
+  file.load = startLoad({
     url: gw.url,
     clients: CLIENTS,
     usersPerClient: USERS_PER_CLIENT,
     ratePerClient: RATE_PER_CLIENT,
   });
-  const running = load;
+  const running = file.load;
 
   const phases: Array<{ name: string; from: number }> = [{ name: "steady", from: started }];
   const phase = (name: string) => {
@@ -97,12 +82,12 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   /** SIGKILL a broker, wait until the cluster has fenced it, keep it down a little, restart, wait for its ISRs. */
   const loseBroker = async (victim: number, why: string) => {
     phase(`node ${victim} killed (${why})`);
-    await cluster?.killNode(victim);
+    await file.cluster?.killNode(victim);
     await waitForIsrWithout(k, topic, victim);
     phase(`node ${victim} fenced: out of every ISR, leaders moved`);
     await sleep(3000);
     phase(`node ${victim} restarting`);
-    await cluster?.restartNode(victim);
+    await file.cluster?.restartNode(victim);
     await waitForFullIsr(k, [topic, "__consumer_offsets"]);
     phase(`node ${victim} back in every ISR`);
   };
@@ -154,7 +139,7 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
     return got === expected.size;
   };
   await waitUntil(
-    () => receivers.every(deliveredAll),
+    () => file.receivers.every(deliveredAll),
     "every accepted event at both destinations",
     180_000,
     500,
@@ -186,7 +171,7 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
         `sent ${f.sent}, accepted ${f.accepted}, refused ${f.refused}; 202 latency p50 ${f.p50} ms, p99 ${f.p99} ms, max ${f.max} ms`,
     );
   }
-  const reports = receivers.map((r) => analyseDeliveries(accepted, r.delivered));
+  const reports = file.receivers.map((r) => analyseDeliveries(accepted, r.delivered));
   for (const [i, report] of reports.entries()) {
     t.diagnostic(
       `destination ${"ab"[i]}: delivered ${report.delivered} of ${report.expected}, ${report.deliveries} deliveries, ` +

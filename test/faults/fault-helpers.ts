@@ -10,11 +10,48 @@
  *   - countTopicRecords             records in a topic, from its offsets
  *   - faultKafka, topicPartitions, partitionLeaders, waitForIsrWithout, waitForFullIsr
  *                                   Kafka metadata: pick a victim broker, see it fenced, wait for its recovery
+ *   - clusterForFile                a 3-node cluster for the file's tests, and their load and receivers,
+ *                                   all stopped after them
  */
+import { after, before } from "node:test";
 import type { Kafka } from "kafkajs";
 import { Agent, request } from "undici";
 import { createKafka } from "../../src/kafka/client.ts";
-import { uniqueName, waitUntil } from "../helpers.ts";
+import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
+import { cleanUp, uniqueName, waitUntil } from "../helpers.ts";
+import type { Receiver } from "../receiver.ts";
+
+// ---------------------------------------------------------------------------------------------------------
+// The file's cluster
+
+export interface FileCluster {
+  /** Set once the file's `before` hook has started it. */
+  cluster: LocalKafka | undefined;
+  /** The load a test started (stopped after the file). */
+  load: Load | undefined;
+  /** Receivers a test started (closed after the file). */
+  receivers: Receiver[];
+}
+
+/**
+ * A 3-node KRaft cluster (RF 3, min.insync.replicas=2) started before the file's tests; after them, the load
+ * is stopped, the receivers closed and the cluster stopped (gateways have their own after hooks, which run
+ * first).
+ */
+export function clusterForFile(): FileCluster {
+  const ctx: FileCluster = { cluster: undefined, load: undefined, receivers: [] };
+  before(async () => {
+    ctx.cluster = await startLocalKafka({ nodes: 3 });
+  });
+  after(() =>
+    cleanUp(
+      () => ctx.load?.stop(),
+      ...ctx.receivers.map((r) => () => r.close()),
+      () => ctx.cluster?.stop(),
+    ),
+  );
+  return ctx;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Ingest load

@@ -7,34 +7,18 @@
  * view from Kafka and answers for destinations and attempts it never saw happen.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type LocalKafka, startLocalKafka } from "../../src/kafka/runner.ts";
 import { type ChildGateway, gatewayEnv, startGateway, startGateways, withFreshDb } from "../child-gateway.ts";
-import { cleanUp, waitUntil } from "../helpers.ts";
-import { type Receiver, startReceiver } from "../receiver.ts";
-import { acceptedEvents, analyseDeliveries, type Load, startLoad } from "./fault-helpers.ts";
+import { waitUntil } from "../helpers.ts";
+import { startReceiver } from "../receiver.ts";
+import { acceptedEvents, analyseDeliveries, clusterForFile, startLoad } from "./fault-helpers.ts";
 
 const CLIENTS = 40;
 const USERS_PER_CLIENT = 5; // 200 users
 const RATE_PER_CLIENT = 10;
 
-let cluster: LocalKafka | undefined;
-let load: Load | undefined;
-const receivers: Receiver[] = [];
-
-before(async () => {
-  cluster = await startLocalKafka({ nodes: 3 });
-});
-
-// The gateways are killed by their own after hooks (startGateway/startGateways), which run before these.
-after(() =>
-  cleanUp(
-    () => load?.stop(),
-    ...receivers.map((r) => () => r.close()),
-    () => cluster?.stop(),
-  ),
-);
+const file = clusterForFile();
 
 async function metric(g: ChildGateway, name: string): Promise<number> {
   const text = await (await fetch(`${g.url}/metrics`)).text();
@@ -46,8 +30,8 @@ async function metric(g: ChildGateway, name: string): Promise<number> {
 }
 
 test("three replicas on a 3-node cluster: shared destinations, shared delivery, replica and broker loss, an empty replica rebuilds", async (t) => {
-  assert.ok(cluster);
-  const brokers = cluster.brokers;
+  assert.ok(file.cluster);
+  const brokers = file.cluster.brokers;
   const base = gatewayEnv({
     KAFKA_BROKERS: brokers.join(","),
     TOPIC_PARTITIONS: "6",
@@ -61,7 +45,7 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
   // --- Registered on replica 1, read on 2 and 3.
   const a = await startReceiver();
   const b = await startReceiver();
-  receivers.push(a, b);
+  file.receivers.push(a, b);
   const destA = await r1.registerDestination({ url: a.url, maxAttempts: 50, backoffMaxMs: 1000 });
   const destB = await r1.registerDestination({ url: b.url, maxAttempts: 50, backoffMaxMs: 1000 });
   const registered = Date.now();
@@ -78,7 +62,7 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
 
   // --- Load round-robin over the three replicas.
   const urls = replicas.map((g) => g.url);
-  load = startLoad({
+  file.load = startLoad({
     url: r1.url,
     urls,
     clients: CLIENTS,
@@ -96,17 +80,17 @@ test("three replicas on a 3-node cluster: shared destinations, shared delivery, 
   await r3.kill("SIGKILL");
   await sleep(15_000);
   // --- Then a broker.
-  await cluster.killNode(3);
+  await file.cluster.killNode(3);
   await sleep(8000);
-  await cluster.restartNode(3);
+  await file.cluster.restartNode(3);
   await sleep(4000);
-  await load.stop();
-  const accepted = acceptedEvents(load.outcomes);
+  await file.load.stop();
+  const accepted = acceptedEvents(file.load.outcomes);
   t.diagnostic(
     `accepted ${accepted.length}; load ran ${Math.round((Date.now() - killedAt) / 1000)} s past the replica kill`,
   );
   assert.ok(accepted.length > 1000, `enough load went through (${accepted.length})`);
-  const other = load.outcomes.filter((o) => o.status !== 202 && o.status !== 503 && o.status !== 0);
+  const other = file.load.outcomes.filter((o) => o.status !== 202 && o.status !== 503 && o.status !== 0);
   assert.deepEqual(other.slice(0, 5), [], "every answer is a 202, a 503 or (the killed replica) no answer");
 
   // --- Every accepted event reaches both destinations, in per-user order.
