@@ -289,19 +289,30 @@ test("an attempt is cut off by its timeout even while queued for a connection, a
     secretKey(generateSecret()),
     agent,
   );
+  // The first attempt holds the one connection past the second's deadline (its own is later), so the second
+  // is still queued when its deadline passes. (With equal deadlines the connection freed by the first one's
+  // cut could carry the second a fraction of a millisecond before its own deadline: sent in time.)
+  const holder = sendTarget(
+    { url: receiver.url, headers: {}, timeoutMs: 900 },
+    secretKey(generateSecret()),
+    agent,
+  );
   const started = performance.now();
-  // One connection: the second attempt waits in the pool behind the first, which is never answered.
   const [first, second] = await Promise.all([
-    sendWebhook(target, "evt_a", "{}"),
+    sendWebhook(holder, "evt_a", "{}"),
     sendWebhook(target, "evt_b", "{}"),
   ]);
   const took = performance.now() - started;
   assert.ok(took < 2000, `both ended at their deadline, not later (${Math.round(took)} ms)`);
-  for (const r of [first, second]) {
+  for (const [r, ms] of [
+    [first, 900],
+    [second, 300],
+  ] as const) {
     assert.equal(r.verdict, "retry");
     assert.equal(r.statusCode, null);
-    assert.equal(r.error, "timed out after 300 ms");
+    assert.equal(r.error, `timed out after ${ms} ms`);
   }
+  assert.equal(holder.inFlight.size, 0, "finished attempts leave the in-flight set");
   assert.equal(target.inFlight.size, 0, "finished attempts leave the in-flight set");
   await sleep(300);
   assert.deepEqual(

@@ -124,6 +124,12 @@ export class Attempt implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller;
+    // A request queued for a connection may be dispatched in the same turn its deadline passed, before its
+    // timer's callback ran (timers due in a later millisecond wait for the next timers phase): cut it here.
+    if (!this.#cutBeforeStart && performance.now() - this.#started >= this.#target.timeoutMs) {
+      this.cut(`timed out after ${this.#target.timeoutMs} ms`);
+      return;
+    }
     if (this.#cutBeforeStart) controller.abort(this.#cutBeforeStart);
   }
 
