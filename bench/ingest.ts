@@ -7,7 +7,9 @@
  *   (b) kafkajs sendBatch (idempotent, acks=-1) of the same records straight to the broker — the Kafka ceiling;
  *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
  *   (d) the gateway at an offered 5,000 events/s (autocannon overallRate, latency corrected for
- *       coordinated omission) for p99.
+ *       coordinated omission) for p99;
+ *   (e) batch ingest: POST /api/events with --batch (100) events per request at the highest rate
+ *       --batch-connections (32) connections drive, beside (a') the bare Hono endpoint taking the same body.
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:ingest …).
  */
 import { type ChildProcess, fork } from "node:child_process";
@@ -28,6 +30,17 @@ const HERE = new URL(import.meta.url).pathname;
 
 // ~200-byte event body; [<id>] is replaced by autocannon with a unique id per request (a new userID each).
 const BODY = JSON.stringify({ userID: "user-[<id>]", type: "order.created", payload: PAYLOAD });
+
+/** A POST /api/events body of `n` events: 100 users per request, the request's id in each userID. */
+function batchBody(n: number): string {
+  return JSON.stringify({
+    events: Array.from({ length: n }, (_, i) => ({
+      userID: `user-[<id>]-${i}`,
+      type: "order.created",
+      payload: PAYLOAD,
+    })),
+  });
+}
 
 interface Row {
   name: string;
@@ -89,6 +102,10 @@ async function childHono(): Promise<void> {
       { id: "x", userID: body.userID, type: body.type ?? "event", receivedAt: new Date().toISOString() },
       202,
     );
+  });
+  app.post("/api/events", async (c) => {
+    const body = (await c.req.json()) as { events: unknown[] };
+    return c.json({ ids: body.events.map(() => "x"), receivedAt: new Date().toISOString() }, 202);
   });
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) => {
     process.send?.({ type: "ready", url: `http://127.0.0.1:${info.port}` });
@@ -222,12 +239,20 @@ interface CannonResult {
   duration: number;
 }
 
-async function cannon(url: string, opts: { duration: number; connections: number; overallRate?: number }) {
+interface CannonOptions {
+  duration: number;
+  connections: number;
+  overallRate?: number;
+  /** POST /api/events with this many events per request instead of /api/singleEvent. */
+  batch?: number;
+}
+
+async function cannon(url: string, opts: CannonOptions) {
   const result = (await autocannon({
-    url: `${url}/api/singleEvent`,
+    url: `${url}${opts.batch ? "/api/events" : "/api/singleEvent"}`,
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: BODY,
+    body: opts.batch ? batchBody(opts.batch) : BODY,
     idReplacement: true,
     connections: opts.connections,
     duration: opts.duration,
@@ -240,8 +265,9 @@ async function measureServer(
   child: ChildProcess,
   url: string,
   name: string,
-  opts: { duration: number; connections: number; overallRate?: number },
+  opts: CannonOptions,
 ): Promise<{ row: Row; accepted: number }> {
+  const perRequest = opts.batch ?? 1;
   child.send({ type: "rss-reset" });
   const r = await cannon(url, opts);
   child.send({ type: "rss" });
@@ -251,14 +277,16 @@ async function measureServer(
   return {
     row: {
       name,
-      eventsPerSec: r["2xx"] / r.duration,
+      eventsPerSec: (r["2xx"] * perRequest) / r.duration,
       p50: r.latency.p50,
       p99: r.latency.p99,
       rssMb,
-      cpuUsPerEvent: answered > 0 ? cpuUs / answered : undefined,
-      note: refused > 0 ? `${refused} non-2xx/errors` : "",
+      cpuUsPerEvent: answered > 0 ? cpuUs / (answered * perRequest) : undefined,
+      note:
+        (perRequest > 1 ? `${perRequest} events a request, latency per request` : "") +
+        (refused > 0 ? `${perRequest > 1 ? "; " : ""}${refused} non-2xx/errors` : ""),
     },
-    accepted: r["2xx"],
+    accepted: r["2xx"] * perRequest,
   };
 }
 
@@ -295,8 +323,12 @@ async function main(): Promise<void> {
       connections: { type: "string", default: "256" },
       rate: { type: "string", default: "5000" },
       warmup: { type: "string", default: "3" },
+      batch: { type: "string", default: "100" },
+      "batch-connections": { type: "string", default: "32" },
     },
   });
+  const batch = Number(values.batch);
+  const batchConnections = Number(values["batch-connections"]);
   const duration = Number(values.duration);
   const connections = Number(values.connections);
   const rate = Number(values.rate);
@@ -322,6 +354,17 @@ async function main(): Promise<void> {
       (await measureServer(hono, honoUrl, "(a) bare Hono: parse JSON, answer 202", { duration, connections }))
         .row,
     );
+    await cannon(honoUrl, { duration: warmup, connections: batchConnections, batch });
+    const honoBatch = await measureServer(
+      hono,
+      honoUrl,
+      `(a') bare Hono: parse a ${batch}-event body, answer 202`,
+      {
+        duration,
+        connections: batchConnections,
+        batch,
+      },
+    );
     await stopChild(hono);
 
     log("(b) kafkajs sendBatch straight to the broker …");
@@ -330,16 +373,16 @@ async function main(): Promise<void> {
     await admin.connect();
     await admin.createTopics({ topics: [{ topic: "bench-kafka", numPartitions: 12 }], waitForLeaders: true });
     await admin.disconnect();
-    const batch = process.env.BATCH_MAX_RECORDS ?? "1000";
+    const sendBatch = process.env.BATCH_MAX_RECORDS ?? "1000";
     const kc = spawnChild("kafka", {
       KAFKA_BROKERS: brokers.join(","),
       BENCH_TOPIC: "bench-kafka",
       BENCH_SECONDS: String(duration),
-      BENCH_BATCH: batch,
+      BENCH_BATCH: sendBatch,
     });
     const k = await nextMessage(kc, "kafka-result");
     rows.push({
-      name: `(b) kafkajs sendBatch, ${batch} records/batch, acks=-1, idempotent`,
+      name: `(b) kafkajs sendBatch, ${sendBatch} records/batch, acks=-1, idempotent`,
       eventsPerSec: k.events / k.seconds,
       p50: k.p50,
       p99: k.p99,
@@ -378,6 +421,15 @@ async function main(): Promise<void> {
     );
     rows.push(paced.row);
     accepted += paced.accepted;
+    rows.push(honoBatch.row);
+    const batched = await measureServer(
+      gw,
+      gwUrl,
+      `(e) gateway, POST /api/events, ${batch} events a request (${batchConnections} connections)`,
+      { duration, connections: batchConnections, batch },
+    );
+    rows.push(batched.row);
+    accepted += batched.accepted;
     await stopChild(gw);
     const inTopic = await countTopic(brokers, "bench-events");
 
@@ -387,7 +439,8 @@ async function main(): Promise<void> {
       `202s from the gateway: ${accepted.toLocaleString("en-US")}; records in the topic: ${inTopic.toLocaleString("en-US")}` +
         (inTopic >= accepted ? " (every 202 is in Kafka)" : " — MISSING RECORDS"),
       `targets: ≥ 15,000 events/s through the gateway — ${max.row.eventsPerSec >= 15_000 ? "met" : "NOT met"}; ` +
-        `p99 ≤ 25 ms at ${rate.toLocaleString("en-US")}/s — ${paced.row.p99 <= 25 ? "met" : "NOT met"}`,
+        `p99 ≤ 25 ms at ${rate.toLocaleString("en-US")}/s — ${paced.row.p99 <= 25 ? "met" : "NOT met"}; ` +
+        `batch ingest ≥ 50,000 events/s — ${batched.row.eventsPerSec >= 50_000 ? "met" : "NOT met"}`,
       `duration ${duration} s per run, ${connections} connections; load average after: ${load()}`,
     ];
     process.stdout.write(`${out.join("\n")}\n`);
