@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -132,15 +133,30 @@ test("TLS files that are missing, folders or not PEM are refused by name", () =>
   );
 });
 
-test("an unreadable file is refused with 'permission denied'", (t) => {
-  if (process.getuid?.() === 0) {
-    t.skip("root reads any file");
-    return;
-  }
+/**
+ * `problems(env)` in a process that cannot read past file permissions: as root (CI), a child without the
+ * capabilities that let root read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH); otherwise this process.
+ */
+function problemsWithoutFileCapabilities(env: Record<string, string>): string {
+  if (process.getuid?.() !== 0) return problems(env);
+  const config = new URL("../src/config.ts", import.meta.url).href;
+  const script = `import { loadConfig } from ${JSON.stringify(config)};
+try { loadConfig(JSON.parse(process.env.CONFIG_ENV)); console.log("accepted"); } catch (err) { console.log(err.message); }`;
+  const caps = "-dac_override,-dac_read_search";
+  const child = spawnSync(
+    "setpriv",
+    ["--bounding-set", caps, "--inh-caps", caps, process.execPath, "--input-type=module", "-e", script],
+    { env: { PATH: process.env.PATH ?? "", CONFIG_ENV: JSON.stringify(env) }, encoding: "utf8" },
+  );
+  assert.equal(child.status, 0, child.stderr);
+  return child.stdout;
+}
+
+test("an unreadable file is refused with 'permission denied'", () => {
   const path = file("locked.pem", readFileSync(caFile, "utf8"));
   chmodSync(path, 0o000);
   assert.match(
-    problems({ ...BROKERS, KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: path }),
+    problemsWithoutFileCapabilities({ ...BROKERS, KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: path }),
     /KAFKA_SSL_CA_FILE: cannot read .*locked\.pem: permission denied/,
   );
 });
