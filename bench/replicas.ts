@@ -41,11 +41,13 @@ import {
   cpuSecondsOf,
   fmt,
   memoryOf,
+  metricSum,
   now,
   type ReceiverClient,
   type Row,
   registerDestination,
   sampleRecord,
+  scrape,
   startReceiver,
   stopReceiver,
   table,
@@ -206,14 +208,9 @@ async function throughputRow(brokers: string[], receiver: ReceiverClient, n: num
   }
 }
 
+/** Events this replica finished (every one is delivered here: the receiver answers 200); 0 before the first. */
 async function deliveriesOf(g: ChildGateway): Promise<number> {
-  const text = await (await fetch(`${g.url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (line.startsWith("deliveries_total{") && line.includes('outcome="delivered"'))
-      sum += Number(line.split(" ").pop());
-  }
-  return sum;
+  return metricSum(await scrape(g), "deliveries_total") || 0;
 }
 
 /** (0i) kafkajs producer, same records and batch size, acks=all, IN_FLIGHT batches at once. */

@@ -60,17 +60,6 @@ type FixtureBase = Omit<
   "delivery" | "engine" | "addDestination" | "publish" | "restartEngine"
 >;
 
-/** Waits until the view's SQLite has what `check` looks for (outcomes reach it through Kafka). */
-export async function untilViewed<T>(check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error("the view did not apply the expected rows in time");
-    await new Promise((done) => setTimeout(done, 20));
-  }
-}
-
 function newEngine(f: FixtureBase, onGone: (id: string, reason: string) => void, opts: FixtureOptions = {}) {
   return new DeliveryEngine({
     kafka: f.kafka,

@@ -13,11 +13,14 @@ export interface DeliveryControl {
    * cannot do it (the route answers 503).
    */
   prepareDestination(destinationId: string): Promise<void>;
-  /** Starts delivering to a new destination (its row is already in the store). */
+  /**
+   * Starts delivering to a new destination (its row is already in the store). Called by the state view when
+   * it applies a destination record, on every replica — not by the admin routes, which write to Kafka.
+   */
   destinationAdded(destination: Destination): Promise<void>;
-  /** The row changed (PATCH): workers pick up the new settings, or stop/start on `disabled`. */
+  /** The row changed (PATCH, or a 410's disable; applied by the view): workers pick up the new settings, or stop/start on `disabled`. */
   destinationChanged(destination: Destination): Promise<void>;
-  /** The row is about to be deleted: stop its workers, delete its consumer group, ledger and offsets. */
+  /** The view deleted the row (a tombstone): stop its workers and delete its consumer group. */
   destinationRemoved(destinationId: string): Promise<void>;
   /**
    * Re-delivers dead-lettered events of a destination with a fresh attempt budget (all of them when
