@@ -359,7 +359,6 @@ test("a member-less group's committed offsets expire after offsets.retention.min
   timeout: 300_000,
 }, async (t) => {
   const broker = await startLocalKafka({
-    heapMb: 256,
     properties: { "offsets.retention.minutes": "1", "offsets.retention.check.interval.ms": "1000" },
   });
   const kafka = createKafka({ brokers: broker.brokers, clientId: uniqueName("retention") });

@@ -201,6 +201,10 @@ function serverProperties(
     "broker.session.timeout.ms=6000",
     "num.network.threads=2",
     "num.io.threads=4",
+    // The log cleaner allocates its whole dedupe buffer (default 128 MiB) up front when it starts; on a small
+    // heap that alone made a node die with OutOfMemoryError at start-up (CI, 256 MiB heap). 16 MiB still maps
+    // ~700k keys per cleaning pass, far more than a local broker's compacted topics hold.
+    "log.cleaner.dedupe.buffer.size=16777216",
   ];
   return `${applyOverrides(lines, overrides).join("\n")}\n`;
 }
