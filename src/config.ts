@@ -92,6 +92,11 @@ const EnvSchema = z.object({
   BATCH_MAX_RECORDS: int(1, 100_000).default(1000),
   BATCH_MAX_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
   BATCH_LINGER_MS: int(0, 1000).default(2),
+  /**
+   * true: the group-commit producer (record encoding and sending) runs on a thread of its own beside the
+   * HTTP thread; false: on the HTTP thread. bench/README.md "Ingest" has both measured.
+   */
+  INGEST_PRODUCER_THREAD: bool.default(false),
   IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
   /** Attempt rows, and ledger rows of delivered or dead events, older than this are deleted. */
   RETENTION_DAYS: int(1, 3650).default(30),

@@ -9,7 +9,9 @@ import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
+import type { IngestProducer } from "./ingest/producer-port.ts";
 import { createIngestService } from "./ingest/service.ts";
+import { ThreadedProducer } from "./ingest/threaded-producer.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { KafkaLog } from "./kafka/log-client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
@@ -75,17 +77,26 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     security,
     overrides: kafkaLogsAtDebug(logger),
   });
-  const producer = new GroupCommitProducer(producerKafka, {
+  const batchOptions = {
     maxRecords: config.BATCH_MAX_RECORDS,
     maxBytes: config.BATCH_MAX_BYTES,
     lingerMs: config.BATCH_LINGER_MS,
     ackTimeoutMs: config.INGEST_ACK_TIMEOUT_MS,
-    logger,
-    onBatch: (records, seconds, ok) => {
+    onBatch: (records: number, seconds: number, ok: boolean) => {
       metrics.ingestBatchSize.observe(records);
       if (ok) metrics.ingestAckSeconds.observe(seconds);
     },
-  });
+  };
+  const producer: IngestProducer = config.INGEST_PRODUCER_THREAD
+    ? new ThreadedProducer({
+        ...batchOptions,
+        brokers,
+        clientId: config.KAFKA_CLIENT_ID,
+        security,
+        logLevel: logger.level,
+        logger,
+      })
+    : new GroupCommitProducer(producerKafka, { ...batchOptions, logger });
   const kafkaSetup = startKafkaSetup({
     kafka: producerKafka,
     producer,

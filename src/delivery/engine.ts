@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Consumer, EachBatchPayload, Kafka } from "kafkajs";
 import type { Dispatcher } from "undici";
+import { partitionForKey as partitionOf } from "../kafka/murmur2.ts";
 import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
@@ -14,7 +15,6 @@ import type { EngineApi, EngineStatus, MetricsJson } from "./engine-api.ts";
 import { decodeEventRecord, type EventRecord } from "./event-record.ts";
 import type { DeliveryObserver } from "./observer.ts";
 import type { OffsetLog } from "./offset-log.ts";
-import { partitionOf } from "./partitioner.ts";
 import { DeliveryRecorder } from "./recorder.ts";
 
 /**

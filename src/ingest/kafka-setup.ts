@@ -1,7 +1,7 @@
 import { type Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import { describeKafkaError } from "../kafka/client.ts";
 import type { Logger } from "../log.ts";
-import type { GroupCommitProducer } from "./producer.ts";
+import type { IngestProducer } from "./producer-port.ts";
 import { ensureTopics, type TopicSpec } from "./topics.ts";
 
 /**
@@ -22,7 +22,7 @@ export function kafkaLogsAtDebug(logger: Logger): Pick<KafkaConfig, "logLevel" |
 
 export interface KafkaSetupOptions {
   kafka: Kafka;
-  producer: GroupCommitProducer;
+  producer: IngestProducer;
   topics: Array<string | TopicSpec>;
   partitions: number;
   replicationFactor?: number;

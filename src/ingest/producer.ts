@@ -2,13 +2,14 @@ import {
   CompressionTypes,
   type ICustomPartitioner,
   type Kafka,
-  Partitioners,
   type Producer,
   type RecordMetadata,
 } from "kafkajs";
 import { describeKafkaError } from "../kafka/client.ts";
-import { KafkaUnavailableError, type Message, type RecordSink } from "../kafka/sink.ts";
+import { fastDefaultPartitioner } from "../kafka/murmur2.ts";
+import { KafkaUnavailableError, type Message } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import type { IngestProducer } from "./producer-port.ts";
 
 export interface GroupCommitOptions {
   /** Flush a batch once it holds this many records. */
@@ -24,6 +25,8 @@ export interface GroupCommitOptions {
   maxInFlightRequests?: number;
   /** Called after each batch with its size and how long Kafka took to answer (metrics). */
   onBatch?: (records: number, seconds: number, ok: boolean) => void;
+  /** Called when the producer becomes ready (connected) and when it stops being ready. */
+  onReadyChange?: (ready: boolean) => void;
 }
 
 interface Waiter {
@@ -84,7 +87,7 @@ type State = "idle" | "connecting" | "ready" | "closed";
  * try (its per-broker response map survives the retry), and resolves without ever sending them
  * (tulios/kafkajs#1303, #1798) — the broker-loss fault test lost acknowledged events that way.
  */
-export class GroupCommitProducer implements RecordSink {
+export class GroupCommitProducer implements IngestProducer {
   #kafka: Kafka;
   #opts: GroupCommitOptions;
   #log: Logger;
@@ -286,6 +289,7 @@ export class GroupCommitProducer implements RecordSink {
     this.#failQueued(new KafkaUnavailableError("not connected to Kafka", { cause: err }));
     if (this.#state === "closed") return;
     this.#state = "connecting";
+    this.#opts.onReadyChange?.(false);
     this.#log.warn({ err: err.message }, "Kafka batch failed; reconnecting the producer");
     this.#lastError = "";
     void this.#connectLoop();
@@ -297,8 +301,8 @@ export class GroupCommitProducer implements RecordSink {
       const assigned = new Map<string, Set<number>>();
       const producer = this.#kafka.producer({
         idempotent: true,
-        // Java-compatible murmur2, explicit so kafkajs does not warn about its v2 default change.
-        createPartitioner: recordingPartitioner(Partitioners.DefaultPartitioner, assigned),
+        // Java-compatible murmur2 (kafkajs's DefaultPartitioner, with a 15× cheaper hash).
+        createPartitioner: recordingPartitioner(fastDefaultPartitioner, assigned),
         allowAutoTopicCreation: false,
         maxInFlightRequests: this.#opts.maxInFlightRequests,
       });
@@ -313,6 +317,7 @@ export class GroupCommitProducer implements RecordSink {
         }
         this.#producer = producer;
         this.#state = "ready";
+        this.#opts.onReadyChange?.(true);
         this.#log.info("Kafka producer connected");
         for (const done of this.#readyWaiters.splice(0)) done();
         this.#pump();

@@ -1,0 +1,95 @@
+/**
+ * Entry of the producer thread (worker_threads): the gateway's GroupCommitProducer with a kafkajs client of
+ * its own, so that encoding and sending records — a third of ingest's CPU time on the HTTP thread — runs
+ * beside the HTTP work instead of in between it. The main thread's ThreadedProducer is its only caller.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { createKafka } from "../kafka/client.ts";
+import type { Message } from "../kafka/sink.ts";
+import { createLogger } from "../log.ts";
+import { kafkaLogsAtDebug } from "./kafka-setup.ts";
+import { GroupCommitProducer } from "./producer.ts";
+import type { FromThread, ProducerThreadData, ToThread } from "./producer-wire.ts";
+
+if (!parentPort) throw new Error("producer-thread-entry.ts runs as a worker thread only");
+const port = parentPort;
+const data = workerData as ProducerThreadData;
+const logger = createLogger(data.logLevel).child({ thread: "producer" });
+
+let ok: number[] = [];
+let failed: Array<[number, string]> = [];
+let batches: Array<[number, number, boolean]> = [];
+let flushQueued = false;
+/** Answers leave once per turn of this thread's event loop, however many publishes it answered. */
+function flushSoon(): void {
+  if (flushQueued) return;
+  flushQueued = true;
+  setImmediate(() => {
+    flushQueued = false;
+    const msg: FromThread = { t: "done", ok, failed, batches };
+    ok = [];
+    failed = [];
+    batches = [];
+    port.postMessage(msg);
+  });
+}
+
+const producer = new GroupCommitProducer(
+  createKafka({
+    brokers: data.brokers,
+    clientId: data.clientId,
+    security: data.security,
+    overrides: kafkaLogsAtDebug(logger),
+  }),
+  {
+    maxRecords: data.maxRecords,
+    maxBytes: data.maxBytes,
+    lingerMs: data.lingerMs,
+    ackTimeoutMs: data.ackTimeoutMs,
+    logger,
+    onBatch: (records, seconds, good) => {
+      batches.push([records, seconds, good]);
+      flushSoon();
+    },
+    // Before the failed batch's answers (they leave on the next turn): the main thread refuses at once.
+    onReadyChange: (ready) => port.postMessage({ t: "state", ready } satisfies FromThread),
+  },
+);
+
+/** Structured clone turns a Buffer into a plain Uint8Array; kafkajs wants Buffers. */
+function asBuffer<T>(v: T): T | Buffer {
+  return v instanceof Uint8Array && !Buffer.isBuffer(v)
+    ? Buffer.from(v.buffer, v.byteOffset, v.byteLength)
+    : v;
+}
+function revive(messages: Message[]): Message[] {
+  for (const m of messages) {
+    m.value = asBuffer(m.value);
+    if (m.headers) for (const k in m.headers) m.headers[k] = asBuffer(m.headers[k]) as string | Buffer;
+  }
+  return messages;
+}
+
+port.on("message", (msg: ToThread) => {
+  if (msg.t === "publish") {
+    for (const [seq, topic, messages] of msg.items) {
+      producer.publish(topic, revive(messages)).then(
+        () => {
+          ok.push(seq);
+          flushSoon();
+        },
+        (err: Error) => {
+          failed.push([seq, err.message]);
+          flushSoon();
+        },
+      );
+    }
+  } else if (msg.t === "start") {
+    producer.start();
+  } else if (msg.t === "close") {
+    void producer.close().then(() => {
+      // The last answers first, then "closed": the main thread ends this thread on it.
+      setImmediate(() => port.postMessage({ t: "closed" } satisfies FromThread));
+    });
+  }
+});
