@@ -482,9 +482,19 @@ export class DeliveryEngine implements EngineApi {
       return;
     }
     const fetched = Number((batch as unknown as { fetchedOffset: string }).fetchedOffset);
+    state.highWatermark = Math.max(state.highWatermark, Number(batch.highWatermark));
+    let anyAttached = false;
+    for (const w of this.#workers.values()) if (w.cursors.get(partition)?.attached) anyAttached = true;
+    if (!anyAttached) {
+      // No destination reads along (none registered here, or all catching up on their own): nothing to
+      // decode or offer; the shared reader only moves on.
+      state.sharedNext = Number((batch.messages[batch.messages.length - 1] as { offset: string }).offset) + 1;
+      resolveOffset(String(state.sharedNext - 1));
+      await heartbeat();
+      return;
+    }
     const records = batch.messages.map((m) => decodeEventRecord(partition, Number(m.offset), m.key, m.value));
     const end = (records[records.length - 1] as EventRecord).offset + 1;
-    state.highWatermark = Math.max(state.highWatermark, Number(batch.highWatermark));
 
     // A cursor behind this batch's start missed records (the shared reader was placed ahead of it).
     for (const w of this.#workers.values()) {
