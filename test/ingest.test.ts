@@ -40,120 +40,141 @@ test("the test's murmur2 is Kafka's (vectors from Kafka's UtilsTest)", () => {
   for (const [input, expected] of vectors) assert.equal(javaMurmur2(Buffer.from(input)), expected, input);
 });
 
-test("every accepted event is in the topic exactly once, key = userID, with the documented value", async () => {
-  await withGateway({}, async (g) => {
-    const payloads: unknown[] = [
-      null,
-      "text",
-      42,
-      true,
-      [1, "two"],
-      { nested: { deep: [{ x: 1 }] } },
-      "ünï©ødé ✓",
-    ];
-    const singles = await Promise.all(
-      Array.from({ length: 300 }, (_, i) =>
-        accept(g, {
-          userID: `user-${i % 37}`,
-          payload: payloads[i % payloads.length],
-          ...(i % 3 === 0 ? { type: "order.paid" } : {}),
-        }).then((a) => ({ ...a, payload: payloads[i % payloads.length] })),
-      ),
-    );
-    const batchEvents = Array.from({ length: 120 }, (_, i) => ({
-      userID: `batch-${i % 11}`,
-      payload: { i },
-    }));
-    const res = await g.post("/api/events", { events: batchEvents });
-    assert.equal(res.status, 202);
-    const batch = (await res.json()) as { ids: string[]; receivedAt: string };
-    assert.equal(batch.ids.length, batchEvents.length);
+// Every producer setting writes the same records: the default (on the HTTP thread, kafkajs), the producer
+// thread, and @platformatic/kafka on it.
+const VARIANTS: Array<[string, Record<string, string>]> = [
+  ["", {}],
+  [" (producer thread)", { INGEST_PRODUCER_THREAD: "true" }],
+  [
+    " (producer thread, @platformatic/kafka)",
+    { INGEST_PRODUCER_THREAD: "true", INGEST_KAFKA_CLIENT: "platformatic" },
+  ],
+];
 
-    const expected = new Map<string, { userID: string; type: string; timestamp: string; payload: unknown }>();
-    for (const a of singles) {
-      assert.match(a.id, UUIDV7_PATTERN);
-      expected.set(a.id, { userID: a.userID, type: a.type, timestamp: a.receivedAt, payload: a.payload });
-    }
-    batchEvents.forEach((e, i) => {
-      const id = batch.ids[i] as string;
-      assert.match(id, UUIDV7_PATTERN);
-      expected.set(id, { userID: e.userID, type: "event", timestamp: batch.receivedAt, payload: e.payload });
-    });
-    assert.equal(expected.size, 420, "every event got its own id");
-    assert.ok(singles.filter((a) => a.type === "order.paid").length === 100);
-
-    const records = await g.readTopic();
-    assert.equal(records.length, expected.size, "the topic holds exactly the accepted events");
-    const seen = new Set<string>();
-    for (const r of records) {
-      const value = JSON.parse(r.value) as Record<string, unknown>;
-      const id = value.id as string;
-      assert.ok(!seen.has(id), `event ${id} is in the topic twice`);
-      seen.add(id);
-      const want = expected.get(id);
-      assert.ok(want, `record ${id} was never accepted`);
-      assert.deepEqual(Object.keys(value), ["id", "userID", "type", "timestamp", "payload"]);
-      assert.deepEqual(value, { id, ...want });
-      assert.equal(r.key, want.userID);
-      assert.equal(r.headers["event-id"], id);
-      assert.equal(r.headers["content-type"], "application/json");
-      assert.equal(r.partition, javaPartition(want.userID, g.partitions), "Java-compatible partition");
-    }
-  });
-});
-
-test("per-user order: one partition per user, in the order of the 202s, with users interleaving", async () => {
-  await withGateway({}, async (g) => {
-    const users = Array.from({ length: 25 }, (_, i) => `order-user-${i}`);
-    const acceptedOrder = new Map<string, string[]>();
-    // Each user sends sequentially (the next request after the previous 202); users run concurrently, so
-    // their requests interleave in the same group-commit batches.
-    await Promise.all(
-      users.map(async (user) => {
-        const ids: string[] = [];
-        for (let seq = 0; seq < 24; seq++) {
-          const a =
-            seq % 6 === 5
-              ? await g
-                  .post("/api/events", {
-                    events: [
-                      { userID: user, payload: { seq } },
-                      { userID: user, payload: { seq: seq + 0.5 } },
-                    ],
-                  })
-                  .then(async (res) => {
-                    assert.equal(res.status, 202);
-                    return ((await res.json()) as { ids: string[] }).ids;
-                  })
-              : [(await accept(g, { userID: user, payload: { seq } })).id];
-          ids.push(...a);
-        }
-        acceptedOrder.set(user, ids);
-      }),
-    );
-
-    const records = await g.readTopic();
-    const byUser = new Map<string, Array<{ partition: number; offset: number; id: string }>>();
-    for (const r of records) {
-      const value = JSON.parse(r.value) as { id: string; userID: string };
-      const list = byUser.get(value.userID) ?? [];
-      list.push({ partition: r.partition, offset: r.offset, id: value.id });
-      byUser.set(value.userID, list);
-    }
-    for (const user of users) {
-      const list = byUser.get(user) ?? [];
-      const partitions = new Set(list.map((x) => x.partition));
-      assert.equal(partitions.size, 1, `${user} spans partitions ${[...partitions]}`);
-      assert.equal([...partitions][0], javaPartition(user, g.partitions));
-      list.sort((a, b) => a.offset - b.offset);
-      assert.deepEqual(
-        list.map((x) => x.id),
-        acceptedOrder.get(user),
-        `${user}'s events are in the order they were accepted`,
+for (const [label, settings] of VARIANTS) {
+  test(`every accepted event is in the topic exactly once, key = userID, with the documented value${label}`, async () => {
+    await withGateway(settings, async (g) => {
+      const payloads: unknown[] = [
+        null,
+        "text",
+        42,
+        true,
+        [1, "two"],
+        { nested: { deep: [{ x: 1 }] } },
+        "ünï©ødé ✓",
+      ];
+      const singles = await Promise.all(
+        Array.from({ length: 300 }, (_, i) =>
+          accept(g, {
+            userID: `user-${i % 37}`,
+            payload: payloads[i % payloads.length],
+            ...(i % 3 === 0 ? { type: "order.paid" } : {}),
+          }).then((a) => ({ ...a, payload: payloads[i % payloads.length] })),
+        ),
       );
-    }
+      const batchEvents = Array.from({ length: 120 }, (_, i) => ({
+        userID: `batch-${i % 11}`,
+        payload: { i },
+      }));
+      const res = await g.post("/api/events", { events: batchEvents });
+      assert.equal(res.status, 202);
+      const batch = (await res.json()) as { ids: string[]; receivedAt: string };
+      assert.equal(batch.ids.length, batchEvents.length);
+
+      const expected = new Map<
+        string,
+        { userID: string; type: string; timestamp: string; payload: unknown }
+      >();
+      for (const a of singles) {
+        assert.match(a.id, UUIDV7_PATTERN);
+        expected.set(a.id, { userID: a.userID, type: a.type, timestamp: a.receivedAt, payload: a.payload });
+      }
+      batchEvents.forEach((e, i) => {
+        const id = batch.ids[i] as string;
+        assert.match(id, UUIDV7_PATTERN);
+        expected.set(id, {
+          userID: e.userID,
+          type: "event",
+          timestamp: batch.receivedAt,
+          payload: e.payload,
+        });
+      });
+      assert.equal(expected.size, 420, "every event got its own id");
+      assert.ok(singles.filter((a) => a.type === "order.paid").length === 100);
+
+      const records = await g.readTopic();
+      assert.equal(records.length, expected.size, "the topic holds exactly the accepted events");
+      const seen = new Set<string>();
+      for (const r of records) {
+        const value = JSON.parse(r.value) as Record<string, unknown>;
+        const id = value.id as string;
+        assert.ok(!seen.has(id), `event ${id} is in the topic twice`);
+        seen.add(id);
+        const want = expected.get(id);
+        assert.ok(want, `record ${id} was never accepted`);
+        assert.deepEqual(Object.keys(value), ["id", "userID", "type", "timestamp", "payload"]);
+        assert.deepEqual(value, { id, ...want });
+        assert.equal(r.key, want.userID);
+        assert.equal(r.headers["event-id"], id);
+        assert.equal(r.headers["content-type"], "application/json");
+        assert.equal(r.partition, javaPartition(want.userID, g.partitions), "Java-compatible partition");
+      }
+    });
   });
-});
+
+  test(`per-user order: one partition per user, in the order of the 202s, with users interleaving${label}`, async () => {
+    await withGateway(settings, async (g) => {
+      const users = Array.from({ length: 25 }, (_, i) => `order-user-${i}`);
+      const acceptedOrder = new Map<string, string[]>();
+      // Each user sends sequentially (the next request after the previous 202); users run concurrently, so
+      // their requests interleave in the same group-commit batches.
+      await Promise.all(
+        users.map(async (user) => {
+          const ids: string[] = [];
+          for (let seq = 0; seq < 24; seq++) {
+            const a =
+              seq % 6 === 5
+                ? await g
+                    .post("/api/events", {
+                      events: [
+                        { userID: user, payload: { seq } },
+                        { userID: user, payload: { seq: seq + 0.5 } },
+                      ],
+                    })
+                    .then(async (res) => {
+                      assert.equal(res.status, 202);
+                      return ((await res.json()) as { ids: string[] }).ids;
+                    })
+                : [(await accept(g, { userID: user, payload: { seq } })).id];
+            ids.push(...a);
+          }
+          acceptedOrder.set(user, ids);
+        }),
+      );
+
+      const records = await g.readTopic();
+      const byUser = new Map<string, Array<{ partition: number; offset: number; id: string }>>();
+      for (const r of records) {
+        const value = JSON.parse(r.value) as { id: string; userID: string };
+        const list = byUser.get(value.userID) ?? [];
+        list.push({ partition: r.partition, offset: r.offset, id: value.id });
+        byUser.set(value.userID, list);
+      }
+      for (const user of users) {
+        const list = byUser.get(user) ?? [];
+        const partitions = new Set(list.map((x) => x.partition));
+        assert.equal(partitions.size, 1, `${user} spans partitions ${[...partitions]}`);
+        assert.equal([...partitions][0], javaPartition(user, g.partitions));
+        list.sort((a, b) => a.offset - b.offset);
+        assert.deepEqual(
+          list.map((x) => x.id),
+          acceptedOrder.get(user),
+          `${user}'s events are in the order they were accepted`,
+        );
+      }
+    });
+  });
+}
 
 test("an Idempotency-Key repeat returns the original answer and writes nothing new", async () => {
   await withGateway({}, async (g) => {

@@ -7,6 +7,7 @@ export interface ProducerThreadData {
   clientId: string;
   security: KafkaSecurity;
   logLevel: string;
+  client: "kafkajs" | "platformatic";
   maxRecords: number;
   maxBytes: number;
   lingerMs: number;

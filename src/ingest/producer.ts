@@ -1,14 +1,7 @@
-import {
-  CompressionTypes,
-  type ICustomPartitioner,
-  type Kafka,
-  type Producer,
-  type RecordMetadata,
-} from "kafkajs";
-import { describeKafkaError } from "../kafka/client.ts";
-import { fastDefaultPartitioner } from "../kafka/murmur2.ts";
+import type { Kafka } from "kafkajs";
 import { KafkaUnavailableError, type Message } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import { type BatchSender, kafkajsSender } from "./batch-sender.ts";
 import type { IngestProducer } from "./producer-port.ts";
 
 export interface GroupCommitOptions {
@@ -88,26 +81,28 @@ type State = "idle" | "connecting" | "ready" | "closed";
  * (tulios/kafkajs#1303, #1798) — the broker-loss fault test lost acknowledged events that way.
  */
 export class GroupCommitProducer implements IngestProducer {
-  #kafka: Kafka;
+  #newSender: () => BatchSender;
   #opts: GroupCommitOptions;
   #log: Logger;
   #state: State = "idle";
-  #producer: Producer | undefined;
+  #producer: BatchSender | undefined;
   #open: Batch | undefined;
   #sealed: Batch[] = [];
   #inFlight = false;
   #cancelLinger: (() => void) | undefined;
   /** The producer being connected, so close() can end an attempt in progress. */
-  #connecting: Producer | undefined;
+  #connecting: BatchSender | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #readyWaiters: Array<() => void> = [];
   #drained: (() => void) | undefined;
   #lastError = "";
-  /** Per producer: the partitions its partitioner assigned the records of the batch in flight to. */
-  #assigned = new WeakMap<Producer, Map<string, Set<number>>>();
-
-  constructor(kafka: Kafka, opts: GroupCommitOptions) {
-    this.#kafka = kafka;
+  /**
+   * @param source a kafkajs client (its idempotent producer sends the batches), or a function making a
+   *   BatchSender of another client. A new sender is made after every failed batch.
+   */
+  constructor(source: Kafka | (() => BatchSender), opts: GroupCommitOptions) {
+    this.#newSender =
+      typeof source === "function" ? source : () => kafkajsSender(source, opts.maxInFlightRequests);
     this.#opts = opts;
     this.#log = opts.logger.child({ component: "producer" });
   }
@@ -220,7 +215,7 @@ export class GroupCommitProducer implements IngestProducer {
     void this.#send(producer, next);
   }
 
-  async #send(producer: Producer, batch: Batch): Promise<void> {
+  async #send(producer: BatchSender, batch: Batch): Promise<void> {
     this.#inFlight = true;
     const { ackTimeoutMs, onBatch } = this.#opts;
     const started = performance.now();
@@ -235,24 +230,7 @@ export class GroupCommitProducer implements IngestProducer {
       );
     });
     try {
-      const topicMessages = [...batch.topics].map(([topic, messages]) => ({ topic, messages }));
-      const assigned = this.#assigned.get(producer);
-      assigned?.clear();
-      const answered = await Promise.race([
-        producer.sendBatch({
-          acks: -1,
-          timeout: ackTimeoutMs,
-          compression: CompressionTypes.None,
-          topicMessages,
-        }),
-        timeout,
-      ]);
-      const unanswered = assigned ? unansweredPartitions(assigned, answered) : [];
-      if (unanswered.length > 0) {
-        throw new KafkaUnavailableError(
-          `Kafka acknowledged only part of the batch (no answer for ${unanswered.join(", ")})`,
-        );
-      }
+      await Promise.race([producer.send(batch.topics, ackTimeoutMs), timeout]);
       ok = true;
       for (const w of batch.waiters) w.resolve();
     } catch (err) {
@@ -280,7 +258,7 @@ export class GroupCommitProducer implements IngestProducer {
   }
 
   /** Drops a producer whose sequence state can no longer be trusted and connects a fresh one. */
-  #replaceProducer(producer: Producer, err: Error): void {
+  #replaceProducer(producer: BatchSender, err: Error): void {
     if (this.#producer !== producer) return;
     this.#producer = undefined;
     // The in-flight request of a timed-out batch may still be running; disconnecting ends it.
@@ -298,15 +276,7 @@ export class GroupCommitProducer implements IngestProducer {
   async #connectLoop(): Promise<void> {
     let delay = 250;
     while (this.#state === "connecting") {
-      const assigned = new Map<string, Set<number>>();
-      const producer = this.#kafka.producer({
-        idempotent: true,
-        // Java-compatible murmur2 (kafkajs's DefaultPartitioner, with a 15× cheaper hash).
-        createPartitioner: recordingPartitioner(fastDefaultPartitioner, assigned),
-        allowAutoTopicCreation: false,
-        maxInFlightRequests: this.#opts.maxInFlightRequests,
-      });
-      this.#assigned.set(producer, assigned);
+      const producer = this.#newSender();
       try {
         this.#connecting = producer;
         await producer.connect();
@@ -325,7 +295,7 @@ export class GroupCommitProducer implements IngestProducer {
       } catch (err) {
         this.#connecting = undefined;
         await producer.disconnect().catch(() => {});
-        const message = describeKafkaError(this.#kafka, err);
+        const message = producer.describe(err);
         // Log a failure once, not once per retry, until it changes or the producer connects.
         if (message !== this.#lastError) {
           this.#log.warn({ err: message, retryInMs: delay }, "cannot connect the Kafka producer; retrying");
@@ -339,34 +309,4 @@ export class GroupCommitProducer implements IngestProducer {
       }
     }
   }
-}
-
-/** Wraps a partitioner so every partition it picks is noted in `assigned` (topic → partitions). */
-function recordingPartitioner(
-  create: ICustomPartitioner,
-  assigned: Map<string, Set<number>>,
-): ICustomPartitioner {
-  return () => {
-    const partition = create();
-    return (args) => {
-      const chosen = partition(args);
-      let partitions = assigned.get(args.topic);
-      if (!partitions) {
-        partitions = new Set();
-        assigned.set(args.topic, partitions);
-      }
-      partitions.add(chosen);
-      return chosen;
-    };
-  };
-}
-
-/** "topic/partition" of each assigned partition that has no answer in `answered`. */
-function unansweredPartitions(assigned: Map<string, Set<number>>, answered: RecordMetadata[]): string[] {
-  const got = new Set(answered.map((r) => `${r.topicName}/${r.partition}`));
-  const missing: string[] = [];
-  for (const [topic, partitions] of assigned) {
-    for (const p of partitions) if (!got.has(`${topic}/${p}`)) missing.push(`${topic}/${p}`);
-  }
-  return missing;
 }
