@@ -4,13 +4,17 @@
  * Starts its own local Kafka broker, then measures in one run, each server in a child process of its own
  * (so RSS is that server's alone):
  *   (a) a bare Hono endpoint that parses JSON and answers 202 — the HTTP ceiling;
- *   (b) kafkajs sendBatch (idempotent, acks=-1) of the same records straight to the broker — the Kafka ceiling;
+ *   (b) each Kafka client (the gateway's BatchSender of kafkajs and of @platformatic/kafka: idempotent,
+ *       acks=-1) sending the same records straight to the broker — the Kafka ceilings;
+ *   then for each of --variants (<client>[+thread]: INGEST_KAFKA_CLIENT, INGEST_PRODUCER_THREAD=true):
  *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
  *   (d) the gateway at an offered 5,000 events/s (autocannon overallRate, latency corrected for
  *       coordinated omission) for p99;
  *   (e) batch ingest: POST /api/events with --batch (100) events per request at the highest rate
  *       --batch-connections (32) connections drive, beside (a') the bare Hono endpoint taking the same body.
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:ingest …).
+ * --server-cpus 0 pins the bare endpoint and the gateways (every thread) to those cores (taskset), to
+ * measure them on one core while autocannon and the broker run elsewhere.
  */
 import { type ChildProcess, execFileSync, fork } from "node:child_process";
 import { rmSync } from "node:fs";
@@ -139,7 +143,6 @@ async function childGateway(): Promise<void> {
 }
 
 async function childKafka(): Promise<void> {
-  const { CompressionTypes, Partitioners } = await import("kafkajs");
   const { createKafka } = await import("../src/kafka/client.ts");
   const { uuidv7 } = await import("../src/ingest/event-id.ts");
   const brokers = (process.env.KAFKA_BROKERS ?? "").split(",");
@@ -147,7 +150,12 @@ async function childKafka(): Promise<void> {
   const seconds = Number(process.env.BENCH_SECONDS ?? 10);
   const batchSize = Number(process.env.BENCH_BATCH ?? 1000);
   const kafka = createKafka({ brokers, clientId: "bench-kafka-ceiling" });
-  const producer = kafka.producer({ idempotent: true, createPartitioner: Partitioners.DefaultPartitioner });
+  // The gateway's own BatchSender of each client: the same records, partitioner and acknowledgement check.
+  const { kafkajsSender, platformaticSender } = await import("../src/ingest/batch-sender.ts");
+  const producer =
+    process.env.BENCH_CLIENT === "platformatic"
+      ? platformaticSender({ brokers, clientId: "bench-kafka-ceiling", requestTimeoutMs: 30_000 })
+      : kafkajsSender(kafka);
   await producer.connect();
   trackRss();
   let n = 0;
@@ -172,11 +180,7 @@ async function childKafka(): Promise<void> {
   while (performance.now() - started < seconds * 1000) {
     const messages = makeBatch();
     const t0 = performance.now();
-    await producer.sendBatch({
-      acks: -1,
-      compression: CompressionTypes.None,
-      topicMessages: [{ topic, messages }],
-    });
+    await producer.send(new Map([[topic, messages]]), 30_000);
     latencies.push(performance.now() - t0);
     events += messages.length;
   }
@@ -333,7 +337,7 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "3" },
       batch: { type: "string", default: "100" },
       "batch-connections": { type: "string", default: "32" },
-      "producer-thread": { type: "string", default: "true,false" },
+      variants: { type: "string", default: "kafkajs,kafkajs+thread,platformatic,platformatic+thread" },
       "server-cpus": { type: "string" },
     },
   });
@@ -343,7 +347,11 @@ async function main(): Promise<void> {
   const connections = Number(values.connections);
   const rate = Number(values.rate);
   const warmup = Number(values.warmup);
-  const producerThread = (values["producer-thread"] ?? "").split(",").map((v) => v.trim());
+  // Gateway settings to measure: <client>[+thread] (INGEST_KAFKA_CLIENT, INGEST_PRODUCER_THREAD=true).
+  const variants = (values.variants ?? "").split(",").map((v) => {
+    const [client = "kafkajs", thread] = v.trim().split("+");
+    return { client, thread: thread === "thread" };
+  });
   const serverCpus = values["server-cpus"];
   const pinned: Record<string, string> = serverCpus ? { BENCH_CPUS: serverCpus } : {};
   const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -380,36 +388,39 @@ async function main(): Promise<void> {
     );
     await stopChild(hono);
 
-    log("(b) kafkajs sendBatch straight to the broker …");
+    log("(b) each client straight to the broker …");
     const { createKafka } = await import("../src/kafka/client.ts");
     const admin = createKafka({ brokers, clientId: "bench-admin" }).admin();
     await admin.connect();
     await admin.createTopics({ topics: [{ topic: "bench-kafka", numPartitions: 12 }], waitForLeaders: true });
     await admin.disconnect();
     const sendBatch = process.env.BATCH_MAX_RECORDS ?? "1000";
-    const kc = spawnChild("kafka", {
-      KAFKA_BROKERS: brokers.join(","),
-      BENCH_TOPIC: "bench-kafka",
-      BENCH_SECONDS: String(duration),
-      BENCH_BATCH: sendBatch,
-    });
-    const k = await nextMessage(kc, "kafka-result");
-    rows.push({
-      name: `(b) kafkajs sendBatch, ${sendBatch} records/batch, acks=-1, idempotent`,
-      eventsPerSec: k.events / k.seconds,
-      p50: k.p50,
-      p99: k.p99,
-      rssMb: k.rssMb,
-      cpuUsPerEvent: k.cpuUs / k.events,
-      note: "latency per batch; CPU includes building the records",
-    });
-    await new Promise((done) => kc.once("exit", done));
+    for (const client of new Set(variants.map((v) => v.client))) {
+      const kc = spawnChild("kafka", {
+        KAFKA_BROKERS: brokers.join(","),
+        BENCH_TOPIC: "bench-kafka",
+        BENCH_SECONDS: String(duration),
+        BENCH_BATCH: sendBatch,
+        BENCH_CLIENT: client,
+      });
+      const k = await nextMessage(kc, "kafka-result");
+      rows.push({
+        name: `(b) ${client} straight to the broker, ${sendBatch} records/batch, acks=-1, idempotent`,
+        eventsPerSec: k.events / k.seconds,
+        p50: k.p50,
+        p99: k.p99,
+        rssMb: k.rssMb,
+        cpuUsPerEvent: k.cpuUs / k.events,
+        note: "latency per batch; CPU includes building the records",
+      });
+      await new Promise((done) => kc.once("exit", done));
+    }
 
     let accepted = 0;
     let inTopic = 0;
     const verdicts: string[] = [];
-    for (const [i, threaded] of producerThread.entries()) {
-      const label = `producer thread ${threaded === "true" ? "on" : "off"}`;
+    for (const [i, variant] of variants.entries()) {
+      const label = `${variant.client}, ${variant.thread ? "producer thread" : "on the HTTP thread"}`;
       log(`(c, d, e) the gateway, ${label} …`);
       const topic = `bench-events-${i}`;
       const gw = spawnChild("gateway", {
@@ -421,7 +432,8 @@ async function main(): Promise<void> {
         EVENTS_TOPIC: topic,
         DEAD_LETTER_TOPIC: `${topic}.dead-letter`,
         CONSUMER_GROUP_PREFIX: `bench-${i}`,
-        INGEST_PRODUCER_THREAD: threaded,
+        INGEST_PRODUCER_THREAD: String(variant.thread),
+        INGEST_KAFKA_CLIENT: variant.client,
       });
       const gwUrl = (await nextMessage(gw, "ready")).url as string;
       accepted += (await cannon(gwUrl, { duration: warmup, connections }))["2xx"];
@@ -476,7 +488,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join("\n")}\n`);
   } finally {
     await kafka.stop();
-    for (let i = 0; i < producerThread.length; i++) {
+    for (let i = 0; i < variants.length; i++) {
       for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}-${i}${suffix}`, { force: true });
     }
   }
