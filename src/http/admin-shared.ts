@@ -1,11 +1,11 @@
 import { z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
 import type { Destination } from "../store/destinations.ts";
+import { jsonBody } from "./body.ts";
 import { HttpProblem, ProblemSchema } from "./problem.ts";
 
 /** The shared configuration as the admin API writes it: Kafka first, answered once this replica's view has it. */
@@ -53,38 +53,9 @@ export function problemResponses(...statuses: number[]) {
   );
 }
 
-const JSON_MEDIA = /^application\/([\w.-]+\+)?json$/i;
-
-/**
- * Caps the body and demands a JSON content type, so a form or text body is a clear 415 instead of a
- * confusing "url: required". With `optional`, a request without a body passes (replay everything).
- */
-export function jsonBody(opts: { optional?: boolean } = {}): MiddlewareHandler[] {
-  const limit = bodyLimit({
-    maxSize: ADMIN_MAX_BODY_BYTES,
-    onError: () => {
-      // `connection: close`, as ingest does: left open, Node drains the unread body for the next request
-      // and gives up after a while, so a client reusing the connection lost its next request.
-      throw new HttpProblem(413, "Payload too large", `the body is over ${ADMIN_MAX_BODY_BYTES} bytes`, {
-        headers: { connection: "close" },
-      });
-    },
-  });
-  const contentType: MiddlewareHandler = async (c, next) => {
-    const media = (c.req.header("content-type") ?? "").split(";")[0]?.trim() ?? "";
-    const length = c.req.header("content-length");
-    const hasBody =
-      c.req.header("transfer-encoding") !== undefined || (length !== undefined && length !== "0");
-    if (!JSON_MEDIA.test(media) && (hasBody || !opts.optional)) {
-      throw new HttpProblem(
-        415,
-        "Unsupported media type",
-        `the body must be application/json, not ${media || "absent"}`,
-      );
-    }
-    await next();
-  };
-  return [contentType, limit];
+/** The admin API's JSON body checks (content type, then the 64 KiB cap); see body.ts. */
+export function adminJsonBody(opts: { optional?: boolean } = {}): MiddlewareHandler[] {
+  return jsonBody({ maxBytes: ADMIN_MAX_BODY_BYTES, optional: opts.optional });
 }
 
 /** A destination id path parameter (anything; unknown ids are 404). */

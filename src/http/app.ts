@@ -1,5 +1,5 @@
-import { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context, Env } from "hono";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
@@ -9,13 +9,14 @@ import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
 import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
-import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./auth.ts";
+import { ADMIN_PATHS, registerAdminSecurityScheme, requireBearer } from "./auth.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
-import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
+import { HttpProblem, problemResponse } from "./problem.ts";
+import { createRouter } from "./router.ts";
 
 export interface AppDeps {
   config: Config;
@@ -32,15 +33,6 @@ export interface AppDeps {
   state: AdminState;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
-}
-
-/** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
-export function createRouter<E extends Env = Env>(): OpenAPIHono<E> {
-  return new OpenAPIHono<E>({
-    defaultHook: (result) => {
-      if (!result.success) throw invalidRequest(result.error.issues);
-    },
-  });
 }
 
 /** Paths registered on the app, as regexes, so an unmatched request can be told 404 from 405. */
@@ -74,7 +66,11 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   );
 
   // The admin token is checked before any admin route validates or reads its input.
-  const adminAuth = requireAdminToken(deps.config.adminToken);
+  const adminAuth = requireBearer({
+    tokens: [deps.config.adminToken],
+    realm: "admin",
+    needs: "Authorization: Bearer <ADMIN_TOKEN>",
+  });
   for (const path of ADMIN_PATHS) app.use(path, adminAuth);
   // A replica still reading the shared state answers 503, never a stale 404 or list.
   for (const path of ADMIN_PATHS) {

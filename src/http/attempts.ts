@@ -10,8 +10,8 @@ import {
   problemResponses,
   toIso,
 } from "./admin-shared.ts";
-import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
+import { createRouter } from "./router.ts";
 
 export const ATTEMPTS_PAGE_DEFAULT = 50;
 export const ATTEMPTS_PAGE_MAX = 500;

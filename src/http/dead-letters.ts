@@ -3,18 +3,18 @@ import { type DeadLetter, listDeadLetters } from "../store/dead-letter-queries.t
 import { getDestination } from "../store/destinations.ts";
 import {
   type AdminDeps,
+  adminJsonBody,
   DestinationIdParams,
   decodeCursor,
   deliveryUnavailable,
   encodeCursor,
-  jsonBody,
   notFoundDestination,
   oneAtATime,
   problemResponses,
   toIso,
 } from "./admin-shared.ts";
-import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
+import { createRouter } from "./router.ts";
 
 export const DEAD_LETTERS_PAGE_DEFAULT = 100;
 export const DEAD_LETTERS_PAGE_MAX = 1000;
@@ -92,7 +92,7 @@ const replayRoute = createRoute({
   summary: "Deliver dead letters again with a fresh attempt budget",
   description: "All of them when the body (or `eventIds`) is absent; ids that are not dead here are ignored.",
   security: adminSecurity,
-  middleware: jsonBody({ optional: true }),
+  middleware: adminJsonBody({ optional: true }),
   request: {
     params: DestinationIdParams,
     body: { required: false, content: { "application/json": { schema: ReplayBody } } },

@@ -9,14 +9,13 @@ import {
 } from "../store/destinations.ts";
 import {
   type AdminDeps,
+  adminJsonBody,
   DestinationIdParams,
   deliveryUnavailable,
-  jsonBody,
   notFoundDestination,
   oneAtATime,
   problemResponses,
 } from "./admin-shared.ts";
-import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
 import {
   CreateDestinationBody,
@@ -27,6 +26,7 @@ import {
   PatchDestinationBody,
 } from "./destination-schemas.ts";
 import { HttpProblem } from "./problem.ts";
+import { createRouter } from "./router.ts";
 
 /** `dest_` + 16 random bytes in hex: unguessable, and a valid Kafka group-id suffix. */
 export function newDestinationId(): string {
@@ -69,7 +69,7 @@ const createDestination = createRoute({
     "Every event accepted after the 201 is delivered to it: the new consumer group is pinned to the " +
     "events topic's end before the destination is stored.",
   security: adminSecurity,
-  middleware: jsonBody(),
+  middleware: adminJsonBody(),
   request: { body: { required: true, content: { "application/json": { schema: CreateDestinationBody } } } },
   responses: {
     201: { description: "The destination, with its id and secret", content: json },
@@ -115,7 +115,7 @@ const patchRoute = createRoute({
   summary: "Change a destination's settings, or disable/enable it",
   description: "The worker picks the change up without losing its position.",
   security: adminSecurity,
-  middleware: jsonBody(),
+  middleware: adminJsonBody(),
   request: {
     params: DestinationIdParams,
     body: { required: true, content: { "application/json": { schema: PatchDestinationBody } } },
