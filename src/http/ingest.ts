@@ -15,6 +15,7 @@ import {
   type IngestService,
 } from "../ingest/service.ts";
 import { KafkaUnavailableError } from "../kafka/sink.ts";
+import { activeTracer } from "../telemetry.ts";
 import { requireBearer } from "./auth.ts";
 import { header, jsonBody, readJson } from "./body.ts";
 import { HttpProblem, invalidRequest, ProblemSchema } from "./problem.ts";
@@ -75,6 +76,11 @@ function idempotencyOf(c: Context<IngestEnv>): IdempotencyRequest | undefined {
   if (raw === undefined) return undefined;
   const key = validate(IngestHeadersSchema, { "idempotency-key": raw })["idempotency-key"];
   return key === undefined ? undefined : { key, scope: c.get("ingestScope") };
+}
+
+/** The client's W3C `traceparent`, read only when tracing is on (the ingest span continues its trace). */
+function clientTraceparent(c: Context): string | undefined {
+  return activeTracer() === undefined ? undefined : header(c, "traceparent");
 }
 
 function toProblem(err: unknown, retryAfterSeconds: number): unknown {
@@ -189,7 +195,7 @@ export function ingestRoutes(deps: IngestDeps) {
     const idempotency = idempotencyOf(c);
     let accepted: Accepted;
     try {
-      accepted = await deps.service.accept("singleEvent", [event], idempotency);
+      accepted = await deps.service.accept("singleEvent", [event], idempotency, clientTraceparent(c));
     } catch (err) {
       throw toProblem(err, deps.retryAfterSeconds);
     }
@@ -210,7 +216,7 @@ export function ingestRoutes(deps: IngestDeps) {
     const idempotency = idempotencyOf(c);
     let accepted: Accepted;
     try {
-      accepted = await deps.service.accept("events", body.events, idempotency);
+      accepted = await deps.service.accept("events", body.events, idempotency, clientTraceparent(c));
     } catch (err) {
       throw toProblem(err, deps.retryAfterSeconds);
     }
