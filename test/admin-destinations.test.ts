@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { ADMIN_MAX_BODY_BYTES } from "../src/http/admin-shared.ts";
 import { destinations } from "../src/store/schema.ts";
 import { create, destinationArg, harness, json, problem, secretOfBytes } from "./admin-harness.ts";
 
@@ -78,8 +79,8 @@ describe("POST /api/destinations", () => {
 
   test("stores the URL in normalised form, the string the SSRF guard checked", async (t) => {
     const h = await harness(t);
-    const d = await create(h, { url: " HTTP://127.0.0.1:80/a b?q=ü " });
-    assert.equal(d.url, "http://127.0.0.1/a%20b?q=%C3%BC");
+    const d = await create(h, { url: "http://LocalHost:80?q=%C3%BC" });
+    assert.equal(d.url, "http://localhost/?q=%C3%BC");
   });
 
   const invalid: [string, Record<string, unknown>, string][] = [
@@ -88,7 +89,9 @@ describe("POST /api/destinations", () => {
     ["not a url", { url: "not a url" }, "url"],
     ["relative url", { url: "/hook" }, "url"],
     ["url over 2048", { url: `http://127.0.0.1/${"a".repeat(2040)}` }, "url"],
-    ["url over 2048 once normalised", { url: `http://127.0.0.1/${" ".repeat(1000)}x` }, "url"],
+    ["url with a space", { url: "http://127.0.0.1/a b" }, "url"],
+    ["url with non-ASCII", { url: "http://127.0.0.1/?q=ü" }, "url"],
+    ["url with an upper-case scheme", { url: "HTTP://127.0.0.1/" }, "url"],
     ["url with credentials", { url: "http://user:pw@127.0.0.1/x" }, "url"],
     ["url not a string", { url: 42 }, "url"],
     ["empty name", { name: "" }, "name"],
@@ -124,8 +127,8 @@ describe("POST /api/destinations", () => {
     ["maxConcurrency 0", { maxConcurrency: 0 }, "maxConcurrency"],
     ["maxConcurrency 1001", { maxConcurrency: 1001 }, "maxConcurrency"],
     ["backoffBaseMs 0", { backoffBaseMs: 0 }, "backoffBaseMs"],
-    ["backoffMaxMs below backoffBaseMs", { backoffBaseMs: 5000, backoffMaxMs: 4999 }, "backoffMaxMs"],
-    ["backoffBaseMs above the default max", { backoffBaseMs: 70_000 }, "backoffMaxMs"],
+    ["backoffMaxMs 0", { backoffMaxMs: 0 }, "backoffMaxMs"],
+    ["url with an IDN host", { url: "http://bücher.example/hook" }, "url"],
     ["unknown field", { colour: "blue" }, "colour"],
   ];
   for (const [name, patch, field] of invalid) {
@@ -159,7 +162,7 @@ describe("POST /api/destinations", () => {
       415,
     );
     await problem(await h.req("POST", "/api/destinations"), 415);
-    const huge = JSON.stringify({ url: "http://127.0.0.1/", name: "x".repeat(70_000) });
+    const huge = JSON.stringify({ url: "http://127.0.0.1/", name: "x".repeat(ADMIN_MAX_BODY_BYTES) });
     await problem(await h.req("POST", "/api/destinations", { raw: huge }), 413);
     assert.equal(h.snapshot(), before);
     assert.deepEqual(h.delivery.calls, []);
@@ -305,8 +308,7 @@ describe("GET/PATCH/DELETE /api/destinations/:id", () => {
     const cases: [unknown, string][] = [
       [{ url: "http://127.0.0.1/x" }, "url"],
       [{ url: "gopher://x" }, "url"],
-      [{ backoffMaxMs: 1999 }, "backoffMaxMs"],
-      [{ backoffBaseMs: 5001 }, "backoffMaxMs"],
+      [{ backoffMaxMs: 3_600_001 }, "backoffMaxMs"],
       [{ headers: { Host: "evil" } }, "headers.Host"],
       [{ disabled: "yes" }, "disabled"],
       [{ id: "dest_other" }, "id"],

@@ -25,19 +25,23 @@ export interface AdminDeps {
   state: AdminState;
 }
 
-/** Admin request bodies are a few hundred bytes; anything near this is a mistake or an attack. */
-export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
+/**
+ * Admin request bodies are usually a few hundred bytes, but the largest the schemas allow (64 headers of
+ * 8 KiB, JSON-escaped; 1000 replay ids) is about 1.1 MB: the cap is above that, so every schema-valid
+ * body is read, and a bigger one is a 413 before a byte of it is parsed.
+ */
+export const ADMIN_MAX_BODY_BYTES = 2 * 1024 * 1024;
 
 /** Seconds suggested in Retry-After when the delivery side (Kafka) cannot take an admin change. */
 export const ADMIN_RETRY_AFTER_S = 5;
 
 const DESCRIPTIONS: Record<number, string> = {
-  400: "Invalid request: the problem's `errors` name each field that failed",
+  400: "Invalid request (malformed JSON, a path or query parameter or a body field that fails its schema): the problem's `errors` name each field that failed",
   401: "Missing or wrong admin bearer token",
   404: "No such destination",
-  413: "Request body over 64 KiB",
+  413: "Request body over 2 MiB (larger than any valid body)",
   415: "The body is not application/json",
-  503: "Kafka could not take the change; nothing was changed unless the detail says so (Retry-After)",
+  503: "Kafka could not take the change (nothing was changed unless the detail says so), or this replica is still reading the shared state from Kafka; retry after Retry-After",
 };
 
 /** The OpenAPI `responses` entries of the problem statuses a route can answer. */

@@ -145,6 +145,7 @@ export function ingestRoutes(deps: IngestDeps) {
   const singleEvent = createRoute({
     method: "post",
     path: "/api/singleEvent",
+    operationId: "ingestEvent",
     tags: ["ingest"],
     summary: "Accept one event",
     description:
@@ -158,6 +159,9 @@ export function ingestRoutes(deps: IngestDeps) {
       202: {
         description: "Kafka holds the event.",
         content: { "application/json": { schema: AcceptedEventSchema } },
+        links: {
+          ListEventAttempts: { operationId: "listEventAttempts", parameters: { id: "$response.body#/id" } },
+        },
       },
       ...errorResponses,
     },
@@ -166,6 +170,7 @@ export function ingestRoutes(deps: IngestDeps) {
   const events = createRoute({
     method: "post",
     path: "/api/events",
+    operationId: "ingestEvents",
     tags: ["ingest"],
     summary: "Accept a batch of events, all or nothing",
     description:
