@@ -63,7 +63,38 @@ test("the OpenAPI document lists every admin route with the bearer scheme", asyn
     const op = doc.paths[path]?.[method];
     assert.ok(op, `${method} ${path} documented`);
     assert.deepEqual(op.security, [{ adminToken: [] }], `${method} ${path} needs the token`);
+    // Every status an admin route can answer: no token (401), a replica still reading the shared state
+    // (503), a bad id or query (400), a body too big or not JSON (413, 415).
     assert.ok(op.responses["401"], `${method} ${path} documents 401`);
+    assert.ok(op.responses["503"], `${method} ${path} documents 503`);
+    if (path.includes("{id}") || op.parameters?.some((p: { in: string }) => p.in === "query")) {
+      assert.ok(op.responses["400"], `${method} ${path} documents 400`);
+    }
+    if (op.requestBody) {
+      for (const status of ["400", "413", "415"]) {
+        assert.ok(op.responses[status], `${method} ${path} documents ${status}`);
+      }
+    }
+  }
+  // Every route the app serves is in the document.
+  const served = h.app.routes
+    .filter((r) => r.method !== "ALL")
+    .map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:([A-Za-z0-9_]+)/g, "{$1}")}`);
+  for (const route of new Set(served)) {
+    const [method, path] = route.split(" ") as [string, string];
+    assert.ok(doc.paths[path]?.[method], `${route} is served but not documented`);
+  }
+  // Stateful links: a new destination's id leads to the routes behind it.
+  const links = doc.paths["/api/destinations"].post.responses["201"].links;
+  const operationIds = new Set(
+    Object.values(doc.paths).flatMap((ops) =>
+      Object.values(ops as Record<string, { operationId?: string }>).map((o) => o.operationId),
+    ),
+  );
+  assert.equal(Object.keys(links).length, 6);
+  for (const link of Object.values(links) as { operationId: string; parameters: unknown }[]) {
+    assert.ok(operationIds.has(link.operationId), link.operationId);
+    assert.deepEqual(link.parameters, { id: "$response.body#/id" });
   }
   const params = doc.paths["/api/destinations/{id}/attempts"].get.parameters.map(
     (p: { name: string }) => p.name,
@@ -72,4 +103,43 @@ test("the OpenAPI document lists every admin route with the bearer scheme", asyn
   assert.ok(
     doc.components.schemas.Destination && doc.components.schemas.Attempt && doc.components.schemas.Problem,
   );
+});
+
+test("the document's patterns are the rules the API applies: a secret or URL matching them is accepted, others refused", async (t) => {
+  const h = await harness(t);
+  const doc = await json(h.req("GET", "/openapi.json", { token: null }));
+  const props = doc.components.schemas.CreateDestination.properties;
+  const secretPattern = new RegExp(props.secret.pattern);
+  const urlPattern = new RegExp(props.url.pattern);
+  const headerName = new RegExp(props.headers.propertyNames.pattern);
+  const cases: [Record<string, unknown>, boolean][] = [];
+  for (const n of [23, 24, 32, 63, 64, 65]) {
+    const b64 = Buffer.alloc(n, n).toString("base64");
+    cases.push([{ secret: `whsec_${b64}` }, secretPattern.test(`whsec_${b64}`)]);
+    cases.push([
+      { secret: `whsec_${b64.replace(/=+$/, "")}` },
+      secretPattern.test(`whsec_${b64.replace(/=+$/, "")}`),
+    ]);
+  }
+  for (const url of [
+    "http://127.0.0.1:9/a",
+    "https://a.example/x?y=1#z",
+    "http://[::1]/",
+    "http://a.1/",
+    "http://u@a.example/",
+    "http://a.example/ b",
+  ]) {
+    cases.push([{ url }, urlPattern.test(url)]);
+  }
+  for (const name of ["x-token", "Authorization", "HOST", "Webhook-Id", "te", "tea"]) {
+    cases.push([{ headers: { [name]: "1" } }, headerName.test(name)]);
+  }
+  assert.ok(cases.some(([, ok]) => ok) && cases.some(([, ok]) => !ok));
+  for (const [patch, matches] of cases) {
+    const res = await h.req("POST", "/api/destinations", {
+      body: { url: "http://127.0.0.1:9/hook", ...patch },
+    });
+    await res.text();
+    assert.equal(res.status, matches ? 201 : 400, JSON.stringify(patch));
+  }
 });

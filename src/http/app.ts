@@ -12,9 +12,9 @@ import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireBearer } from "./auth.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationRoutes } from "./destinations.ts";
-import { type HealthDeps, healthRoutes } from "./health.ts";
+import { documentHealthRoutes, type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
-import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
+import { documentMetricsRoute, type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { HttpProblem, problemResponse } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
@@ -55,6 +55,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   const app = createRouter();
 
   app.route("/", healthRoutes(deps.health));
+  documentHealthRoutes(app);
   if (deps.ingest) app.route("/", ingestRoutes(deps.ingest));
   app.route(
     "/",
@@ -64,6 +65,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       token: deps.config.METRICS_TOKEN,
     }),
   );
+  documentMetricsRoute(app, deps.config.METRICS_TOKEN !== undefined);
 
   // The admin token is checked before any admin route validates or reads its input.
   const adminAuth = requireBearer({
@@ -84,6 +86,19 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", attemptRoutes(deps));
   app.route("/", deadLetterRoutes(deps));
 
+  app.openAPIRegistry.registerPath({
+    method: "get",
+    path: "/openapi.json",
+    operationId: "openapi",
+    tags: ["operations"],
+    summary: "This document",
+    responses: {
+      200: {
+        description: "The OpenAPI 3.1 document of every route",
+        content: { "application/json": { schema: { type: "object" } } },
+      },
+    },
+  });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: {

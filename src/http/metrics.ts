@@ -1,3 +1,4 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { Hono } from "hono";
 import {
   AggregatorRegistry,
@@ -6,6 +7,7 @@ import {
   type Registry,
 } from "prom-client";
 import { requireBearer } from "./auth.ts";
+import { ProblemSchema } from "./problem.ts";
 
 export interface MetricsRouteOptions {
   registry: Registry;
@@ -41,4 +43,36 @@ export function metricsRoutes(opts: MetricsRouteOptions): Hono {
     return c.body(body, 200, { "content-type": opts.registry.contentType, "cache-control": "no-store" });
   });
   return app;
+}
+
+/** Documents GET /metrics (and its bearer scheme when METRICS_TOKEN is set) in the app's OpenAPI document. */
+export function documentMetricsRoute(app: OpenAPIHono, guarded: boolean): void {
+  if (guarded) {
+    app.openAPIRegistry.registerComponent("securitySchemes", "metricsToken", {
+      type: "http",
+      scheme: "bearer",
+      description: "The gateway's METRICS_TOKEN.",
+    });
+  }
+  app.openAPIRegistry.registerPath(
+    createRoute({
+      method: "get",
+      path: "/metrics",
+      operationId: "metrics",
+      tags: ["operations"],
+      summary: "Prometheus metrics (text exposition format)",
+      security: guarded ? [{ metricsToken: [] }] : [],
+      responses: {
+        200: { description: "The metrics", content: { "text/plain": { schema: z.string() } } },
+        ...(guarded
+          ? {
+              401: {
+                description: "METRICS_TOKEN is set and the request has no or a wrong bearer token",
+                content: { "application/problem+json": { schema: ProblemSchema } },
+              },
+            }
+          : {}),
+      },
+    }),
+  );
 }
