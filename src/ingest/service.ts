@@ -231,7 +231,11 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
       });
       try {
         const accepted = await acceptUntraced(kind, events, idempotency, traceparentOf(span));
-        span.setAttribute("webhook.event.ids", accepted.ids);
+        // The ids of a batch, up to 100 of them (the count is messaging.batch.message_count).
+        span.setAttribute(
+          "webhook.event.ids",
+          accepted.ids.length <= 100 ? accepted.ids : accepted.ids.slice(0, 100),
+        );
         if (accepted.replayed) span.setAttribute("webhook.idempotent_replay", true);
         span.end();
         return accepted;
