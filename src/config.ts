@@ -65,6 +65,14 @@ const EnvSchema = z.object({
   ALLOW_PRIVATE_DESTINATIONS: bool.default(false),
   /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset leaves it open. */
   METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * OpenTelemetry: when set, spans (ingest, delivery attempts) are exported by OTLP/HTTP (JSON) to
+   * `<endpoint>/v1/traces`; unset, tracing is off and its SDK is never loaded.
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .url({ protocol: /^https?$/, message: "must be an http:// or https:// URL" })
+    .optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).max(200).default("webhook-gateway"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   EVENTS_TOPIC: topicName.default("events"),
   DEAD_LETTER_TOPIC: topicName.default("events.dead-letter"),

@@ -21,6 +21,7 @@ import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
 import { SharedState, stateTopicSpecs, stateTopicsOf } from "./state/shared-state.ts";
 import { isStoreHealthy, openStore } from "./store/db.ts";
 import { startRetention } from "./store/retention.ts";
+import { tracingFromConfig } from "./telemetry.ts";
 
 export interface Gateway {
   /** Base URL the HTTP server listens on, e.g. http://127.0.0.1:8080 */
@@ -51,6 +52,9 @@ export interface Gateway {
  * whole gateway in-process against the test broker.
  */
 export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
+  // Off (and the SDK never loaded) unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+  const tracing = await tracingFromConfig(config);
+  if (tracing) logger.info({ endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT }, "exporting traces (OTLP/HTTP)");
   let embedded: LocalKafka | undefined;
   let brokers = config.KAFKA_BROKERS;
   if (!brokers) {
@@ -277,6 +281,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         await retention.stop();
         store.close();
         await embedded?.stop();
+        // Last: the spans of everything above are exported before the process may exit.
+        await tracing?.shutdown();
       })();
       return stopped;
     },

@@ -9,6 +9,7 @@ import { KafkaLog } from "../kafka/log-client.ts";
 import { createLogger } from "../log.ts";
 import { createMetrics, deliveryObserver, registerThreadMetrics } from "../metrics.ts";
 import { openStore } from "../store/db.ts";
+import { tracingFromConfig } from "../telemetry.ts";
 import {
   type CallOf,
   dispatchTo,
@@ -26,6 +27,8 @@ const port = parentPort;
 const { index, logLevel, config, brokers } = workerData as ThreadData;
 
 const logger = createLogger(logLevel).child({ deliveryThread: index });
+// Each thread exports its own delivery-attempt spans (tracing is per thread: its own SDK and exporter).
+const tracing = await tracingFromConfig(config, { "webhook.delivery_thread": index });
 // The main thread applied the migrations before starting any thread.
 const store = openStore(config.DB_PATH, { migrate: false });
 const metrics = createMetrics({ processMetrics: false });
@@ -60,6 +63,7 @@ const api: EngineApi = {
     await engine.stop();
     await log.close();
     store.close();
+    await tracing?.shutdown();
     // Nothing of ours is left to run; the port closes and the thread exits.
     setImmediate(() => port.close());
   },

@@ -6,6 +6,14 @@ import type { Logger } from "../log.ts";
 import type { AttemptOutcome } from "../store/attempts.ts";
 import type { Destination } from "../store/destinations.ts";
 import type { LedgerRow } from "../store/ledger.ts";
+import {
+  activeTracer,
+  SpanKind,
+  SpanStatusCode,
+  startSpan,
+  type Tracer,
+  traceparentOf,
+} from "../telemetry.ts";
 import type { Cursor } from "./cursor.ts";
 import { publishDeadLetter } from "./dead-letters.ts";
 import type { EventRecord } from "./event-record.ts";
@@ -193,6 +201,7 @@ export class DestinationWorker {
         type: "replay",
         body: row.event,
         acceptedAt: undefined,
+        traceparent: undefined,
       },
       attemptsSoFar: 0,
       cursor: undefined,
@@ -323,6 +332,28 @@ export class DestinationWorker {
     }
   }
 
+  /** One attempt as a span (child of the ingest span); the webhook carries the span's `traceparent`. */
+  async #tracedSend(tracer: Tracer, job: Job): Promise<AttemptResult> {
+    const span = startSpan(tracer, "webhook attempt", {
+      kind: SpanKind.CLIENT,
+      parent: job.event.traceparent,
+      attributes: {
+        "webhook.destination.id": this.#destination.id,
+        "webhook.event.id": job.event.eventId,
+        "webhook.attempt": job.attemptsSoFar + 1,
+        "http.request.method": "POST",
+        "webhook.destination.origin": this.#target.origin,
+      },
+    });
+    const result = await sendWebhook(this.#target, job.event.eventId, job.event.body, traceparentOf(span));
+    if (result.statusCode !== null) span.setAttribute("http.response.status_code", result.statusCode);
+    span.setAttribute("webhook.verdict", result.verdict);
+    if (result.verdict === "success") span.setStatus({ code: SpanStatusCode.OK });
+    else span.setStatus({ code: SpanStatusCode.ERROR, message: result.error ?? result.verdict });
+    span.end();
+    return result;
+  }
+
   /** Attempts until success; throws ExhaustedError, GoneError or StoppedError. Backoff waits hold no slot. */
   async #attemptWithRetries(job: Job): Promise<AttemptResult> {
     if (!Number.isFinite(job.attemptsSoFar)) {
@@ -348,7 +379,9 @@ export class DestinationWorker {
         const result = await this.#scheduler.slot(async () => {
           // Waiting for a slot can outlast a stop: no new attempt starts once the worker is stopping.
           if (signal.aborted) throw new AbortError(new StoppedError());
-          return sendWebhook(this.#target, job.event.eventId, job.event.body);
+          const tracer = activeTracer();
+          if (tracer === undefined) return sendWebhook(this.#target, job.event.eventId, job.event.body);
+          return this.#tracedSend(tracer, job);
         });
         job.attemptsSoFar += 1;
         this.#deps.observe?.attempt(this.#destination.id, result);

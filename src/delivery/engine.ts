@@ -8,11 +8,12 @@ import type { Store } from "../store/db.ts";
 import { type Destination, listDestinations } from "../store/destinations.ts";
 import { type LedgerRow, ledgerRow, replayingRows } from "../store/ledger.ts";
 import { loadAllOffsets, loadOffsets, type OffsetRow, saveOffsets } from "../store/offsets.ts";
+import { activeTracer } from "../telemetry.ts";
 import { groupIdFor, sharedGroupId } from "./control.ts";
 import { Cursor } from "./cursor.ts";
 import { type BufferLimits, DEFAULT_BUFFER_LIMITS, DestinationWorker } from "./destination-worker.ts";
 import type { EngineApi, EngineStatus, MetricsJson } from "./engine-api.ts";
-import { decodeEventRecord, type EventRecord } from "./event-record.ts";
+import { decodeEventRecord, type EventRecord, headerText } from "./event-record.ts";
 import type { DeliveryObserver } from "./observer.ts";
 import type { OffsetLog } from "./offset-log.ts";
 import { DeliveryRecorder } from "./recorder.ts";
@@ -493,7 +494,16 @@ export class DeliveryEngine implements EngineApi {
       await heartbeat();
       return;
     }
-    const records = batch.messages.map((m) => decodeEventRecord(partition, Number(m.offset), m.key, m.value));
+    const traced = activeTracer() !== undefined;
+    const records = batch.messages.map((m) =>
+      decodeEventRecord(
+        partition,
+        Number(m.offset),
+        m.key,
+        m.value,
+        traced ? headerText(m.headers?.traceparent) : undefined,
+      ),
+    );
     const end = (records[records.length - 1] as EventRecord).offset + 1;
 
     // A cursor behind this batch's start missed records (the shared reader was placed ahead of it).
@@ -582,7 +592,13 @@ export class DeliveryEngine implements EngineApi {
             break;
           }
           if (r.offset < c.next) continue;
-          const event = decodeEventRecord(c.partition, r.offset, r.key, r.value);
+          const event = decodeEventRecord(
+            c.partition,
+            r.offset,
+            r.key,
+            r.value,
+            activeTracer() === undefined ? undefined : r.headers?.traceparent?.toString(),
+          );
           if (w.wants(event.type)) w.offer(c, event, this.#ledger(w, event));
         }
         c.skipTo(shared !== undefined ? Math.min(upTo, shared) : upTo);

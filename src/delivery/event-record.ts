@@ -13,6 +13,8 @@ export interface EventRecord {
   body: string;
   /** When ingest accepted it (Unix ms), from the event's `timestamp`. */
   acceptedAt: number | undefined;
+  /** The ingest span's W3C `traceparent` (record header); read only when tracing is on. */
+  traceparent: string | undefined;
 }
 
 interface ParsedEvent {
@@ -28,6 +30,7 @@ export function decodeEventRecord(
   offset: number,
   key: Buffer | null,
   value: Buffer | null,
+  traceparent?: string,
 ): EventRecord {
   const body = value?.toString("utf8") ?? "";
   let v: ParsedEvent | undefined;
@@ -46,6 +49,7 @@ export function decodeEventRecord(
       type: typeof v.type === "string" ? v.type : "event",
       body,
       acceptedAt: Number.isNaN(acceptedAt) ? undefined : acceptedAt,
+      traceparent,
     };
   }
   return {
@@ -56,5 +60,12 @@ export function decodeEventRecord(
     type: undefined,
     body,
     acceptedAt: undefined,
+    traceparent,
   };
+}
+
+/** A record header as text (kafkajs gives Buffers, possibly several of one name: the last one wins). */
+export function headerText(value: Buffer | string | (Buffer | string)[] | undefined): string | undefined {
+  const v = Array.isArray(value) ? value[value.length - 1] : value;
+  return v === undefined ? undefined : v.toString();
 }

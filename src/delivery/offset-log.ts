@@ -7,6 +7,8 @@ export interface LogRecord {
   key: Buffer | null;
   value: Buffer | null;
   timestamp: number;
+  /** Record headers (the log client fills them; the ingest span's `traceparent` is read from here). */
+  headers?: Record<string, Buffer | undefined>;
 }
 
 export interface FetchResult {

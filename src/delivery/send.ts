@@ -239,8 +239,14 @@ export function abortAttempts(inFlight: Set<Attempt>, why: string): void {
 /**
  * One signed POST of an event body. Never rejects: every outcome, network errors and timeouts included,
  * comes back as an AttemptResult. The whole attempt (connect, headers, snippet) is bounded by timeoutMs.
+ * `traceparent` (tracing on): the attempt span's W3C context, sent as the `traceparent` header.
  */
-export function sendWebhook(target: SendTarget, eventId: string, body: string): Promise<AttemptResult> {
+export function sendWebhook(
+  target: SendTarget,
+  eventId: string,
+  body: string,
+  traceparent?: string,
+): Promise<AttemptResult> {
   return new Promise((resolve) => {
     const timestamp = Math.floor(Date.now() / 1000);
     const headers = target.headers.slice();
@@ -252,6 +258,7 @@ export function sendWebhook(target: SendTarget, eventId: string, body: string): 
       "webhook-signature",
       signWebhook(target.key, eventId, timestamp, body),
     );
+    if (traceparent !== undefined) headers.push("traceparent", traceparent);
     const attempt = new Attempt(target, resolve);
     target.dispatcher.dispatch(
       {

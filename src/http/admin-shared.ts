@@ -1,11 +1,11 @@
 import { z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
 import type { Destination } from "../store/destinations.ts";
+import { jsonBody } from "./body.ts";
 import { HttpProblem, ProblemSchema } from "./problem.ts";
 
 /** The shared configuration as the admin API writes it: Kafka first, answered once this replica's view has it. */
@@ -25,19 +25,23 @@ export interface AdminDeps {
   state: AdminState;
 }
 
-/** Admin request bodies are a few hundred bytes; anything near this is a mistake or an attack. */
-export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
+/**
+ * Admin request bodies are usually a few hundred bytes, but the largest the schemas allow (64 headers of
+ * 8 KiB, JSON-escaped; 1000 replay ids) is about 1.1 MB: the cap is above that, so every schema-valid
+ * body is read, and a bigger one is a 413 before a byte of it is parsed.
+ */
+export const ADMIN_MAX_BODY_BYTES = 2 * 1024 * 1024;
 
 /** Seconds suggested in Retry-After when the delivery side (Kafka) cannot take an admin change. */
 export const ADMIN_RETRY_AFTER_S = 5;
 
 const DESCRIPTIONS: Record<number, string> = {
-  400: "Invalid request: the problem's `errors` name each field that failed",
+  400: "Invalid request (malformed JSON, a path or query parameter or a body field that fails its schema): the problem's `errors` name each field that failed",
   401: "Missing or wrong admin bearer token",
   404: "No such destination",
-  413: "Request body over 64 KiB",
+  413: "Request body over 2 MiB (larger than any valid body)",
   415: "The body is not application/json",
-  503: "Kafka could not take the change; nothing was changed unless the detail says so (Retry-After)",
+  503: "Kafka could not take the change (nothing was changed unless the detail says so), or this replica is still reading the shared state from Kafka; retry after Retry-After",
 };
 
 /** The OpenAPI `responses` entries of the problem statuses a route can answer. */
@@ -53,38 +57,9 @@ export function problemResponses(...statuses: number[]) {
   );
 }
 
-const JSON_MEDIA = /^application\/([\w.-]+\+)?json$/i;
-
-/**
- * Caps the body and demands a JSON content type, so a form or text body is a clear 415 instead of a
- * confusing "url: required". With `optional`, a request without a body passes (replay everything).
- */
-export function jsonBody(opts: { optional?: boolean } = {}): MiddlewareHandler[] {
-  const limit = bodyLimit({
-    maxSize: ADMIN_MAX_BODY_BYTES,
-    onError: () => {
-      // `connection: close`, as ingest does: left open, Node drains the unread body for the next request
-      // and gives up after a while, so a client reusing the connection lost its next request.
-      throw new HttpProblem(413, "Payload too large", `the body is over ${ADMIN_MAX_BODY_BYTES} bytes`, {
-        headers: { connection: "close" },
-      });
-    },
-  });
-  const contentType: MiddlewareHandler = async (c, next) => {
-    const media = (c.req.header("content-type") ?? "").split(";")[0]?.trim() ?? "";
-    const length = c.req.header("content-length");
-    const hasBody =
-      c.req.header("transfer-encoding") !== undefined || (length !== undefined && length !== "0");
-    if (!JSON_MEDIA.test(media) && (hasBody || !opts.optional)) {
-      throw new HttpProblem(
-        415,
-        "Unsupported media type",
-        `the body must be application/json, not ${media || "absent"}`,
-      );
-    }
-    await next();
-  };
-  return [contentType, limit];
+/** The admin API's JSON body checks (content type, then the 64 KiB cap); see body.ts. */
+export function adminJsonBody(opts: { optional?: boolean } = {}): MiddlewareHandler[] {
+  return jsonBody({ maxBytes: ADMIN_MAX_BODY_BYTES, optional: opts.optional });
 }
 
 /** A destination id path parameter (anything; unknown ids are 404). */

@@ -1,5 +1,5 @@
-import { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context, Env } from "hono";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
@@ -9,13 +9,14 @@ import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
 import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
-import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./auth.ts";
+import { ADMIN_PATHS, registerAdminSecurityScheme, requireBearer } from "./auth.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationRoutes } from "./destinations.ts";
-import { type HealthDeps, healthRoutes } from "./health.ts";
+import { documentHealthRoutes, type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
-import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
-import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
+import { documentMetricsRoute, type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
+import { HttpProblem, problemResponse } from "./problem.ts";
+import { createRouter } from "./router.ts";
 
 export interface AppDeps {
   config: Config;
@@ -32,15 +33,6 @@ export interface AppDeps {
   state: AdminState;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
-}
-
-/** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
-export function createRouter<E extends Env = Env>(): OpenAPIHono<E> {
-  return new OpenAPIHono<E>({
-    defaultHook: (result) => {
-      if (!result.success) throw invalidRequest(result.error.issues);
-    },
-  });
 }
 
 /** Paths registered on the app, as regexes, so an unmatched request can be told 404 from 405. */
@@ -63,6 +55,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   const app = createRouter();
 
   app.route("/", healthRoutes(deps.health));
+  documentHealthRoutes(app);
   if (deps.ingest) app.route("/", ingestRoutes(deps.ingest));
   app.route(
     "/",
@@ -72,9 +65,14 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       token: deps.config.METRICS_TOKEN,
     }),
   );
+  documentMetricsRoute(app, deps.config.METRICS_TOKEN !== undefined);
 
   // The admin token is checked before any admin route validates or reads its input.
-  const adminAuth = requireAdminToken(deps.config.adminToken);
+  const adminAuth = requireBearer({
+    tokens: [deps.config.adminToken],
+    realm: "admin",
+    needs: "Authorization: Bearer <ADMIN_TOKEN>",
+  });
   for (const path of ADMIN_PATHS) app.use(path, adminAuth);
   // A replica still reading the shared state answers 503, never a stale 404 or list.
   for (const path of ADMIN_PATHS) {
@@ -88,6 +86,19 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", attemptRoutes(deps));
   app.route("/", deadLetterRoutes(deps));
 
+  app.openAPIRegistry.registerPath({
+    method: "get",
+    path: "/openapi.json",
+    operationId: "openapi",
+    tags: ["operations"],
+    summary: "This document",
+    responses: {
+      200: {
+        description: "The OpenAPI 3.1 document of every route",
+        content: { "application/json": { schema: { type: "object" } } },
+      },
+    },
+  });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: {

@@ -4,14 +4,12 @@ import { getDestination } from "../store/destinations.ts";
 import {
   type AdminDeps,
   DestinationIdParams,
-  decodeCursor,
-  encodeCursor,
   notFoundDestination,
   problemResponses,
   toIso,
 } from "./admin-shared.ts";
-import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
+import { createRouter } from "./router.ts";
 
 export const ATTEMPTS_PAGE_DEFAULT = 50;
 export const ATTEMPTS_PAGE_MAX = 500;
@@ -68,16 +66,18 @@ const AttemptsQuery = z.strictObject({
     .openapi({ description: `Page size, default ${ATTEMPTS_PAGE_DEFAULT}, at most ${ATTEMPTS_PAGE_MAX}.` }),
   cursor: z
     .string()
-    .max(500)
+    .regex(/^[1-9][0-9]{0,14}$/, "not a cursor this API returned")
     .optional()
-    .openapi({ description: "`nextCursor` of the previous page; pass the same filters with it." }),
+    .openapi({
+      description:
+        "`nextCursor` of the previous page; pass the same filters with it. Opaque: its form may change.",
+    }),
 });
-
-const CursorShape = z.strictObject({ b: z.number().int().positive() });
 
 const eventAttemptsRoute = createRoute({
   method: "get",
   path: "/api/events/{id}/attempts",
+  operationId: "listEventAttempts",
   tags: ["attempts"],
   summary: "Every delivery attempt of one event, at every destination, oldest first",
   security: adminSecurity,
@@ -95,13 +95,14 @@ const eventAttemptsRoute = createRoute({
       description: "The attempts (empty when the event has none yet)",
       content: { "application/json": { schema: z.object({ attempts: z.array(AttemptSchema) }) } },
     },
-    ...problemResponses(400, 401),
+    ...problemResponses(400, 401, 503),
   },
 });
 
 const destinationAttemptsRoute = createRoute({
   method: "get",
   path: "/api/destinations/{id}/attempts",
+  operationId: "listDestinationAttempts",
   tags: ["attempts"],
   summary: "A destination's attempts, newest first, with cursor pagination",
   security: adminSecurity,
@@ -115,7 +116,7 @@ const destinationAttemptsRoute = createRoute({
         },
       },
     },
-    ...problemResponses(400, 401, 404),
+    ...problemResponses(400, 401, 404, 503),
   },
 });
 
@@ -136,10 +137,11 @@ export function attemptRoutes(deps: AdminDeps) {
       destinationId: id,
       outcome: q.outcome,
       since: q.since === undefined ? undefined : Date.parse(q.since),
-      beforeId: q.cursor === undefined ? undefined : decodeCursor(q.cursor, CursorShape).b,
+      // The cursor is the id of the last attempt listed: the page after it starts below it.
+      beforeId: q.cursor === undefined ? undefined : Number(q.cursor),
       limit: q.limit,
     });
-    const nextCursor = page.nextBeforeId === undefined ? null : encodeCursor({ b: page.nextBeforeId });
+    const nextCursor = page.nextBeforeId === undefined ? null : String(page.nextBeforeId);
     return c.json({ attempts: page.attempts.map(attemptView), nextCursor }, 200);
   });
 

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { MiddlewareHandler } from "hono";
+import type { Context, Env, MiddlewareHandler } from "hono";
+import { header } from "./body.ts";
 import { HttpProblem } from "./problem.ts";
 
 /** Name of the bearer security scheme in the OpenAPI document; admin routes list it under `security`. */
@@ -10,7 +11,7 @@ export const ADMIN_SECURITY_SCHEME = "adminToken";
 export const adminSecurity = [{ [ADMIN_SECURITY_SCHEME]: [] }];
 
 /**
- * Path patterns of the admin API; app.ts puts `requireAdminToken` in front of each. Hono's trailing
+ * Path patterns of the admin API; app.ts puts the admin bearer check in front of each. Hono's trailing
  * wildcard also matches the bare prefix, so "/api/destinations/*" covers "/api/destinations" too.
  */
 export const ADMIN_PATHS = ["/api/destinations/*", "/api/events/:id/attempts"] as const;
@@ -19,28 +20,50 @@ function digest(value: string): Buffer {
   return createHash("sha256").update(value, "utf8").digest();
 }
 
+export interface BearerOptions {
+  /** Accepted tokens; any one of them opens the route. */
+  tokens: readonly string[];
+  /** The `realm` of WWW-Authenticate (admin, ingest, metrics). */
+  realm: string;
+  /** What the 401's detail says the route needs, e.g. "Authorization: Bearer <ADMIN_TOKEN>". */
+  needs: string;
+  /** Called with the matched token's SHA-256 digest (ingest scopes idempotency keys by it). */
+  onMatch?: (c: Context, tokenDigest: Buffer) => void;
+}
+
 /**
- * Middleware demanding `Authorization: Bearer <token>`. Both sides are hashed to SHA-256 before
- * timingSafeEqual, so neither the comparison's duration nor a length check reveals how much of a guess
- * was right, or how long the token is. The header is never logged.
+ * The one bearer-token check of the gateway (admin API, ingest API keys, /metrics): middleware demanding
+ * `Authorization: Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1). Both sides are hashed to
+ * SHA-256 before timingSafeEqual, and every configured token is compared (no early exit), so neither the
+ * comparison's duration nor a length check reveals how much of a guess was right, or how long a token is.
+ * A malformed header is compared too, so a bad scheme costs the same as a bad token. Headers are never
+ * logged.
  */
-export function requireAdminToken(token: string): MiddlewareHandler {
-  const expected = digest(token);
+export function requireBearer<E extends Env = Env>(opts: BearerOptions): MiddlewareHandler<E> {
+  const expected = opts.tokens.map(digest);
+  const challenge = `Bearer realm="${opts.realm}"`;
   return async (c, next) => {
-    const header = c.req.header("authorization");
-    if (header === undefined) {
-      throw new HttpProblem(401, "Unauthorized", "this route needs Authorization: Bearer <ADMIN_TOKEN>", {
-        headers: { "www-authenticate": 'Bearer realm="admin"' },
+    const value = header(c, "authorization");
+    if (value === undefined) {
+      throw new HttpProblem(401, "Unauthorized", `this route needs ${opts.needs}`, {
+        headers: { "www-authenticate": challenge },
       });
     }
-    const match = /^Bearer +(\S+) *$/i.exec(header);
-    // Compare even when the header is malformed so a bad scheme costs the same as a bad token.
+    const match = /^Bearer +(\S+) *$/i.exec(value);
     const presented = digest(match?.[1] ?? "");
-    if (!match || !timingSafeEqual(presented, expected)) {
-      throw new HttpProblem(401, "Unauthorized", "the bearer token is not valid", {
-        headers: { "www-authenticate": 'Bearer realm="admin", error="invalid_token"' },
-      });
+    let matched = false;
+    for (const d of expected) if (timingSafeEqual(presented, d)) matched = true;
+    if (!match || !matched) {
+      throw new HttpProblem(
+        401,
+        "Unauthorized",
+        `the bearer token is not valid; this route needs ${opts.needs}`,
+        {
+          headers: { "www-authenticate": `${challenge}, error="invalid_token"` },
+        },
+      );
     }
+    opts.onMatch?.(c, presented);
     await next();
   };
 }

@@ -3,18 +3,16 @@ import { type DeadLetter, listDeadLetters } from "../store/dead-letter-queries.t
 import { getDestination } from "../store/destinations.ts";
 import {
   type AdminDeps,
+  adminJsonBody,
   DestinationIdParams,
-  decodeCursor,
   deliveryUnavailable,
-  encodeCursor,
-  jsonBody,
   notFoundDestination,
   oneAtATime,
   problemResponses,
   toIso,
 } from "./admin-shared.ts";
-import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
+import { createRouter } from "./router.ts";
 
 export const DEAD_LETTERS_PAGE_DEFAULT = 100;
 export const DEAD_LETTERS_PAGE_MAX = 1000;
@@ -50,10 +48,23 @@ const DeadLettersQuery = z.strictObject({
     .openapi({
       description: `Page size, default ${DEAD_LETTERS_PAGE_DEFAULT}, at most ${DEAD_LETTERS_PAGE_MAX}.`,
     }),
-  cursor: z.string().max(1000).optional().openapi({ description: "`nextCursor` of the previous page." }),
+  // `<deadAt ms>.<event id, base64url>`: every string of this form is a position in the (deadAt, eventId)
+  // order, so the pattern is the whole rule.
+  cursor: z
+    .string()
+    .max(1000)
+    .regex(/^(?:0|[1-9][0-9]{0,14})\.[A-Za-z0-9_-]*$/, "not a cursor this API returned")
+    .optional()
+    .openapi({ description: "`nextCursor` of the previous page. Opaque: its form may change." }),
 });
 
-const CursorShape = z.strictObject({ d: z.number().int(), e: z.string() });
+function decodeCursor(cursor: string): { deadAt: number; eventId: string } {
+  const dot = cursor.indexOf(".");
+  return {
+    deadAt: Number(cursor.slice(0, dot)),
+    eventId: Buffer.from(cursor.slice(dot + 1), "base64url").toString("utf8"),
+  };
+}
 
 const ReplayBody = z
   .strictObject({
@@ -68,6 +79,7 @@ const ReplayBody = z
 const listRoute = createRoute({
   method: "get",
   path: "/api/destinations/{id}/dead-letters",
+  operationId: "listDeadLetters",
   tags: ["dead letters"],
   summary: "Events that exhausted their attempts at this destination, oldest first",
   security: adminSecurity,
@@ -81,18 +93,19 @@ const listRoute = createRoute({
         },
       },
     },
-    ...problemResponses(400, 401, 404),
+    ...problemResponses(400, 401, 404, 503),
   },
 });
 
 const replayRoute = createRoute({
   method: "post",
   path: "/api/destinations/{id}/dead-letters/replay",
+  operationId: "replayDeadLetters",
   tags: ["dead letters"],
   summary: "Deliver dead letters again with a fresh attempt budget",
   description: "All of them when the body (or `eventIds`) is absent; ids that are not dead here are ignored.",
   security: adminSecurity,
-  middleware: jsonBody({ optional: true }),
+  middleware: adminJsonBody({ optional: true }),
   request: {
     params: DestinationIdParams,
     body: { required: false, content: { "application/json": { schema: ReplayBody } } },
@@ -114,14 +127,14 @@ export function deadLetterRoutes(deps: AdminDeps) {
     const { id } = c.req.valid("param");
     const q = c.req.valid("query");
     if (!getDestination(db, id)) throw notFoundDestination(id);
-    const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor, CursorShape);
+    const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
     const page = listDeadLetters(db, {
       destinationId: id,
-      after: after && { deadAt: after.d, eventId: after.e },
+      after,
       limit: q.limit,
     });
     const nextCursor = page.nextAfter
-      ? encodeCursor({ d: page.nextAfter.deadAt, e: page.nextAfter.eventId })
+      ? `${page.nextAfter.deadAt}.${Buffer.from(page.nextAfter.eventId, "utf8").toString("base64url")}`
       : null;
     return c.json({ deadLetters: page.deadLetters.map(deadLetterView), nextCursor }, 200);
   });

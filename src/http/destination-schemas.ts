@@ -36,6 +36,16 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
 const HEADER_VALUE = /^[\t\x20-\x7e]{0,8192}$/;
 const MAX_HEADERS = 64;
 
+/** `host` as `[Hh][Oo][Ss][Tt]`: JSON Schema patterns have no case-insensitive flag. */
+const anyCase = (word: string) =>
+  word.replace(/[a-z]/g, (ch) => `[${ch.toUpperCase()}${ch}]`).replace(/-/g, "\\-");
+
+/**
+ * The header-name rule as one pattern, for the OpenAPI document (`propertyNames`): a token, and none of
+ * the reserved names or webhook-* in any case. The zod check below says the same in words.
+ */
+const HEADER_NAME_PATTERN = `^(?!(?:${[...RESERVED_HEADERS].map(anyCase).join("|")})$)(?!${anyCase("webhook-")})[!#$%&'*+.^_\`|~0-9A-Za-z-]{1,256}$`;
+
 const Headers = z
   // zod drops a "__proto__" key instead of assigning it, so the parsed record cannot carry a prototype.
   .record(z.string(), z.string())
@@ -61,18 +71,25 @@ const Headers = z
   .openapi({
     description:
       "Extra request headers. Refused: host, content-length, content-type, transfer-encoding, connection, " +
-      "keep-alive, proxy-connection, te, trailer, upgrade, expect, user-agent and every webhook-* header.",
+      "keep-alive, proxy-connection, te, trailer, upgrade, expect, user-agent and every webhook-* header " +
+      "(in any case), and a name given twice in different cases.",
     example: { authorization: "Bearer receiver-token" },
+    maxProperties: MAX_HEADERS,
+    // The 3.1 keyword for the names (the metadata type predates it; the generator copies it through).
+    ...({ propertyNames: { type: "string", pattern: HEADER_NAME_PATTERN } } as object),
+    additionalProperties: { type: "string", maxLength: 8192, pattern: "^[\\t\\x20-\\x7e]*$" },
   });
 
-/** `whsec_` + standard base64 of 24–64 bytes, the Standard Webhooks secret format. */
+/**
+ * `whsec_` + the canonical standard base64 of 24–64 bytes (padding optional), the Standard Webhooks
+ * secret format, as one pattern: 8–20 groups of four characters and an optional 1- or 2-byte tail whose
+ * unused bits are zero, or 21 groups (63 bytes) and an optional 1-byte tail.
+ */
+export const SECRET_PATTERN = String.raw`^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=?|[A-Za-z0-9+/][AQgw](?:==)?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/][AQgw](?:==)?)?)$`;
+const SECRET = new RegExp(SECRET_PATTERN);
+
 export function isValidSecret(value: string): boolean {
-  const m = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(value);
-  if (!m?.[1]) return false;
-  const bytes = Buffer.from(m[1], "base64");
-  // Buffer decoding is lenient; a round trip proves the text was canonical base64 of those bytes.
-  const canonical = bytes.toString("base64").replace(/=+$/, "") === m[1].replace(/=+$/, "");
-  return canonical && bytes.length >= 24 && bytes.length <= 64;
+  return SECRET.test(value);
 }
 
 function isHttpUrl(value: string): boolean {
@@ -85,14 +102,49 @@ function isHttpUrl(value: string): boolean {
 }
 
 const MAX_URL = 2048;
+/** Normalising can add two characters (a trailing "/", an IPv6 zero group); the input leaves room. */
+const MAX_URL_INPUT = MAX_URL - 2;
+
+const IPV4_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+const H16 = "[0-9A-Fa-f]{1,4}";
+const IPV6 = [
+  `(?:${H16}:){7}${H16}`,
+  `(?:${H16}:){1,7}:`,
+  `(?:${H16}:){1,6}:${H16}`,
+  `(?:${H16}:){1,5}(?::${H16}){1,2}`,
+  `(?:${H16}:){1,4}(?::${H16}){1,3}`,
+  `(?:${H16}:){1,3}(?::${H16}){1,4}`,
+  `(?:${H16}:){1,2}(?::${H16}){1,5}`,
+  `${H16}:(?::${H16}){1,6}`,
+  `:(?:(?::${H16}){1,7}|:)`,
+].join("|");
+const LABEL = "[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*";
+const PORT = "(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+
+/**
+ * What a destination URL may be, as one pattern (the OpenAPI document carries it): http(s), a host that
+ * is a DNS name (ASCII labels, the last one starting with a letter; no IDNs), an IPv4 address or a
+ * bracketed IPv6 address, an optional port, then path, query and fragment in characters that need no
+ * percent-encoding. No credentials (`user@`), no whitespace: what is stored is what was sent, bar case
+ * and a trailing slash.
+ */
+export const URL_PATTERN =
+  `^https?://(?:(?:${LABEL}\\.)*[A-Za-z](?:[A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)?\\.?` +
+  `|(?:${IPV4_OCTET}\\.){3}${IPV4_OCTET}|\\[(?:${IPV6})\\])` +
+  `(?::${PORT})?(?:[/?#][A-Za-z0-9\\-._~!$&()*+,;=:@%/?#]*)?$`;
+const URL_RE = new RegExp(URL_PATTERN);
 
 /**
  * Stored in WHATWG-normalised form (`new URL(url).href`): what the SSRF guard checks and what the worker
- * dials are then the same string, with no stray whitespace or unencoded characters left to interpretation.
+ * dials are then the same string.
  */
 const Url = z
   .string()
-  .max(MAX_URL, `must be at most ${MAX_URL} characters`)
+  .max(MAX_URL_INPUT, `must be at most ${MAX_URL_INPUT} characters`)
+  .regex(
+    URL_RE,
+    "must be an absolute http:// or https:// URL: a DNS name, IPv4 or [IPv6] host, no credentials, no whitespace or characters that need percent-encoding",
+  )
   .refine(isHttpUrl, "must be an absolute http:// or https:// URL")
   .transform((u) => new URL(u).href)
   .refine((href) => href.length <= MAX_URL, `must be at most ${MAX_URL} characters once normalised`)
@@ -105,11 +157,10 @@ const EventTypes = z
     description: "Event types to deliver; empty or absent = every type.",
     example: ["order.created"],
   });
-const Secret = z
-  .string()
-  .max(200)
-  .refine(isValidSecret, "must be whsec_ followed by the base64 of 24–64 bytes")
-  .openapi({ description: "Signing secret; generated (32 random bytes) when absent." });
+const Secret = z.string().regex(SECRET, "must be whsec_ followed by the base64 of 24–64 bytes").openapi({
+  description: "Signing secret: whsec_ + base64 of 24–64 bytes; generated (32 random bytes) when absent.",
+  example: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+});
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
 const settings = {
@@ -119,9 +170,9 @@ const settings = {
   maxAttempts: int(1, 50).optional().openapi({ description: "Default 8." }),
   timeoutMs: int(100, 30_000).optional().openapi({ description: "Default 15000." }),
   backoffBaseMs: int(1, 3_600_000).optional().openapi({ description: "Default 1000." }),
-  backoffMaxMs: int(1, 3_600_000)
-    .optional()
-    .openapi({ description: "Default 60000; must be ≥ backoffBaseMs." }),
+  backoffMaxMs: int(1, 3_600_000).optional().openapi({
+    description: "Default 60000. Caps every wait: below backoffBaseMs, every retry waits backoffMaxMs.",
+  }),
   maxConcurrency: int(1, 1000).optional().openapi({
     description:
       "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",

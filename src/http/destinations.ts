@@ -9,14 +9,13 @@ import {
 } from "../store/destinations.ts";
 import {
   type AdminDeps,
+  adminJsonBody,
   DestinationIdParams,
   deliveryUnavailable,
-  jsonBody,
   notFoundDestination,
   oneAtATime,
   problemResponses,
 } from "./admin-shared.ts";
-import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
 import {
   CreateDestinationBody,
@@ -27,6 +26,7 @@ import {
   PatchDestinationBody,
 } from "./destination-schemas.ts";
 import { HttpProblem } from "./problem.ts";
+import { createRouter } from "./router.ts";
 
 /** `dest_` + 16 random bytes in hex: unguessable, and a valid Kafka group-id suffix. */
 export function newDestinationId(): string {
@@ -42,12 +42,6 @@ function invalid(field: string, message: string): HttpProblem {
   return new HttpProblem(400, "Invalid request", `${field}: ${message}`, { errors: [{ field, message }] });
 }
 
-function assertBackoffOrder(baseMs: number, maxMs: number): void {
-  if (maxMs < baseMs) {
-    throw invalid("backoffMaxMs", `must be ≥ backoffBaseMs (${baseMs}), got ${maxMs}`);
-  }
-}
-
 /** The SSRF guard's registration-time check; its refusal is the client's fault, a 400 on `url`. */
 async function assertSafeUrl(url: string, allowPrivate: boolean): Promise<void> {
   try {
@@ -60,19 +54,34 @@ async function assertSafeUrl(url: string, allowPrivate: boolean): Promise<void> 
 
 const json = { "application/json": { schema: DestinationSchema } };
 
+/** OpenAPI links from a new destination's id to the operations behind it (stateful clients, fuzzers). */
+const byNewId = (operationId: string) => ({ operationId, parameters: { id: "$response.body#/id" } });
+
 const createDestination = createRoute({
   method: "post",
   path: "/api/destinations",
+  operationId: "createDestination",
   tags: ["destinations"],
   summary: "Register a destination",
   description:
     "Every event accepted after the 201 is delivered to it: the new consumer group is pinned to the " +
     "events topic's end before the destination is stored.",
   security: adminSecurity,
-  middleware: jsonBody(),
+  middleware: adminJsonBody(),
   request: { body: { required: true, content: { "application/json": { schema: CreateDestinationBody } } } },
   responses: {
-    201: { description: "The destination, with its id and secret", content: json },
+    201: {
+      description: "The destination, with its id and secret",
+      content: json,
+      links: {
+        GetDestination: byNewId("getDestination"),
+        UpdateDestination: byNewId("updateDestination"),
+        DeleteDestination: byNewId("deleteDestination"),
+        ListDestinationAttempts: byNewId("listDestinationAttempts"),
+        ListDeadLetters: byNewId("listDeadLetters"),
+        ReplayDeadLetters: byNewId("replayDeadLetters"),
+      },
+    },
     ...problemResponses(400, 401, 413, 415, 503),
   },
 });
@@ -80,6 +89,7 @@ const createDestination = createRoute({
 const listRoute = createRoute({
   method: "get",
   path: "/api/destinations",
+  operationId: "listDestinations",
   tags: ["destinations"],
   summary: "List destinations, oldest first",
   security: adminSecurity,
@@ -88,13 +98,14 @@ const listRoute = createRoute({
       description: "Every destination",
       content: { "application/json": { schema: z.object({ destinations: z.array(DestinationSchema) }) } },
     },
-    ...problemResponses(401),
+    ...problemResponses(401, 503),
   },
 });
 
 const getRoute = createRoute({
   method: "get",
   path: "/api/destinations/{id}",
+  operationId: "getDestination",
   tags: ["destinations"],
   summary: "Get a destination",
   security: adminSecurity,
@@ -104,18 +115,19 @@ const getRoute = createRoute({
       description: "The destination, with its lag",
       content: { "application/json": { schema: DestinationWithLagSchema } },
     },
-    ...problemResponses(401, 404),
+    ...problemResponses(400, 401, 404, 503),
   },
 });
 
 const patchRoute = createRoute({
   method: "patch",
   path: "/api/destinations/{id}",
+  operationId: "updateDestination",
   tags: ["destinations"],
   summary: "Change a destination's settings, or disable/enable it",
   description: "The worker picks the change up without losing its position.",
   security: adminSecurity,
-  middleware: jsonBody(),
+  middleware: adminJsonBody(),
   request: {
     params: DestinationIdParams,
     body: { required: true, content: { "application/json": { schema: PatchDestinationBody } } },
@@ -129,11 +141,12 @@ const patchRoute = createRoute({
 const deleteRoute = createRoute({
   method: "delete",
   path: "/api/destinations/{id}",
+  operationId: "deleteDestination",
   tags: ["destinations"],
   summary: "Delete a destination, stop its worker and delete its consumer group",
   security: adminSecurity,
   request: { params: DestinationIdParams },
-  responses: { 204: { description: "Deleted" }, ...problemResponses(401, 404, 503) },
+  responses: { 204: { description: "Deleted" }, ...problemResponses(400, 401, 404, 503) },
 });
 
 /** The /api/destinations resource. Every write goes store-then-delivery in the order DeliveryControl documents. */
@@ -144,9 +157,6 @@ export function destinationRoutes(deps: AdminDeps) {
 
   router.openapi(createDestination, async (c) => {
     const body = c.req.valid("json");
-    const backoffBaseMs = body.backoffBaseMs ?? DESTINATION_DEFAULTS.backoffBaseMs;
-    const backoffMaxMs = body.backoffMaxMs ?? DESTINATION_DEFAULTS.backoffMaxMs;
-    assertBackoffOrder(backoffBaseMs, backoffMaxMs);
     await assertSafeUrl(body.url, allowPrivate);
 
     const id = newDestinationId();
@@ -173,8 +183,8 @@ export function destinationRoutes(deps: AdminDeps) {
       secret: body.secret ?? newSecret(),
       maxAttempts: body.maxAttempts ?? DESTINATION_DEFAULTS.maxAttempts,
       timeoutMs: body.timeoutMs ?? DESTINATION_DEFAULTS.timeoutMs,
-      backoffBaseMs,
-      backoffMaxMs,
+      backoffBaseMs: body.backoffBaseMs ?? DESTINATION_DEFAULTS.backoffBaseMs,
+      backoffMaxMs: body.backoffMaxMs ?? DESTINATION_DEFAULTS.backoffMaxMs,
       maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
       disabled: false,
       disabledReason: null,
@@ -209,13 +219,9 @@ export function destinationRoutes(deps: AdminDeps) {
     const row = await oneAtATime(deps.store, id, async () => {
       if (!getDestination(db, id)) throw notFoundDestination(id);
       if (body.url !== undefined) await assertSafeUrl(body.url, allowPrivate);
-      // Read, check and write with no await in between, so the checks hold for what is written.
+      // Read and write with no await in between, so nothing changes the row in between.
       const existing = getDestination(db, id);
       if (!existing) throw notFoundDestination(id);
-      assertBackoffOrder(
-        body.backoffBaseMs ?? existing.backoffBaseMs,
-        body.backoffMaxMs ?? existing.backoffMaxMs,
-      );
       const updated: Destination = { ...existing, ...toPatch(existing, body), updatedAt: Date.now() };
       try {
         await deps.state.putDestination(updated);

@@ -1,3 +1,4 @@
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { Hono } from "hono";
 
 export interface HealthDeps {
@@ -30,4 +31,50 @@ export function healthRoutes(deps: HealthDeps): Hono {
     );
   });
   return app;
+}
+
+const ReadinessSchema = z
+  .object({
+    status: z.enum(["ready", "not ready"]),
+    checks: z.object({
+      kafka: z.enum(["up", "down"]),
+      database: z.enum(["up", "down"]),
+      state: z.enum(["caught up", "rebuilding"]),
+    }),
+  })
+  .openapi("Readiness");
+
+/** Documents /healthz and /readyz (served by the plain Hono app above) in the app's OpenAPI document. */
+export function documentHealthRoutes(app: OpenAPIHono): void {
+  app.openAPIRegistry.registerPath(
+    createRoute({
+      method: "get",
+      path: "/healthz",
+      operationId: "healthz",
+      tags: ["operations"],
+      summary: "Liveness: the process is alive",
+      responses: {
+        200: {
+          description: "Alive",
+          content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } },
+        },
+      },
+    }),
+  );
+  app.openAPIRegistry.registerPath(
+    createRoute({
+      method: "get",
+      path: "/readyz",
+      operationId: "readyz",
+      tags: ["operations"],
+      summary: "Readiness: Kafka and the database answer and the shared state is caught up",
+      responses: {
+        200: { description: "Ready", content: { "application/json": { schema: ReadinessSchema } } },
+        503: {
+          description: "Not ready; `checks` says what is not",
+          content: { "application/json": { schema: ReadinessSchema } },
+        },
+      },
+    }),
+  );
 }

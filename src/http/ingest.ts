@@ -1,8 +1,5 @@
-import { createHash, timingSafeEqual } from "node:crypto";
-import type { IncomingMessage } from "node:http";
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import {
   AcceptedBatchSchema,
   AcceptedEventSchema,
@@ -18,8 +15,11 @@ import {
   type IngestService,
 } from "../ingest/service.ts";
 import { KafkaUnavailableError } from "../kafka/sink.ts";
-import { createRouter } from "./app.ts";
+import { activeTracer } from "../telemetry.ts";
+import { requireBearer } from "./auth.ts";
+import { header, jsonBody, readJson } from "./body.ts";
 import { HttpProblem, invalidRequest, ProblemSchema } from "./problem.ts";
+import { createRouter } from "./router.ts";
 
 export interface IngestDeps {
   service: IngestService;
@@ -64,98 +64,6 @@ const errorResponses = {
   ),
 };
 
-const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;.*)?$/i;
-
-/**
- * A request header, read from Node's already parsed IncomingMessage when the app runs under
- * @hono/node-server. `c.req.header()` would make node-server build a WHATWG Headers object (and touching
- * `c.req.raw.body` a web ReadableStream) for every request: together several times the cost of the rest
- * of the HTTP work on this hot path.
- */
-function header(c: Context, name: string): string | undefined {
-  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-  if (incoming) {
-    const value = incoming.headers[name];
-    return Array.isArray(value) ? value.join(", ") : value;
-  }
-  return c.req.header(name);
-}
-
-/** Hashes so that the comparison takes the same time whatever the length or content of the guess. */
-const digest = (s: string) => createHash("sha256").update(s).digest();
-
-function requireApiKey(keys: string[]): MiddlewareHandler<IngestEnv> {
-  const digests = keys.map(digest);
-  return async (c, next) => {
-    if (digests.length === 0) {
-      c.set("ingestScope", "-");
-      return next();
-    }
-    const auth = header(c, "authorization") ?? "";
-    // The scheme is case-insensitive (RFC 9110 §11.1), as the admin and metrics routes already read it.
-    const token = /^bearer /i.test(auth) ? auth.slice(7).trim() : "";
-    const presented = digest(token);
-    let matched = -1;
-    // No early exit: every configured key is compared.
-    for (let i = 0; i < digests.length; i++) {
-      if (timingSafeEqual(presented, digests[i] as Buffer) && token !== "") matched = i;
-    }
-    if (matched < 0) {
-      throw new HttpProblem(401, "Unauthorized", "ingest needs Authorization: Bearer <ingest API key>", {
-        headers: { "www-authenticate": 'Bearer realm="ingest"' },
-      });
-    }
-    // Idempotency keys are scoped per API key, so two clients' keys cannot collide.
-    c.set("ingestScope", presented.subarray(0, 12).toString("base64url"));
-    return next();
-  };
-}
-
-const requireJson: MiddlewareHandler = async (c, next) => {
-  const contentType = header(c, "content-type");
-  if (!contentType || !JSON_MEDIA_TYPE.test(contentType)) {
-    throw new HttpProblem(
-      415,
-      "Unsupported media type",
-      `the body must be application/json, not ${contentType ? JSON.stringify(contentType) : "absent"}`,
-      { headers: { accept: "application/json" } },
-    );
-  }
-  return next();
-};
-
-function limitBody(maxBytes: number): MiddlewareHandler {
-  const tooLarge = () => {
-    // `connection: close`: Node would otherwise drain the unread (maybe huge) body to reuse the connection.
-    throw new HttpProblem(413, "Payload too large", `the body is over the limit of ${maxBytes} bytes`, {
-      headers: { connection: "close" },
-    });
-  };
-  // Chunked bodies (no Content-Length) go through hono's bodyLimit, which counts them as they stream.
-  const streaming = bodyLimit({ maxSize: maxBytes, onError: tooLarge });
-  return async (c, next) => {
-    const length = header(c, "content-length");
-    // Decided on Content-Length before reading a byte; Node's parser holds the body to that length.
-    if (length !== undefined && header(c, "transfer-encoding") === undefined) {
-      if (Number(length) > maxBytes) tooLarge();
-      return next();
-    }
-    return streaming(c, next);
-  };
-}
-
-/** The body as JSON; a syntax error is the client's (400), anything else (a reset connection) is not. */
-async function readJson(c: Context): Promise<unknown> {
-  try {
-    return await c.req.json();
-  } catch (err) {
-    if (err instanceof SyntaxError) {
-      throw new HttpProblem(400, "Malformed request", `Malformed JSON in request body: ${err.message}`);
-    }
-    throw err;
-  }
-}
-
 /** zod's verdict as the 400 problem every route gives (`errors` naming each field). */
 function validate<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
   const result = schema.safeParse(value);
@@ -168,6 +76,11 @@ function idempotencyOf(c: Context<IngestEnv>): IdempotencyRequest | undefined {
   if (raw === undefined) return undefined;
   const key = validate(IngestHeadersSchema, { "idempotency-key": raw })["idempotency-key"];
   return key === undefined ? undefined : { key, scope: c.get("ingestScope") };
+}
+
+/** The client's W3C `traceparent`, read only when tracing is on (the ingest span continues its trace). */
+function clientTraceparent(c: Context): string | undefined {
+  return activeTracer() === undefined ? undefined : header(c, "traceparent");
 }
 
 function toProblem(err: unknown, retryAfterSeconds: number): unknown {
@@ -203,8 +116,24 @@ function replayHeader(c: Context, accepted: Accepted): void {
 export function ingestRoutes(deps: IngestDeps) {
   const app = createRouter<IngestEnv>();
   // Cheapest refusals first: no key, then wrong media type, then size — all before the body is read.
-  const auth = requireApiKey(deps.apiKeys);
-  const limit = limitBody(deps.maxBodyBytes);
+  const auth: MiddlewareHandler<IngestEnv> =
+    deps.apiKeys.length === 0
+      ? async (c, next) => {
+          c.set("ingestScope", "-");
+          await next();
+        }
+      : requireBearer<IngestEnv>({
+          tokens: deps.apiKeys,
+          realm: "ingest",
+          needs: "Authorization: Bearer <ingest API key>",
+          // Idempotency keys are scoped per API key, so two clients' keys cannot collide.
+          onMatch: (c, tokenDigest) =>
+            c.set("ingestScope", tokenDigest.subarray(0, 12).toString("base64url")),
+        });
+  const [requireJson, limit] = jsonBody({ maxBytes: deps.maxBodyBytes }) as [
+    MiddlewareHandler,
+    MiddlewareHandler,
+  ];
   const security = deps.apiKeys.length > 0 ? [{ IngestApiKey: [] }] : [];
   if (deps.apiKeys.length > 0) {
     app.openAPIRegistry.registerComponent("securitySchemes", "IngestApiKey", {
@@ -216,6 +145,7 @@ export function ingestRoutes(deps: IngestDeps) {
   const singleEvent = createRoute({
     method: "post",
     path: "/api/singleEvent",
+    operationId: "ingestEvent",
     tags: ["ingest"],
     summary: "Accept one event",
     description:
@@ -229,6 +159,9 @@ export function ingestRoutes(deps: IngestDeps) {
       202: {
         description: "Kafka holds the event.",
         content: { "application/json": { schema: AcceptedEventSchema } },
+        links: {
+          ListEventAttempts: { operationId: "listEventAttempts", parameters: { id: "$response.body#/id" } },
+        },
       },
       ...errorResponses,
     },
@@ -237,6 +170,7 @@ export function ingestRoutes(deps: IngestDeps) {
   const events = createRoute({
     method: "post",
     path: "/api/events",
+    operationId: "ingestEvents",
     tags: ["ingest"],
     summary: "Accept a batch of events, all or nothing",
     description:
@@ -266,7 +200,7 @@ export function ingestRoutes(deps: IngestDeps) {
     const idempotency = idempotencyOf(c);
     let accepted: Accepted;
     try {
-      accepted = await deps.service.accept("singleEvent", [event], idempotency);
+      accepted = await deps.service.accept("singleEvent", [event], idempotency, clientTraceparent(c));
     } catch (err) {
       throw toProblem(err, deps.retryAfterSeconds);
     }
@@ -287,7 +221,7 @@ export function ingestRoutes(deps: IngestDeps) {
     const idempotency = idempotencyOf(c);
     let accepted: Accepted;
     try {
-      accepted = await deps.service.accept("events", body.events, idempotency);
+      accepted = await deps.service.accept("events", body.events, idempotency, clientTraceparent(c));
     } catch (err) {
       throw toProblem(err, deps.retryAfterSeconds);
     }

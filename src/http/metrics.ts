@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { Hono } from "hono";
 import {
   AggregatorRegistry,
@@ -6,7 +6,8 @@ import {
   type MetricValue,
   type Registry,
 } from "prom-client";
-import { HttpProblem } from "./problem.ts";
+import { requireBearer } from "./auth.ts";
+import { ProblemSchema } from "./problem.ts";
 
 export interface MetricsRouteOptions {
   registry: Registry;
@@ -19,24 +20,20 @@ export interface MetricsRouteOptions {
   token?: string;
 }
 
-function digest(value: string): Buffer {
-  return createHash("sha256").update(value, "utf8").digest();
-}
-
 /** `GET /metrics` in the Prometheus text exposition format. */
 export function metricsRoutes(opts: MetricsRouteOptions): Hono {
   const app = new Hono();
-  const expected = opts.token === undefined ? undefined : digest(opts.token);
+  if (opts.token !== undefined) {
+    app.use(
+      "/metrics",
+      requireBearer({
+        tokens: [opts.token],
+        realm: "metrics",
+        needs: "Authorization: Bearer <METRICS_TOKEN>",
+      }),
+    );
+  }
   app.get("/metrics", async (c) => {
-    if (expected) {
-      const match = /^Bearer +(\S+) *$/i.exec(c.req.header("authorization") ?? "");
-      // Hashing both sides makes the compare constant-time whatever the presented length.
-      if (!match || !timingSafeEqual(digest(match[1] ?? ""), expected)) {
-        throw new HttpProblem(401, "Unauthorized", "this route needs Authorization: Bearer <METRICS_TOKEN>", {
-          headers: { "www-authenticate": 'Bearer realm="metrics"' },
-        });
-      }
-    }
     const body = opts.collect
       ? await AggregatorRegistry.aggregate([
           await opts.registry.getMetricsAsJSON(),
@@ -46,4 +43,36 @@ export function metricsRoutes(opts: MetricsRouteOptions): Hono {
     return c.body(body, 200, { "content-type": opts.registry.contentType, "cache-control": "no-store" });
   });
   return app;
+}
+
+/** Documents GET /metrics (and its bearer scheme when METRICS_TOKEN is set) in the app's OpenAPI document. */
+export function documentMetricsRoute(app: OpenAPIHono, guarded: boolean): void {
+  if (guarded) {
+    app.openAPIRegistry.registerComponent("securitySchemes", "metricsToken", {
+      type: "http",
+      scheme: "bearer",
+      description: "The gateway's METRICS_TOKEN.",
+    });
+  }
+  app.openAPIRegistry.registerPath(
+    createRoute({
+      method: "get",
+      path: "/metrics",
+      operationId: "metrics",
+      tags: ["operations"],
+      summary: "Prometheus metrics (text exposition format)",
+      security: guarded ? [{ metricsToken: [] }] : [],
+      responses: {
+        200: { description: "The metrics", content: { "text/plain": { schema: z.string() } } },
+        ...(guarded
+          ? {
+              401: {
+                description: "METRICS_TOKEN is set and the request has no or a wrong bearer token",
+                content: { "application/problem+json": { schema: ProblemSchema } },
+              },
+            }
+          : {}),
+      },
+    }),
+  );
 }

@@ -10,6 +10,7 @@ import {
   RESERVED,
   reserveIdempotencyKey,
 } from "../store/idempotency.ts";
+import { activeTracer, endWithError, SpanKind, startSpan, traceparentOf } from "../telemetry.ts";
 import { uuidv7 } from "./event-id.ts";
 import { type EventInput, toRecord } from "./events.ts";
 
@@ -62,9 +63,15 @@ export interface IngestService {
   /**
    * Turns validated events into records and resolves once Kafka acknowledged all of them. Rejects with
    * KafkaUnavailableError (→ 503), IdempotencyKeyReusedError (→ 422), IdempotencyKeyInFlightError (→ 409)
-   * or EventNotSerializableError (→ 400).
+   * or EventNotSerializableError (→ 400). With tracing on, the request is one span (a child of the
+   * client's `traceparent` when it sent one) whose context every record carries in its `traceparent`.
    */
-  accept(kind: IngestKind, events: EventInput[], idempotency?: IdempotencyRequest): Promise<Accepted>;
+  accept(
+    kind: IngestKind,
+    events: EventInput[],
+    idempotency?: IdempotencyRequest,
+    traceparent?: string,
+  ): Promise<Accepted>;
   /** Stops the periodic purge of expired idempotency keys. */
   close(): void;
 }
@@ -85,8 +92,17 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   // Keys whose produce is running in this process: a concurrent repeat must not send the events twice.
   const inFlight = new Set<string>();
 
-  function recordsOf(events: EventInput[], { ids, receivedAt }: StoredAnswer): Message[] {
-    return events.map((event, i) => toRecord(event, ids[i] as string, receivedAt));
+  function recordsOf(
+    events: EventInput[],
+    { ids, receivedAt }: StoredAnswer,
+    traceparent: string | undefined,
+  ): Message[] {
+    const messages = events.map((event, i) => toRecord(event, ids[i] as string, receivedAt));
+    // Only with tracing on: the ingest span's context, for the delivery attempts' spans to continue.
+    if (traceparent !== undefined) {
+      for (const m of messages) (m.headers as Record<string, string>).traceparent = traceparent;
+    }
+    return messages;
   }
 
   function assertKafkaReady(events: number): void {
@@ -109,6 +125,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
     kind: IngestKind,
     events: EventInput[],
     { key, scope }: IdempotencyRequest,
+    traceparent: string | undefined,
   ): Promise<Accepted> {
     const storeKey = `${kind}:${scope}:${key}`;
     const hash = requestHash(kind, events);
@@ -128,10 +145,10 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
       }
       // Reserved but never acknowledged (a 503, or a crash): send the very same events again.
       assertKafkaReady(events.length);
-      messages = recordsOf(events, answer);
+      messages = recordsOf(events, answer, traceparent);
     } else {
       answer = { ids: events.map(() => uuidv7(now)), receivedAt: new Date(now).toISOString() };
-      messages = recordsOf(events, answer);
+      messages = recordsOf(events, answer, traceparent);
       assertKafkaReady(events.length);
       const reserved = reserveIdempotencyKey(db, {
         key: storeKey,
@@ -181,16 +198,51 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   const purgeTimer = setInterval(purge, PURGE_EVERY_MS);
   purgeTimer.unref();
 
+  async function acceptUntraced(
+    kind: IngestKind,
+    events: EventInput[],
+    idempotency: IdempotencyRequest | undefined,
+    traceparent: string | undefined,
+  ): Promise<Accepted> {
+    if (idempotency) return acceptIdempotent(kind, events, idempotency, traceparent);
+    const now = Date.now();
+    const receivedAt = new Date(now).toISOString();
+    const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
+    const messages = recordsOf(events, answer, traceparent);
+    assertKafkaReady(events.length);
+    await send(messages);
+    return { ...answer, replayed: false };
+  }
+
   return {
-    async accept(kind, events, idempotency) {
-      if (idempotency) return acceptIdempotent(kind, events, idempotency);
-      const now = Date.now();
-      const receivedAt = new Date(now).toISOString();
-      const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
-      const messages = recordsOf(events, answer);
-      assertKafkaReady(events.length);
-      await send(messages);
-      return { ...answer, replayed: false };
+    async accept(kind, events, idempotency, parent) {
+      const tracer = activeTracer();
+      if (tracer === undefined) return acceptUntraced(kind, events, idempotency, undefined);
+      const span = startSpan(tracer, `ingest ${kind}`, {
+        kind: SpanKind.PRODUCER,
+        parent,
+        attributes: {
+          "messaging.system": "kafka",
+          "messaging.operation.type": "send",
+          "messaging.destination.name": topic,
+          "messaging.batch.message_count": events.length,
+          "webhook.ingest.route": kind,
+        },
+      });
+      try {
+        const accepted = await acceptUntraced(kind, events, idempotency, traceparentOf(span));
+        // The ids of a batch, up to 100 of them (the count is messaging.batch.message_count).
+        span.setAttribute(
+          "webhook.event.ids",
+          accepted.ids.length <= 100 ? accepted.ids : accepted.ids.slice(0, 100),
+        );
+        if (accepted.replayed) span.setAttribute("webhook.idempotent_replay", true);
+        span.end();
+        return accepted;
+      } catch (err) {
+        endWithError(span, err);
+        throw err;
+      }
     },
     close() {
       clearInterval(purgeTimer);
