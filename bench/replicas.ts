@@ -281,6 +281,7 @@ async function fillState(brokers: string[], prefix: string): Promise<number> {
               id,
               name: null,
               url: `https://example.test/hooks/${id}`,
+              filter: null,
               eventTypes: [],
               headers: {},
               secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",

@@ -152,6 +152,7 @@ export async function deliveryFixture(
         url,
         name: null,
         disabledReason: null,
+        filter: null,
         eventTypes: [],
         headers: {},
         secret: generateSecret(),

@@ -9,6 +9,7 @@ import type { LedgerRow } from "../store/ledger.ts";
 import type { Cursor } from "./cursor.ts";
 import { publishDeadLetter } from "./dead-letters.ts";
 import type { EventRecord } from "./event-record.ts";
+import { compileFilter, type FilterMatcher } from "./filter.ts";
 import { KeyedScheduler } from "./keyed-scheduler.ts";
 import type { DeliveryObserver } from "./observer.ts";
 import type { DeliveryRecorder } from "./recorder.ts";
@@ -86,6 +87,8 @@ export class DestinationWorker {
   /** Hard stop: attempts still in flight after the grace period were cut off. */
   #killed = false;
   #log: Logger;
+  /** The destination's payload filter, compiled; undefined when it has none (no per-event cost). */
+  #filter: FilterMatcher | undefined;
   readonly cursors = new Map<number, Cursor>();
 
   constructor(destination: Destination, deps: WorkerDeps, share = 1) {
@@ -100,6 +103,7 @@ export class DestinationWorker {
       this.#inFlight,
     );
     this.#log = deps.logger.child({ destinationId: destination.id });
+    this.#filter = this.#compileFilter(destination);
     this.#scheduler = new KeyedScheduler(limit, (job) => this.#run(job));
   }
 
@@ -156,6 +160,35 @@ export class DestinationWorker {
       dispatcher = this.#deps.createDispatcher(destination, this.#limit());
     }
     this.#target = sendTarget(destination, key, dispatcher, this.#inFlight);
+    if (JSON.stringify(destination.filter) !== JSON.stringify(old.filter)) {
+      this.#filter = this.#compileFilter(destination);
+    }
+  }
+
+  #compileFilter(destination: Destination): FilterMatcher | undefined {
+    if (!destination.filter) return undefined;
+    try {
+      return compileFilter(destination.filter);
+    } catch (err) {
+      // The admin API refuses such a filter; a record from a newer build could still carry one.
+      this.#log?.error({ err }, "destination filter cannot be compiled; it matches nothing");
+      return () => false;
+    }
+  }
+
+  /** Has a payload filter (readers then ask `accepts` for each event). */
+  get filtered(): boolean {
+    return this.#filter !== undefined;
+  }
+
+  /**
+   * Does this destination want this event: its type subscribed and its payload filter matching? An
+   * undecodable record goes to all (it dies). An event it does not want counts as finished for it.
+   */
+  accepts(event: EventRecord): boolean {
+    if (event.type === undefined) return true;
+    if (!this.wants(event.type)) return false;
+    return this.#filter === undefined || this.#filter(event.parsed ?? JSON.parse(event.body));
   }
 
   /** Does this destination want events of this type? (An undecodable record goes to all: it dies.) */

@@ -499,6 +499,8 @@ export class DeliveryEngine implements EngineApi {
       for (const w of this.#allTypes) this.#offer(w, partition, event);
       const typed = this.#byType.get(event.type);
       if (typed) for (const w of typed) this.#offer(w, partition, event);
+      // Filters have read it: queued events keep only their body.
+      event.parsed = undefined;
     }
     for (const w of this.#workers.values()) {
       const c = w.cursors.get(partition);
@@ -514,6 +516,8 @@ export class DeliveryEngine implements EngineApi {
   #offer(w: DestinationWorker, partition: number, event: EventRecord): void {
     const c = w.cursors.get(partition);
     if (!c?.attached || event.offset < c.next) return;
+    // Filtered out: not offered, so the cursor passes over it as finished at the end of the batch.
+    if (w.filtered && !w.accepts(event)) return;
     w.offer(c, event, this.#ledger(w, event));
     w.reportBuffered();
   }
@@ -573,7 +577,8 @@ export class DeliveryEngine implements EngineApi {
           }
           if (r.offset < c.next) continue;
           const event = decodeEventRecord(c.partition, r.offset, r.key, r.value);
-          if (w.wants(event.type)) w.offer(c, event, this.#ledger(w, event));
+          if (w.accepts(event)) w.offer(c, event, this.#ledger(w, event));
+          event.parsed = undefined;
         }
         c.skipTo(shared !== undefined ? Math.min(upTo, shared) : upTo);
         w.reportBuffered();

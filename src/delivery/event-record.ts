@@ -13,6 +13,11 @@ export interface EventRecord {
   body: string;
   /** When ingest accepted it (Unix ms), from the event's `timestamp`. */
   acceptedAt: number | undefined;
+  /**
+   * The parsed body, kept only while readers hand the record out (payload filters read it; the decode
+   * parsed it anyway), then dropped so queued events hold their body string alone.
+   */
+  parsed?: unknown;
 }
 
 interface ParsedEvent {
@@ -46,6 +51,7 @@ export function decodeEventRecord(
       type: typeof v.type === "string" ? v.type : "event",
       body,
       acceptedAt: Number.isNaN(acceptedAt) ? undefined : acceptedAt,
+      parsed: v,
     };
   }
   return {

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { filterErrors } from "../delivery/filter.ts";
 import type { Destination } from "../store/destinations.ts";
 import { toIso } from "./admin-shared.ts";
 
@@ -112,6 +113,22 @@ const Secret = z
   .openapi({ description: "Signing secret; generated (32 random bytes) when absent." });
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
+/** A payload filter, checked whole: each bad part is its own issue with its path (`filter.payload.amount.$gte`). */
+const FilterBody = z
+  .record(z.string(), z.unknown())
+  .superRefine((filter, ctx) => {
+    for (const e of filterErrors(filter, "")) {
+      ctx.addIssue({ code: "custom", path: e.field ? [e.field.slice(1)] : [], message: e.message });
+    }
+  })
+  .openapi({
+    description:
+      'Deliver only events this JSON rule matches (README "Payload filters"): dotted paths into the event ' +
+      "(`type`, `userID`, `payload.…`) mapped to a value (equality) or operators $eq $ne $in $nin $exists " +
+      "$gt $gte $lt $lte; $and / $or take arrays of filters. An event filtered out counts as finished.",
+    example: { "payload.amount": { $gte: 100 }, type: { $in: ["order.created"] } },
+  });
+
 const settings = {
   eventTypes: EventTypes.optional(),
   headers: Headers.optional(),
@@ -126,6 +143,7 @@ const settings = {
     description:
       "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",
   }),
+  filter: FilterBody.nullable().optional().openapi({ description: "null (or absent) = no filter." }),
 };
 
 export const CreateDestinationBody = z
@@ -154,6 +172,7 @@ export const DestinationSchema = z
     backoffBaseMs: z.number().int(),
     backoffMaxMs: z.number().int(),
     maxConcurrency: z.number().int(),
+    filter: z.record(z.string(), z.unknown()).nullable(),
     disabled: z.boolean(),
     disabledReason: z.string().nullable(),
     createdAt: z.string().openapi({ format: "date-time" }),
@@ -184,6 +203,7 @@ export function destinationView(d: Destination): DestinationView {
     backoffBaseMs: d.backoffBaseMs,
     backoffMaxMs: d.backoffMaxMs,
     maxConcurrency: d.maxConcurrency,
+    filter: d.filter ?? null,
     disabled: d.disabled,
     disabledReason: d.disabledReason,
     createdAt: toIso(d.createdAt),

@@ -176,6 +176,7 @@ export function destinationRoutes(deps: AdminDeps) {
       backoffBaseMs,
       backoffMaxMs,
       maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
+      filter: body.filter ?? null,
       disabled: false,
       disabledReason: null,
       createdAt: now,
@@ -262,6 +263,7 @@ function toPatch(existing: Destination, body: z.infer<typeof PatchDestinationBod
   if (body.backoffBaseMs !== undefined) patch.backoffBaseMs = body.backoffBaseMs;
   if (body.backoffMaxMs !== undefined) patch.backoffMaxMs = body.backoffMaxMs;
   if (body.maxConcurrency !== undefined) patch.maxConcurrency = body.maxConcurrency;
+  if (body.filter !== undefined) patch.filter = body.filter;
   if (body.disabled === false) {
     patch.disabled = false;
     patch.disabledReason = null;

@@ -16,6 +16,8 @@ export const destinations = sqliteTable("destinations", {
   backoffBaseMs: integer("backoff_base_ms").notNull(),
   backoffMaxMs: integer("backoff_max_ms").notNull(),
   maxConcurrency: integer("max_concurrency").notNull(),
+  /** JSON payload filter (src/delivery/filter.ts); null = every event of the subscribed types. */
+  filter: text("filter", { mode: "json" }).$type<Record<string, unknown> | null>(),
   disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
   disabledReason: text("disabled_reason"),
   createdAt: integer("created_at").notNull(),
