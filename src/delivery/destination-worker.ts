@@ -58,6 +58,14 @@ export interface BufferLimits {
 }
 export const DEFAULT_BUFFER_LIMITS: BufferLimits = { events: 5000, bytes: 8 * 1024 * 1024 };
 
+/** The rotated-out secret's key while its grace period runs. */
+function previousKey(d: Destination): SendTarget["previous"] {
+  if (!d.previousSecret || !d.previousSecretExpiresAt || d.previousSecretExpiresAt <= Date.now()) {
+    return undefined;
+  }
+  return { key: secretKey(d.previousSecret), until: d.previousSecretExpiresAt };
+}
+
 /** One event on its way to this destination. */
 interface Job {
   event: EventRecord;
@@ -102,6 +110,7 @@ export class DestinationWorker {
       deps.createDispatcher(destination, limit),
       this.#inFlight,
     );
+    this.#target.previous = previousKey(destination);
     this.#log = deps.logger.child({ destinationId: destination.id });
     this.#filter = this.#compileFilter(destination);
     this.#scheduler = new KeyedScheduler(limit, (job) => this.#run(job));
@@ -159,7 +168,15 @@ export class DestinationWorker {
       void dispatcher.close().catch(() => {});
       dispatcher = this.#deps.createDispatcher(destination, this.#limit());
     }
-    this.#target = sendTarget(destination, key, dispatcher, this.#inFlight);
+    const previous =
+      destination.previousSecret === old.previousSecret &&
+      destination.previousSecretExpiresAt === old.previousSecretExpiresAt
+        ? this.#target.previous
+        : previousKey(destination);
+    // One assignment: an attempt signs with the old target or the new one, never with neither secret.
+    const target = sendTarget(destination, key, dispatcher, this.#inFlight);
+    target.previous = previous;
+    this.#target = target;
     if (JSON.stringify(destination.filter) !== JSON.stringify(old.filter)) {
       this.#filter = this.#compileFilter(destination);
     }

@@ -11,6 +11,7 @@ import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./auth.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
+import { destinationControlRoutes } from "./destination-controls.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
@@ -87,6 +88,8 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", destinationRoutes(deps));
   app.route("/", attemptRoutes(deps));
   app.route("/", deadLetterRoutes(deps));
+  // Issue 14's delivery controls (secret rotation, event types, recover/replay) register in one place.
+  app.route("/", destinationControlRoutes(deps));
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

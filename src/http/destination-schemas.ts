@@ -106,7 +106,7 @@ const EventTypes = z
     description: "Event types to deliver; empty or absent = every type.",
     example: ["order.created"],
   });
-const Secret = z
+export const Secret = z
   .string()
   .max(200)
   .refine(isValidSecret, "must be whsec_ followed by the base64 of 24–64 bytes")
@@ -167,6 +167,11 @@ export const DestinationSchema = z
     eventTypes: z.array(z.string()),
     headers: z.record(z.string(), z.string()),
     secret: z.string(),
+    previousSecretExpiresAt: z.string().nullable().openapi({
+      format: "date-time",
+      description:
+        "While a rotated-out secret still signs beside `secret` (POST …/secret/rotate): when it stops; else null.",
+    }),
     maxAttempts: z.number().int(),
     timeoutMs: z.number().int(),
     backoffBaseMs: z.number().int(),
@@ -198,6 +203,10 @@ export function destinationView(d: Destination): DestinationView {
     eventTypes: d.eventTypes,
     headers: d.headers,
     secret: d.secret,
+    previousSecretExpiresAt:
+      d.previousSecret && d.previousSecretExpiresAt && d.previousSecretExpiresAt > Date.now()
+        ? toIso(d.previousSecretExpiresAt)
+        : null,
     maxAttempts: d.maxAttempts,
     timeoutMs: d.timeoutMs,
     backoffBaseMs: d.backoffBaseMs,

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { createRoute, z } from "@hono/zod-openapi";
 import { checkDestinationUrl, UnsafeDestinationError } from "../delivery/ssrf.ts";
 import {
+  DELIVERY_CONTROL_DEFAULTS,
   type Destination,
   type DestinationPatch,
   getDestination,
@@ -176,6 +177,7 @@ export function destinationRoutes(deps: AdminDeps) {
       backoffBaseMs,
       backoffMaxMs,
       maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
+      ...DELIVERY_CONTROL_DEFAULTS,
       filter: body.filter ?? null,
       disabled: false,
       disabledReason: null,

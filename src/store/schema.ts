@@ -11,6 +11,9 @@ export const destinations = sqliteTable("destinations", {
   /** JSON object of extra request headers. */
   headers: text("headers", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
   secret: text("secret").notNull(),
+  /** The secret a rotation replaced; deliveries carry its signature too until previousSecretExpiresAt. */
+  previousSecret: text("previous_secret"),
+  previousSecretExpiresAt: integer("previous_secret_expires_at"),
   maxAttempts: integer("max_attempts").notNull(),
   timeoutMs: integer("timeout_ms").notNull(),
   backoffBaseMs: integer("backoff_base_ms").notNull(),
