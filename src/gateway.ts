@@ -7,6 +7,7 @@ import { engineFromConfig } from "./delivery/from-config.ts";
 import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
+import { EventTypeCatalog } from "./ingest/event-types.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
 import { createIngestService } from "./ingest/service.ts";
@@ -96,8 +97,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   });
   /** Start delivery workers after this: the topics exist and dead letters can be published. */
   const kafkaReady = kafkaSetup.ready;
+  // The event-type catalog: what this database holds now, then every change the view applies.
+  const eventTypes = new EventTypeCatalog(config.UNKNOWN_EVENT_TYPES);
+  eventTypes.load(store.db);
   // The shared-state topics' reader: this replica's SQLite becomes their view once it has caught up.
   const state = new SharedState({
+    onEventType: (name, row) => eventTypes.apply(name, row),
     kafka,
     store,
     sink: producer,
@@ -213,8 +218,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     store,
     delivery: coordinator,
     state,
+    eventTypes: { catalog: eventTypes, state },
     ingest: {
       service: ingest,
+      eventTypes,
       apiKeys: config.INGEST_API_KEYS,
       maxBodyBytes: config.MAX_BODY_BYTES,
       retryAfterSeconds: config.INGEST_RETRY_AFTER_S,

@@ -12,6 +12,7 @@ import type { EventRecord } from "./event-record.ts";
 import { compileFilter, type FilterMatcher } from "./filter.ts";
 import { KeyedScheduler } from "./keyed-scheduler.ts";
 import type { DeliveryObserver } from "./observer.ts";
+import { sharedLimit, TokenBucket } from "./rate-limit.ts";
 import type { DeliveryRecorder } from "./recorder.ts";
 import {
   type AttemptError,
@@ -97,6 +98,8 @@ export class DestinationWorker {
   #log: Logger;
   /** The destination's payload filter, compiled; undefined when it has none (no per-event cost). */
   #filter: FilterMatcher | undefined;
+  /** The destination's rate limit (this engine's share of it); undefined when it has none. */
+  #bucket: TokenBucket | undefined;
   readonly cursors = new Map<number, Cursor>();
 
   constructor(destination: Destination, deps: WorkerDeps, share = 1) {
@@ -113,6 +116,7 @@ export class DestinationWorker {
     this.#target.previous = previousKey(destination);
     this.#log = deps.logger.child({ destinationId: destination.id });
     this.#filter = this.#compileFilter(destination);
+    this.#configureBucket();
     this.#scheduler = new KeyedScheduler(limit, (job) => this.#run(job));
   }
 
@@ -162,6 +166,7 @@ export class DestinationWorker {
     this.#destination = destination;
     this.#share = share;
     this.#scheduler.limit = this.#limit();
+    this.#configureBucket();
     const key = destination.secret !== old.secret ? secretKey(destination.secret) : this.#target.key;
     let dispatcher = this.#target.dispatcher;
     if (destination.url !== old.url || destination.maxConcurrency !== old.maxConcurrency) {
@@ -180,6 +185,18 @@ export class DestinationWorker {
     if (JSON.stringify(destination.filter) !== JSON.stringify(old.filter)) {
       this.#filter = this.#compileFilter(destination);
     }
+  }
+
+  #configureBucket(): void {
+    const d = this.#destination;
+    if (!d.rateLimitPerSecond) {
+      // Attempts already waiting on the old bucket keep it; new ones take none.
+      this.#bucket = undefined;
+      return;
+    }
+    const { rate, burst } = sharedLimit(d.rateLimitPerSecond, d.rateLimitBurst ?? null, this.#share);
+    if (this.#bucket) this.#bucket.configure(rate, burst);
+    else this.#bucket = new TokenBucket(rate, burst);
   }
 
   #compileFilter(destination: Destination): FilterMatcher | undefined {
@@ -395,6 +412,10 @@ export class DestinationWorker {
     return pRetry(
       async () => {
         if (signal.aborted || job.cursor?.released) throw new AbortError(new StoppedError());
+        // The token first, then a slot: waiting for a token holds no concurrency slot, and as only this
+        // user's running job waits, the user's later events stay behind it (order kept).
+        const bucket = this.#bucket;
+        if (bucket) await bucket.take(signal).catch(() => Promise.reject(new AbortError(new StoppedError())));
         const result = await this.#scheduler.slot(async () => {
           // Waiting for a slot can outlast a stop: no new attempt starts once the worker is stopping.
           if (signal.aborted) throw new AbortError(new StoppedError());

@@ -13,6 +13,7 @@ import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./a
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationControlRoutes } from "./destination-controls.ts";
 import { destinationRoutes } from "./destinations.ts";
+import { type EventTypeDeps, eventTypeRoutes, eventTypesInOpenApi } from "./event-types.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
@@ -31,6 +32,8 @@ export interface AppDeps {
   delivery: DeliveryControl;
   /** Shared configuration (Kafka-held) and this replica's view of it. */
   state: AdminState;
+  /** The event-type catalog's routes (/api/event-types); absent in apps built without it (some tests). */
+  eventTypes?: Omit<EventTypeDeps, "store" | "logger">;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
 }
@@ -90,6 +93,10 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", deadLetterRoutes(deps));
   // Issue 14's delivery controls (secret rotation, event types, recover/replay) register in one place.
   app.route("/", destinationControlRoutes(deps));
+  if (deps.eventTypes) {
+    app.route("/", eventTypeRoutes({ ...deps.eventTypes, store: deps.store, logger: deps.logger }));
+    app.use("/openapi.json", eventTypesInOpenApi(deps.store));
+  }
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -144,6 +144,13 @@ const settings = {
       "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",
   }),
   filter: FilterBody.nullable().optional().openapi({ description: "null (or absent) = no filter." }),
+  rateLimitPerSecond: z.number().min(0.01).max(100_000).nullable().optional().openapi({
+    description:
+      'Most attempts per second to this destination (token bucket; README "Rate limit"); null = none.',
+  }),
+  rateLimitBurst: int(1, 100_000).nullable().optional().openapi({
+    description: "Tokens the bucket saves up; default ceil(rateLimitPerSecond).",
+  }),
 };
 
 export const CreateDestinationBody = z
@@ -178,6 +185,8 @@ export const DestinationSchema = z
     backoffMaxMs: z.number().int(),
     maxConcurrency: z.number().int(),
     filter: z.record(z.string(), z.unknown()).nullable(),
+    rateLimitPerSecond: z.number().nullable(),
+    rateLimitBurst: z.number().int().nullable(),
     disabled: z.boolean(),
     disabledReason: z.string().nullable(),
     createdAt: z.string().openapi({ format: "date-time" }),
@@ -213,6 +222,8 @@ export function destinationView(d: Destination): DestinationView {
     backoffMaxMs: d.backoffMaxMs,
     maxConcurrency: d.maxConcurrency,
     filter: d.filter ?? null,
+    rateLimitPerSecond: d.rateLimitPerSecond ?? null,
+    rateLimitBurst: d.rateLimitBurst ?? null,
     disabled: d.disabled,
     disabledReason: d.disabledReason,
     createdAt: toIso(d.createdAt),

@@ -179,6 +179,8 @@ export function destinationRoutes(deps: AdminDeps) {
       maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
       ...DELIVERY_CONTROL_DEFAULTS,
       filter: body.filter ?? null,
+      rateLimitPerSecond: body.rateLimitPerSecond ?? null,
+      rateLimitBurst: body.rateLimitBurst ?? null,
       disabled: false,
       disabledReason: null,
       createdAt: now,
@@ -266,6 +268,8 @@ function toPatch(existing: Destination, body: z.infer<typeof PatchDestinationBod
   if (body.backoffMaxMs !== undefined) patch.backoffMaxMs = body.backoffMaxMs;
   if (body.maxConcurrency !== undefined) patch.maxConcurrency = body.maxConcurrency;
   if (body.filter !== undefined) patch.filter = body.filter;
+  if (body.rateLimitPerSecond !== undefined) patch.rateLimitPerSecond = body.rateLimitPerSecond;
+  if (body.rateLimitBurst !== undefined) patch.rateLimitBurst = body.rateLimitBurst;
   if (body.disabled === false) {
     patch.disabled = false;
     patch.disabledReason = null;

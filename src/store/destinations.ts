@@ -12,6 +12,8 @@ export const DELIVERY_CONTROL_DEFAULTS = {
   filter: null,
   previousSecret: null,
   previousSecretExpiresAt: null,
+  rateLimitPerSecond: null,
+  rateLimitBurst: null,
 } satisfies Partial<Destination>;
 
 export type DestinationPatch = Partial<Omit<Destination, "id" | "createdAt">>;

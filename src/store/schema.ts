@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { index, integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
 /** Webhook destinations registered through the admin API. Times are Unix milliseconds. */
 export const destinations = sqliteTable("destinations", {
@@ -19,6 +19,9 @@ export const destinations = sqliteTable("destinations", {
   backoffBaseMs: integer("backoff_base_ms").notNull(),
   backoffMaxMs: integer("backoff_max_ms").notNull(),
   maxConcurrency: integer("max_concurrency").notNull(),
+  /** Token bucket per destination: attempts per second (null = no limit) and the tokens saved up. */
+  rateLimitPerSecond: real("rate_limit_per_second"),
+  rateLimitBurst: integer("rate_limit_burst"),
   /** JSON payload filter (src/delivery/filter.ts); null = every event of the subscribed types. */
   filter: text("filter", { mode: "json" }).$type<Record<string, unknown> | null>(),
   disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
@@ -124,3 +127,15 @@ export const stateOffsets = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.topic, t.partition] })],
 );
+
+/**
+ * The event-type catalog (POST /api/event-types): a type's JSON Schema (2020-12) for its events' payload.
+ * A view of the config topic's `event-type/<name>` records, like destinations.
+ */
+export const eventTypes = sqliteTable("event_types", {
+  name: text("name").primaryKey(),
+  description: text("description"),
+  schema: text("schema", { mode: "json" }).$type<unknown>().notNull(),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
