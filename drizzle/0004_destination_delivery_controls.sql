@@ -10,4 +10,7 @@ ALTER TABLE `destinations` ADD `previous_secret` text;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `previous_secret_expires_at` integer;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `rate_limit_per_second` real;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `rate_limit_burst` integer;--> statement-breakpoint
+ALTER TABLE `destinations` ADD `kind` text DEFAULT 'webhook' NOT NULL;--> statement-breakpoint
+ALTER TABLE `destinations` ADD `auto_disable_after_hours` real DEFAULT 120;--> statement-breakpoint
+ALTER TABLE `destinations` ADD `auto_disable_after_dead_letters` integer;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `filter` text;

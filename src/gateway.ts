@@ -4,6 +4,7 @@ import { DeliveryCoordinator } from "./delivery/coordinator.ts";
 import type { DeliveryEngine } from "./delivery/engine.ts";
 import type { EngineApi } from "./delivery/engine-api.ts";
 import { engineFromConfig } from "./delivery/from-config.ts";
+import { operationalMessage } from "./delivery/operational.ts";
 import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
@@ -159,6 +160,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   }
   const runningThreads = threads;
   delivery = new DeliveryCoordinator({
+    publishOperational: (type, payload) =>
+      producer.publish(config.EVENTS_TOPIC, [operationalMessage(type, payload)]),
     store,
     state,
     log,

@@ -29,6 +29,11 @@ export interface DeliveryControl {
   replay(destinationId: string, eventIds?: string[]): Promise<number>;
   /** Events in the log not yet finished for the destination (null when Kafka cannot say right now). */
   lag(destinationId: string): Promise<number | null>;
+  /**
+   * Raises an operational event about a destination (an admin PATCH enabled or disabled it); nothing for
+   * an operational destination. Best effort: a failure is logged, never the admin change's failure.
+   */
+  announce?(destination: Destination, type: "destination.disabled" | "destination.enabled"): Promise<void>;
 }
 
 /** A running delivery side: engines on the main thread or on delivery threads. */

@@ -9,6 +9,7 @@ import { saveOffsets } from "../store/offsets.ts";
 import { type DeliveryRuntime, groupIdFor } from "./control.ts";
 import type { EngineApi, MetricsJson } from "./engine-api.ts";
 import type { OffsetLog } from "./offset-log.ts";
+import type { PublishOperational } from "./operational.ts";
 
 export interface CoordinatorDeps {
   store: Store;
@@ -23,6 +24,8 @@ export interface CoordinatorDeps {
   engines(): EngineApi[];
   /** Threads' metrics (absent when the engine runs on the main thread, whose registry is the gateway's). */
   collectMetrics?(): Promise<MetricsJson[]>;
+  /** Publishes an operational event (to the events topic, for operational destinations). */
+  publishOperational?: PublishOperational;
   /** Extra work when stopping (ending threads). */
   afterStop?(): Promise<void>;
 }
@@ -172,11 +175,28 @@ export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
     const row = getDestination(this.#deps.store.db, destinationId);
     if (!row || row.disabled) return;
     this.#log.warn({ destinationId, reason }, "destination disabled");
-    await this.#deps.state.putDestination({
-      ...row,
-      disabled: true,
-      disabledReason: reason,
-      updatedAt: Date.now(),
-    });
+    const disabled = { ...row, disabled: true, disabledReason: reason, updatedAt: Date.now() };
+    await this.#deps.state.putDestination(disabled);
+    await this.announce(disabled, "destination.disabled");
+  }
+
+  async announce(
+    destination: Destination,
+    type: "destination.disabled" | "destination.enabled",
+  ): Promise<void> {
+    if (destination.kind === "operational" || !this.#deps.publishOperational) return;
+    await this.#deps
+      .publishOperational(type, {
+        destinationId: destination.id,
+        name: destination.name,
+        url: destination.url,
+        ...(type === "destination.disabled" ? { reason: destination.disabledReason } : {}),
+      })
+      .catch((err: unknown) =>
+        this.#log.warn(
+          { err, destinationId: destination.id, type },
+          "could not publish an operational event",
+        ),
+      );
   }
 }

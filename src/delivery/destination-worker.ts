@@ -3,6 +3,7 @@ import pRetry, { AbortError } from "p-retry";
 import type { Dispatcher } from "undici";
 import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import type { DestinationHealth } from "../store/attempt-queries.ts";
 import type { AttemptOutcome } from "../store/attempts.ts";
 import type { Destination } from "../store/destinations.ts";
 import type { LedgerRow } from "../store/ledger.ts";
@@ -12,6 +13,7 @@ import type { EventRecord } from "./event-record.ts";
 import { compileFilter, type FilterMatcher } from "./filter.ts";
 import { KeyedScheduler } from "./keyed-scheduler.ts";
 import type { DeliveryObserver } from "./observer.ts";
+import { type OperationalType, operationalMessage } from "./operational.ts";
 import { sharedLimit, TokenBucket } from "./rate-limit.ts";
 import type { DeliveryRecorder } from "./recorder.ts";
 import {
@@ -42,8 +44,10 @@ export interface WorkerDeps {
   logger: Logger;
   /** Builds the destination's own HTTP pool (SSRF-guarded unless private addresses are allowed). */
   createDispatcher(destination: Destination, connections: number): Dispatcher;
-  /** A 410 from the receiver: the engine disables the destination. */
+  /** A 410 from the receiver, or an auto-disable threshold crossed: the destination is disabled. */
   onGone(destinationId: string, reason: string): void;
+  /** The events topic, where operational events (event.dead, destination.recovered) are published. */
+  eventsTopic?: string;
   observe?: DeliveryObserver;
   limits: BufferLimits;
 }
@@ -100,6 +104,9 @@ export class DestinationWorker {
   #filter: FilterMatcher | undefined;
   /** The destination's rate limit (this engine's share of it); undefined when it has none. */
   #bucket: TokenBucket | undefined;
+  /** The failing streak (seeded from the attempts on record): auto-disable and "recovered" follow it. */
+  #health: DestinationHealth = { failingSince: undefined, deadStreak: 0 };
+  #disableAsked = false;
   readonly cursors = new Map<number, Cursor>();
 
   constructor(destination: Destination, deps: WorkerDeps, share = 1) {
@@ -210,6 +217,54 @@ export class DestinationWorker {
     }
   }
 
+  /** An operational destination (operator endpoint): operational events only, none raised about it. */
+  get operational(): boolean {
+    return this.#destination.kind === "operational";
+  }
+
+  /** Starts the failing streak where the attempts on record leave it. */
+  seedHealth(health: DestinationHealth): void {
+    this.#health = health;
+  }
+
+  #emit(type: OperationalType, payload: Record<string, unknown>): void {
+    const topic = this.#deps.eventsTopic;
+    if (!topic || this.operational) return;
+    this.#deps.sink
+      .publish(topic, [operationalMessage(type, { destinationId: this.id, ...payload })])
+      .catch((err: unknown) => this.#log.warn({ err, type }, "could not publish an operational event"));
+  }
+
+  /** An attempt's outcome moves the failing streak; crossing a threshold disables the destination. */
+  #track(outcome: "succeeded" | "failed" | "dead", at: number): void {
+    if (this.operational) return;
+    const h = this.#health;
+    if (outcome === "succeeded") {
+      if (h.failingSince !== undefined) {
+        this.#emit("destination.recovered", { failingSince: new Date(h.failingSince).toISOString() });
+      }
+      this.#health = { failingSince: undefined, deadStreak: 0 };
+      this.#disableAsked = false;
+      return;
+    }
+    h.failingSince ??= at;
+    if (outcome === "dead") h.deadStreak++;
+    if (this.#disableAsked) return;
+    const d = this.#destination;
+    // A row written before the setting existed has no value: the default, 120 hours.
+    const hours = d.autoDisableAfterHours === undefined ? 120 : d.autoDisableAfterHours;
+    let reason: string | undefined;
+    if (d.autoDisableAfterDeadLetters && h.deadStreak >= d.autoDisableAfterDeadLetters) {
+      reason = `auto-disabled: ${h.deadStreak} dead letters in a row`;
+    } else if (hours && at - h.failingSince >= hours * 3_600_000) {
+      reason = `auto-disabled: failing without a success since ${new Date(h.failingSince).toISOString()} (autoDisableAfterHours ${hours})`;
+    }
+    if (reason) {
+      this.#disableAsked = true;
+      this.#deps.onGone(this.id, reason);
+    }
+  }
+
   /** Has a payload filter (readers then ask `accepts` for each event). */
   get filtered(): boolean {
     return this.#filter !== undefined;
@@ -220,6 +275,7 @@ export class DestinationWorker {
    * undecodable record goes to all (it dies). An event it does not want counts as finished for it.
    */
   accepts(event: EventRecord): boolean {
+    if ((event.operational === true) !== this.operational) return false;
     if (event.type === undefined) return true;
     if (!this.wants(event.type)) return false;
     return this.#filter === undefined || this.#filter(event.parsed ?? JSON.parse(event.body));
@@ -330,6 +386,7 @@ export class DestinationWorker {
           // The next event of this userID waits for this write; write it now if nothing else can run.
           this.#scheduler.isStarving(userId),
         );
+        this.#track(outcome, at);
         return;
       } catch {
         if (this.stopped) throw new StoppedError();
@@ -385,6 +442,12 @@ export class DestinationWorker {
         return; // stopping, and Kafka or the database refused: unfinished, redelivered after a restart
       }
       this.#deps.observe?.finished(this.#destination.id, "dead", job.event.acceptedAt);
+      this.#emit("event.dead", {
+        eventId: job.event.eventId,
+        userID: job.event.userId,
+        attempts: job.attemptsSoFar,
+        lastError: result.error,
+      });
       this.#finish(job);
       if (err instanceof GoneError) this.#deps.onGone(this.#destination.id, result.error ?? "410 Gone");
     }

@@ -3,6 +3,7 @@ import type { Consumer, EachBatchPayload, Kafka } from "kafkajs";
 import type { Dispatcher } from "undici";
 import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import { destinationHealth } from "../store/attempt-queries.ts";
 import type { Store } from "../store/db.ts";
 import { type Destination, listDestinations } from "../store/destinations.ts";
 import { type LedgerRow, ledgerRow, replayingRows } from "../store/ledger.ts";
@@ -14,6 +15,7 @@ import type { EngineApi, EngineStatus, MetricsJson } from "./engine-api.ts";
 import { decodeEventRecord, type EventRecord } from "./event-record.ts";
 import type { DeliveryObserver } from "./observer.ts";
 import type { OffsetLog } from "./offset-log.ts";
+import { OPERATIONAL_HEADER } from "./operational.ts";
 import { partitionOf } from "./partitioner.ts";
 import { DeliveryRecorder } from "./recorder.ts";
 
@@ -108,6 +110,8 @@ export class DeliveryEngine implements EngineApi {
   /** Workers subscribed to every type, and per type those subscribed to it. */
   #allTypes = new Set<DestinationWorker>();
   #byType = new Map<string, Set<DestinationWorker>>();
+  /** Workers of operational destinations: they get operational events only. */
+  #operational = new Set<DestinationWorker>();
   #partitions = new Map<number, PartitionState>();
   #totalPartitions = 0;
   #consumer: Consumer | undefined;
@@ -482,7 +486,15 @@ export class DeliveryEngine implements EngineApi {
       return;
     }
     const fetched = Number((batch as unknown as { fetchedOffset: string }).fetchedOffset);
-    const records = batch.messages.map((m) => decodeEventRecord(partition, Number(m.offset), m.key, m.value));
+    const records = batch.messages.map((m) =>
+      decodeEventRecord(
+        partition,
+        Number(m.offset),
+        m.key,
+        m.value,
+        m.headers?.[OPERATIONAL_HEADER] !== undefined,
+      ),
+    );
     const end = (records[records.length - 1] as EventRecord).offset + 1;
     state.highWatermark = Math.max(state.highWatermark, Number(batch.highWatermark));
 
@@ -492,8 +504,13 @@ export class DeliveryEngine implements EngineApi {
       if (c?.attached && c.next < fetched) this.#detach(w, c);
     }
     for (const event of records) {
+      if (event.operational) {
+        for (const w of this.#operational) if (w.accepts(event)) this.#offer(w, partition, event);
+        event.parsed = undefined;
+        continue;
+      }
       if (event.type === undefined) {
-        for (const w of this.#workers.values()) this.#offer(w, partition, event);
+        for (const w of this.#workers.values()) if (!w.operational) this.#offer(w, partition, event);
         continue;
       }
       for (const w of this.#allTypes) this.#offer(w, partition, event);
@@ -576,7 +593,13 @@ export class DeliveryEngine implements EngineApi {
             break;
           }
           if (r.offset < c.next) continue;
-          const event = decodeEventRecord(c.partition, r.offset, r.key, r.value);
+          const event = decodeEventRecord(
+            c.partition,
+            r.offset,
+            r.key,
+            r.value,
+            r.headers?.[OPERATIONAL_HEADER] !== undefined,
+          );
           if (w.accepts(event)) w.offer(c, event, this.#ledger(w, event));
           event.parsed = undefined;
         }
@@ -666,11 +689,20 @@ export class DeliveryEngine implements EngineApi {
         logger: this.#deps.logger,
         createDispatcher: (d) => this.#deps.createDispatcher(d),
         onGone: (id, reason) => this.#deps.onGone(id, reason),
+        eventsTopic: this.#deps.topic,
         observe: this.#deps.observe,
         limits: this.#deps.buffer ?? DEFAULT_BUFFER_LIMITS,
       },
       this.#share(),
     );
+    try {
+      w.seedHealth(destinationHealth(this.#deps.store.db, destination.id));
+    } catch (err) {
+      this.#log.warn(
+        { err, destinationId: destination.id },
+        "could not read the destination's failing streak",
+      );
+    }
     this.#workers.set(destination.id, w);
     this.#index(w);
     return w;
@@ -693,6 +725,10 @@ export class DeliveryEngine implements EngineApi {
   }
 
   #index(w: DestinationWorker): void {
+    if (w.operational) {
+      this.#operational.add(w);
+      return;
+    }
     const types = w.destination.eventTypes;
     if (types.length === 0) {
       this.#allTypes.add(w);
@@ -709,6 +745,7 @@ export class DeliveryEngine implements EngineApi {
   }
 
   #unindex(w: DestinationWorker): void {
+    this.#operational.delete(w);
     this.#allTypes.delete(w);
     for (const [t, set] of this.#byType) {
       set.delete(w);

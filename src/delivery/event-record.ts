@@ -18,6 +18,8 @@ export interface EventRecord {
    * parsed it anyway), then dropped so queued events hold their body string alone.
    */
   parsed?: unknown;
+  /** An operational event (record header `op`, set only by the gateway): for operational destinations only. */
+  operational?: boolean;
 }
 
 interface ParsedEvent {
@@ -33,6 +35,7 @@ export function decodeEventRecord(
   offset: number,
   key: Buffer | null,
   value: Buffer | null,
+  operational = false,
 ): EventRecord {
   const body = value?.toString("utf8") ?? "";
   let v: ParsedEvent | undefined;
@@ -52,6 +55,7 @@ export function decodeEventRecord(
       body,
       acceptedAt: Number.isNaN(acceptedAt) ? undefined : acceptedAt,
       parsed: v,
+      operational,
     };
   }
   return {

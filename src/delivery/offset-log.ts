@@ -7,6 +7,8 @@ export interface LogRecord {
   key: Buffer | null;
   value: Buffer | null;
   timestamp: number;
+  /** Record headers (operational events carry `op`). */
+  headers?: Record<string, Buffer | undefined>;
 }
 
 export interface FetchResult {

@@ -17,6 +17,7 @@ import { type EventTypeDeps, eventTypeRoutes, eventTypesInOpenApi } from "./even
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
+import { operationalDestinationRoutes } from "./operational-destinations.ts";
 import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
 
 export interface AppDeps {
@@ -93,6 +94,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", deadLetterRoutes(deps));
   // Issue 14's delivery controls (secret rotation, event types, recover/replay) register in one place.
   app.route("/", destinationControlRoutes(deps));
+  app.route("/", operationalDestinationRoutes(deps));
   if (deps.eventTypes) {
     app.route("/", eventTypeRoutes({ ...deps.eventTypes, store: deps.store, logger: deps.logger }));
     app.use("/openapi.json", eventTypesInOpenApi(deps.store));

@@ -151,6 +151,13 @@ const settings = {
   rateLimitBurst: int(1, 100_000).nullable().optional().openapi({
     description: "Tokens the bucket saves up; default ceil(rateLimitPerSecond).",
   }),
+  autoDisableAfterHours: z.number().min(0.001).max(8760).nullable().optional().openapi({
+    description:
+      "Disable the destination once it has failed this many hours without a single success (default 120, like Svix); null = never.",
+  }),
+  autoDisableAfterDeadLetters: int(1, 1_000_000).nullable().optional().openapi({
+    description: "Disable the destination after this many dead letters in a row; null (default) = never.",
+  }),
 };
 
 export const CreateDestinationBody = z
@@ -187,6 +194,8 @@ export const DestinationSchema = z
     filter: z.record(z.string(), z.unknown()).nullable(),
     rateLimitPerSecond: z.number().nullable(),
     rateLimitBurst: z.number().int().nullable(),
+    autoDisableAfterHours: z.number().nullable(),
+    autoDisableAfterDeadLetters: z.number().int().nullable(),
     disabled: z.boolean(),
     disabledReason: z.string().nullable(),
     createdAt: z.string().openapi({ format: "date-time" }),
@@ -224,6 +233,8 @@ export function destinationView(d: Destination): DestinationView {
     filter: d.filter ?? null,
     rateLimitPerSecond: d.rateLimitPerSecond ?? null,
     rateLimitBurst: d.rateLimitBurst ?? null,
+    autoDisableAfterHours: d.autoDisableAfterHours === undefined ? 120 : d.autoDisableAfterHours,
+    autoDisableAfterDeadLetters: d.autoDisableAfterDeadLetters ?? null,
     disabled: d.disabled,
     disabledReason: d.disabledReason,
     createdAt: toIso(d.createdAt),

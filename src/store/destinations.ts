@@ -14,6 +14,9 @@ export const DELIVERY_CONTROL_DEFAULTS = {
   previousSecretExpiresAt: null,
   rateLimitPerSecond: null,
   rateLimitBurst: null,
+  kind: "webhook",
+  autoDisableAfterHours: 120,
+  autoDisableAfterDeadLetters: null,
 } satisfies Partial<Destination>;
 
 export type DestinationPatch = Partial<Omit<Destination, "id" | "createdAt">>;

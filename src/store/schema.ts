@@ -22,6 +22,12 @@ export const destinations = sqliteTable("destinations", {
   /** Token bucket per destination: attempts per second (null = no limit) and the tokens saved up. */
   rateLimitPerSecond: real("rate_limit_per_second"),
   rateLimitBurst: integer("rate_limit_burst"),
+  /** "webhook", or "operational": an operator endpoint that receives only operational events. */
+  kind: text("kind").notNull().default("webhook"),
+  /** Disabled after failing this many hours without a success (null = never); default 120. */
+  autoDisableAfterHours: real("auto_disable_after_hours").default(120),
+  /** Disabled after this many dead letters in a row (null = never). */
+  autoDisableAfterDeadLetters: integer("auto_disable_after_dead_letters"),
   /** JSON payload filter (src/delivery/filter.ts); null = every event of the subscribed types. */
   filter: text("filter", { mode: "json" }).$type<Record<string, unknown> | null>(),
   disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
