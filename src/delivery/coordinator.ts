@@ -77,9 +77,11 @@ export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
    * offsets are mirrored to SQLite first, so an engine can place the destination even if Kafka later loses
    * the group's offsets.
    */
-  async prepareDestination(destinationId: string): Promise<void> {
+  async prepareDestination(destinationId: string, fromMs?: number): Promise<void> {
     const { log, topic, store } = this.#deps;
-    const ends = await retriable(() => log.endOffsets(topic));
+    const ends = await retriable(() =>
+      fromMs === undefined ? log.endOffsets(topic) : log.offsetsForTime(topic, fromMs),
+    );
     const offsets = [...ends].map(([partition, offset]) => ({ partition, offset }));
     saveOffsets(
       store.db,
@@ -122,9 +124,9 @@ export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
   }
 
   /** Marks dead events for replay with a fresh attempt budget (through the outcomes topic); returns how many. */
-  async replay(destinationId: string, eventIds?: string[]): Promise<number> {
+  async replay(destinationId: string, eventIds?: string[], deadSince?: number): Promise<number> {
     const at = Date.now();
-    const rows = deadRows(this.#deps.store.db, destinationId, eventIds);
+    const rows = deadRows(this.#deps.store.db, destinationId, eventIds, deadSince);
     await this.#deps.state.markReplaying(
       rows.map((r) => ({
         destinationId,

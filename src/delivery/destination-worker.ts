@@ -107,6 +107,11 @@ export class DestinationWorker {
   /** The failing streak (seeded from the attempts on record): auto-disable and "recovered" follow it. */
   #health: DestinationHealth = { failingSince: undefined, deadStreak: 0 };
   #disableAsked = false;
+  /**
+   * A replay's window end per partition: events before it are delivered again even when the ledger says
+   * they are finished (undefined: no replay).
+   */
+  replayUntil: Map<number, number> | undefined;
   readonly cursors = new Map<number, Cursor>();
 
   constructor(destination: Destination, deps: WorkerDeps, share = 1) {
@@ -292,14 +297,17 @@ export class DestinationWorker {
    * destination, if any: an event finished before a crash or hand-over is passed over, not sent again.
    */
   offer(cursor: Cursor, event: EventRecord, ledger: LedgerRow | undefined): void {
-    if (ledger && ledger.status !== "pending") {
+    const replayed =
+      this.replayUntil !== undefined && event.offset < (this.replayUntil.get(cursor.partition) ?? -1);
+    if (ledger && ledger.status !== "pending" && !replayed) {
       cursor.skipTo(event.offset + 1);
       return;
     }
     cursor.track(event.offset);
     this.#enqueue({
       event,
-      attemptsSoFar: event.type === undefined ? Number.POSITIVE_INFINITY : (ledger?.attempts ?? 0),
+      attemptsSoFar:
+        event.type === undefined ? Number.POSITIVE_INFINITY : replayed ? 0 : (ledger?.attempts ?? 0),
       cursor,
     });
   }

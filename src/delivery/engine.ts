@@ -413,6 +413,14 @@ export class DeliveryEngine implements EngineApi {
       };
       let fromTime: Map<number, number> | undefined;
       const made: number[] = [];
+      const replay = w.destination.replay;
+      if (replay && !replay.cancelled && w.replayUntil === undefined) {
+        // Events of the replay's window are delivered again even though finished: where it ends.
+        w.replayUntil = await this.#deps.log.offsetsForTime(
+          this.#deps.topic,
+          replay.to ?? replay.requestedAt,
+        );
+      }
       for (const p of partitions) {
         if (w.cursors.has(p) || !this.#partitions.has(p)) continue;
         let start = fromKafka?.get(p);
@@ -621,6 +629,14 @@ export class DeliveryEngine implements EngineApi {
       return;
     }
     if (existing) {
+      if (destination.replay && destination.replay.id !== existing.destination.replay?.id) {
+        await this.#rewind(existing, destination);
+        return;
+      }
+      if (destination.replay?.cancelled && !existing.destination.replay?.cancelled) {
+        await this.#rewind(existing, destination);
+        return;
+      }
       this.#unindex(existing);
       existing.update(destination, this.#share());
       this.#index(existing);
@@ -628,6 +644,57 @@ export class DeliveryEngine implements EngineApi {
     }
     this.#addWorker(destination);
     if (this.#started) await this.#makeCursors([...this.#partitions.keys()]);
+  }
+
+  /**
+   * A replay asked for (or cancelled): the worker stops (committing what it finished), the destination's
+   * progress on this engine's partitions moves to the first event at or after `from` (or, cancelled,
+   * forward to the replay's request time), and a new worker places its cursors there. The normal readers
+   * then re-deliver: a cursor behind the shared reader catches up on its own, so live delivery to other
+   * destinations is never held, and a user's events go in log order.
+   */
+  async #rewind(w: DestinationWorker, destination: Destination): Promise<void> {
+    const replay = destination.replay;
+    if (!replay) return;
+    const { log, topic, groupPrefix } = this.#deps;
+    const owned = [...this.#partitions.keys()];
+    await this.#removeWorker(w, 5000, true);
+    if (this.#stopped) return;
+    try {
+      const group = groupIdFor(groupPrefix, destination.id);
+      let offsets: Array<{ partition: number; offset: number }>;
+      if (!replay.cancelled) {
+        const from = await log.offsetsForTime(topic, replay.from);
+        offsets = owned.flatMap((p) => {
+          const offset = from.get(p);
+          return offset === undefined ? [] : [{ partition: p, offset }];
+        });
+      } else {
+        // Cancelled: skip what is left of the window, never back over what it already passed.
+        const [resume, committed] = await Promise.all([
+          log.offsetsForTime(topic, replay.requestedAt),
+          log.committed(group, topic),
+        ]);
+        offsets = owned.flatMap((p) => {
+          const offset = resume.get(p);
+          const at = committed.get(p);
+          return offset === undefined || (at !== undefined && at >= offset) ? [] : [{ partition: p, offset }];
+        });
+      }
+      if (offsets.length > 0) await this.#commitGroup(destination.id, offsets);
+      this.#log.info(
+        { destinationId: destination.id, replay, offsets },
+        "destination progress moved for a replay",
+      );
+    } catch (err) {
+      this.#log.error(
+        { err, destinationId: destination.id },
+        "could not move the destination's progress for a replay",
+      );
+    }
+    if (this.#stopped || destination.disabled) return;
+    this.#addWorker(destination);
+    if (this.#started) await this.#makeCursors(owned);
   }
 
   /** The destination was deleted: its in-flight attempts are cut off, nothing more is committed. */

@@ -160,8 +160,40 @@ const settings = {
   }),
 };
 
+/** An ISO 8601 date-time with `Z` or an offset, as Unix ms; not in the future. */
+export const PastTime = z
+  .string()
+  .regex(
+    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/,
+    "must be an ISO 8601 date-time with Z or an offset",
+  )
+  .transform((v, ctx) => {
+    const ms = Date.parse(v);
+    if (Number.isNaN(ms)) {
+      ctx.addIssue({ code: "custom", message: "is not a valid date-time" });
+      return z.NEVER;
+    }
+    if (ms > Date.now()) {
+      ctx.addIssue({ code: "custom", message: "must not be in the future" });
+      return z.NEVER;
+    }
+    return ms;
+  })
+  .openapi({ type: "string", format: "date-time", example: "2026-01-01T00:00:00Z" });
+
 export const CreateDestinationBody = z
-  .strictObject({ url: Url, name: Name.optional(), ...settings })
+  .strictObject({
+    url: Url,
+    name: Name.optional(),
+    ...settings,
+    startFrom: z
+      .union([z.literal("earliest"), PastTime])
+      .optional()
+      .openapi({
+        description:
+          'Backfill from history: "earliest" (the oldest event the log still holds) or an ISO date-time; absent = only events accepted after the 201.',
+      }),
+  })
   .openapi("CreateDestination");
 
 export const PatchDestinationBody = z
@@ -196,6 +228,15 @@ export const DestinationSchema = z
     rateLimitBurst: z.number().int().nullable(),
     autoDisableAfterHours: z.number().nullable(),
     autoDisableAfterDeadLetters: z.number().int().nullable(),
+    replay: z
+      .object({
+        from: z.string().openapi({ format: "date-time" }),
+        to: z.string().nullable().openapi({ format: "date-time" }),
+        requestedAt: z.string().openapi({ format: "date-time" }),
+        cancelled: z.boolean(),
+      })
+      .nullable()
+      .openapi({ description: "The last replay or startFrom backfill (its progress: `lag`)." }),
     disabled: z.boolean(),
     disabledReason: z.string().nullable(),
     createdAt: z.string().openapi({ format: "date-time" }),
@@ -212,6 +253,17 @@ export const DestinationWithLagSchema = DestinationSchema.extend({
 }).openapi("DestinationWithLag");
 
 export type DestinationView = z.infer<typeof DestinationSchema>;
+
+export function replayView(d: Destination): DestinationView["replay"] {
+  const r = d.replay;
+  if (!r) return null;
+  return {
+    from: toIso(r.from),
+    to: r.to === null ? null : toIso(r.to),
+    requestedAt: toIso(r.requestedAt),
+    cancelled: r.cancelled,
+  };
+}
 
 export function destinationView(d: Destination): DestinationView {
   return {
@@ -235,6 +287,7 @@ export function destinationView(d: Destination): DestinationView {
     rateLimitBurst: d.rateLimitBurst ?? null,
     autoDisableAfterHours: d.autoDisableAfterHours === undefined ? 120 : d.autoDisableAfterHours,
     autoDisableAfterDeadLetters: d.autoDisableAfterDeadLetters ?? null,
+    replay: replayView(d),
     disabled: d.disabled,
     disabledReason: d.disabledReason,
     createdAt: toIso(d.createdAt),

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { createRoute, z } from "@hono/zod-openapi";
 import { checkDestinationUrl, UnsafeDestinationError } from "../delivery/ssrf.ts";
 import {
@@ -159,8 +159,10 @@ export async function registerDestination(
   const id = newDestinationId();
   // The group's offsets are pinned before the row exists: if Kafka cannot do it, nothing is stored and
   // the client retries; if it succeeds, no event accepted after our 201 can slip past the new worker.
+  const fromMs =
+    body.startFrom === undefined ? undefined : body.startFrom === "earliest" ? 0 : body.startFrom;
   try {
-    await deps.delivery.prepareDestination(id);
+    await deps.delivery.prepareDestination(id, fromMs);
   } catch (err) {
     deps.logger.warn({ err, destinationId: id }, "could not prepare the consumer group of a new destination");
     throw deliveryUnavailable(
@@ -190,6 +192,11 @@ export async function registerDestination(
         ? DELIVERY_CONTROL_DEFAULTS.autoDisableAfterHours
         : body.autoDisableAfterHours,
     autoDisableAfterDeadLetters: body.autoDisableAfterDeadLetters ?? null,
+    // A backfill is a replay from `startFrom` up to the registration: cancellable the same way.
+    replay:
+      fromMs === undefined
+        ? null
+        : { id: randomUUID(), from: fromMs, to: null, requestedAt: now, cancelled: false },
     disabled: false,
     disabledReason: null,
     createdAt: now,

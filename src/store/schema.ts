@@ -1,6 +1,16 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
+export interface DestinationReplay {
+  id: string;
+  /** Unix ms: re-deliver from the first event accepted at or after it. */
+  from: number;
+  /** Unix ms, exclusive; null = up to the replay's request. */
+  to: number | null;
+  requestedAt: number;
+  cancelled: boolean;
+}
+
 /** Webhook destinations registered through the admin API. Times are Unix milliseconds. */
 export const destinations = sqliteTable("destinations", {
   id: text("id").primaryKey(),
@@ -28,6 +38,12 @@ export const destinations = sqliteTable("destinations", {
   autoDisableAfterHours: real("auto_disable_after_hours").default(120),
   /** Disabled after this many dead letters in a row (null = never). */
   autoDisableAfterDeadLetters: integer("auto_disable_after_dead_letters"),
+  /**
+   * The last replay asked for (POST …/replay, or `startFrom` at registration): the destination's progress
+   * was moved back to the first event at or after `from`, and events up to `to` (or `requestedAt`) are
+   * delivered again even when finished. `cancelled` moves progress forward to `requestedAt` again.
+   */
+  replay: text("replay", { mode: "json" }).$type<DestinationReplay | null>(),
   /** JSON payload filter (src/delivery/filter.ts); null = every event of the subscribed types. */
   filter: text("filter", { mode: "json" }).$type<Record<string, unknown> | null>(),
   disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
