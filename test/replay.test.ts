@@ -109,6 +109,23 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
   await waitFor(() => count(receiver, "mid") === 13 && count(receiver, "live") === 3, "live events after");
   assert.equal(count(receiver, "all"), 13, "the other destinations got nothing twice");
   assert.equal(count(receiver, "live"), 3);
+
+  // Every new route is in the OpenAPI document, with the admin bearer scheme.
+  const doc = (await (await fetch(`${gw.gateway.url}/openapi.json`)).json()) as {
+    paths: Record<string, Record<string, { security?: unknown[] }>>;
+  };
+  for (const [path, method] of [
+    ["/api/destinations/{id}/replay", "post"],
+    ["/api/destinations/{id}/replay", "get"],
+    ["/api/destinations/{id}/replay", "delete"],
+    ["/api/destinations/{id}/recover", "post"],
+    ["/api/destinations/{id}/secret/rotate", "post"],
+    ["/api/operational-destinations", "post"],
+    ["/api/operational-destinations/{id}", "patch"],
+    ["/api/event-types", "post"],
+  ] as const) {
+    assert.deepEqual(doc.paths[path]?.[method]?.security, [{ adminToken: [] }], `${method} ${path}`);
+  }
 });
 
 test("recover re-sends dead events since a time; a replay is cancellable", async (t) => {

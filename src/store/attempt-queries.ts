@@ -66,7 +66,8 @@ export interface DestinationHealth {
 export function destinationHealth(db: Db, destinationId: string): DestinationHealth {
   const last = db.$client
     .prepare<[string], { id: number | null }>(
-      "select max(id) as id from attempts where destination_id = ? and outcome = 'succeeded'",
+      // Walks the (destination_id, id) index backwards: stops at the most recent success.
+      "select id from attempts where destination_id = ? and outcome = 'succeeded' order by id desc limit 1",
     )
     .get(destinationId);
   const row = db.$client
