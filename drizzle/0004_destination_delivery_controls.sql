@@ -13,5 +13,6 @@ ALTER TABLE `destinations` ADD `rate_limit_burst` integer;--> statement-breakpoi
 ALTER TABLE `destinations` ADD `kind` text DEFAULT 'webhook' NOT NULL;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `auto_disable_after_hours` real DEFAULT 120;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `auto_disable_after_dead_letters` integer;--> statement-breakpoint
+ALTER TABLE `destinations` ADD `streak_reset_at` integer;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `replay` text;--> statement-breakpoint
 ALTER TABLE `destinations` ADD `filter` text;

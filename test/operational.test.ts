@@ -87,12 +87,15 @@ test("auto-disable after dead letters in a row, operational webhooks to operator
   }
   assert.ok(ops().every((e) => e.type !== "order.created"));
 
-  // Enabled again through the admin API: destination.enabled; its next success: destination.recovered.
-  failing = false;
+  // Enabled again through the admin API: destination.enabled, and the streak starts over — one more dead
+  // letter (a third in a row overall) does not disable it; its next success: destination.recovered.
   const enabled = await api("PATCH", `/api/destinations/${dest.id}`, { disabled: false });
   assert.equal(enabled.status, 200);
   await waitFor(() => ops().some((e) => e.type === "destination.enabled"), "destination.enabled");
   await gw.post("/api/singleEvent", { userID: "u1", type: "order.created", payload: { i: 2 } });
+  await waitFor(() => ops().filter((e) => e.type === "event.dead").length === 3, "a third dead letter");
+  failing = false;
+  await gw.post("/api/singleEvent", { userID: "u1", type: "order.created", payload: { i: 3 } });
   await waitFor(() => ops().some((e) => e.type === "destination.recovered"), "destination.recovered");
   assert.equal(ops().find((e) => e.type === "destination.recovered")?.payload.destinationId, dest.id);
   assert.equal(ops().filter((e) => e.type === "destination.disabled").length, 1);

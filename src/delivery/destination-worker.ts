@@ -105,7 +105,7 @@ export class DestinationWorker {
   /** The destination's rate limit (this engine's share of it); undefined when it has none. */
   #bucket: TokenBucket | undefined;
   /** The failing streak (seeded from the attempts on record): auto-disable and "recovered" follow it. */
-  #health: DestinationHealth = { failingSince: undefined, deadStreak: 0 };
+  #health: DestinationHealth = { failingSince: undefined, deadStreak: 0, failing: false };
   #disableAsked = false;
   /**
    * A replay's window end per partition: events before it are delivered again even when the ledger says
@@ -245,14 +245,17 @@ export class DestinationWorker {
     if (this.operational) return;
     const h = this.#health;
     if (outcome === "succeeded") {
-      if (h.failingSince !== undefined) {
-        this.#emit("destination.recovered", { failingSince: new Date(h.failingSince).toISOString() });
+      if (h.failing || h.failingSince !== undefined) {
+        this.#emit("destination.recovered", {
+          failingSince: h.failingSince === undefined ? null : new Date(h.failingSince).toISOString(),
+        });
       }
-      this.#health = { failingSince: undefined, deadStreak: 0 };
+      this.#health = { failingSince: undefined, deadStreak: 0, failing: false };
       this.#disableAsked = false;
       return;
     }
     h.failingSince ??= at;
+    h.failing = true;
     if (outcome === "dead") h.deadStreak++;
     if (this.#disableAsked) return;
     const d = this.#destination;

@@ -763,7 +763,7 @@ export class DeliveryEngine implements EngineApi {
       this.#share(),
     );
     try {
-      w.seedHealth(destinationHealth(this.#deps.store.db, destination.id));
+      w.seedHealth(destinationHealth(this.#deps.store.db, destination.id, destination.streakResetAt ?? 0));
     } catch (err) {
       this.#log.warn(
         { err, destinationId: destination.id },

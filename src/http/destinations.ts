@@ -330,6 +330,8 @@ function toPatch(existing: Destination, body: z.infer<typeof PatchDestinationBod
   if (body.disabled === false) {
     patch.disabled = false;
     patch.disabledReason = null;
+    // Enabled again: the failing streak starts over (auto-disable counts from now).
+    if (existing.disabled) patch.streakResetAt = Date.now();
   } else if (body.disabled === true && !existing.disabled) {
     // A destination the worker disabled (410 Gone) keeps the worker's reason.
     patch.disabled = true;

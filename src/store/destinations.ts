@@ -17,6 +17,7 @@ export const DELIVERY_CONTROL_DEFAULTS = {
   kind: "webhook",
   autoDisableAfterHours: 120,
   autoDisableAfterDeadLetters: null,
+  streakResetAt: null,
   replay: null,
 } satisfies Partial<Destination>;
 

@@ -38,6 +38,8 @@ export const destinations = sqliteTable("destinations", {
   autoDisableAfterHours: real("auto_disable_after_hours").default(120),
   /** Disabled after this many dead letters in a row (null = never). */
   autoDisableAfterDeadLetters: integer("auto_disable_after_dead_letters"),
+  /** When the admin API last enabled it: attempts before do not count toward the failing streak. */
+  streakResetAt: integer("streak_reset_at"),
   /**
    * The last replay asked for (POST …/replay, or `startFrom` at registration): the destination's progress
    * was moved back to the first event at or after `from`, and events up to `to` (or `requestedAt`) are
