@@ -16,6 +16,7 @@
  *
  * KAFKA_BROKERS points it at a running broker; unset, it starts the local runner's broker.
  */
+
 import { rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -32,6 +33,7 @@ import { destinationMessage, outcomeMessage } from "../src/state/records.ts";
 import { stateTopicSpecs, stateTopicsOf } from "../src/state/shared-state.ts";
 import { StateView } from "../src/state/view.ts";
 import { openStore } from "../src/store/db.ts";
+import { DELIVERY_CONTROL_DEFAULTS } from "../src/store/destinations.ts";
 import type { ChildGateway, GatewayEnv } from "../test/child-gateway.ts";
 import {
   acceptOne,
@@ -281,6 +283,7 @@ async function fillState(brokers: string[], prefix: string): Promise<number> {
               id,
               name: null,
               url: `https://example.test/hooks/${id}`,
+              ...DELIVERY_CONTROL_DEFAULTS,
               eventTypes: [],
               headers: {},
               secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",

@@ -63,6 +63,8 @@ const EnvSchema = z.object({
         : [],
     ),
   ALLOW_PRIVATE_DESTINATIONS: bool.default(false),
+  /** Ingest of an event whose type is not in the event-type catalog: accepted (allow) or a 400 (reject). */
+  UNKNOWN_EVENT_TYPES: z.enum(["allow", "reject"], { message: "must be allow or reject" }).default("allow"),
   /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset leaves it open. */
   METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   /**

@@ -4,10 +4,12 @@ import { DeliveryCoordinator } from "./delivery/coordinator.ts";
 import type { DeliveryEngine } from "./delivery/engine.ts";
 import type { EngineApi } from "./delivery/engine-api.ts";
 import { engineFromConfig } from "./delivery/from-config.ts";
+import { operationalMessage } from "./delivery/operational.ts";
 import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
 import { platformaticSender } from "./ingest/batch-sender.ts";
+import { EventTypeCatalog } from "./ingest/event-types.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
 import type { IngestProducer } from "./ingest/producer-port.ts";
@@ -123,8 +125,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   });
   /** Start delivery workers after this: the topics exist and dead letters can be published. */
   const kafkaReady = kafkaSetup.ready;
+  // The event-type catalog: what this database holds now, then every change the view applies.
+  const eventTypes = new EventTypeCatalog(config.UNKNOWN_EVENT_TYPES);
+  eventTypes.load(store.db);
   // The shared-state topics' reader: this replica's SQLite becomes their view once it has caught up.
   const state = new SharedState({
+    onEventType: (name, row) => eventTypes.apply(name, row),
     kafka,
     store,
     sink: producer,
@@ -181,6 +187,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   }
   const runningThreads = threads;
   delivery = new DeliveryCoordinator({
+    publishOperational: (type, payload) =>
+      producer.publish(config.EVENTS_TOPIC, [operationalMessage(type, payload)]),
     store,
     state,
     log,
@@ -240,8 +248,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     store,
     delivery: coordinator,
     state,
+    eventTypes: { catalog: eventTypes, state },
     ingest: {
       service: ingest,
+      eventTypes,
       apiKeys: config.INGEST_API_KEYS,
       maxBodyBytes: config.MAX_BODY_BYTES,
       retryAfterSeconds: config.INGEST_RETRY_AFTER_S,

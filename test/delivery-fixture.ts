@@ -15,7 +15,7 @@ import { createKafka } from "../src/kafka/client.ts";
 import { KafkaLog } from "../src/kafka/log-client.ts";
 import { SharedState } from "../src/state/shared-state.ts";
 import { openStore, type Store } from "../src/store/db.ts";
-import type { Destination } from "../src/store/destinations.ts";
+import { DELIVERY_CONTROL_DEFAULTS, type Destination } from "../src/store/destinations.ts";
 import { createTestKafka, uniqueName } from "./helpers.ts";
 import type { Receiver } from "./receiver.ts";
 
@@ -152,6 +152,7 @@ export async function deliveryFixture(
         url,
         name: null,
         disabledReason: null,
+        ...DELIVERY_CONTROL_DEFAULTS,
         eventTypes: [],
         headers: {},
         secret: generateSecret(),

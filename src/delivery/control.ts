@@ -10,9 +10,10 @@ export interface DeliveryControl {
    * Pins the consumer group of a destination about to be registered to the events topic's current end
    * offsets (committed to Kafka and mirrored to SQLite), so every event accepted after the registration's
    * 201 is delivered to it. Call before the destination row is committed-and-answered; throws when Kafka
-   * cannot do it (the route answers 503).
+   * cannot do it (the route answers 503). With `fromMs` (`startFrom`), pinned instead to the first event
+   * accepted at or after that time (0: the log's start), so the destination is backfilled from history.
    */
-  prepareDestination(destinationId: string): Promise<void>;
+  prepareDestination(destinationId: string, fromMs?: number): Promise<void>;
   /**
    * Starts delivering to a new destination (its row is already in the store). Called by the state view when
    * it applies a destination record, on every replica — not by the admin routes, which write to Kafka.
@@ -26,9 +27,14 @@ export interface DeliveryControl {
    * Re-delivers dead-lettered events of a destination with a fresh attempt budget (all of them when
    * `eventIds` is absent). Returns how many were queued for replay.
    */
-  replay(destinationId: string, eventIds?: string[]): Promise<number>;
+  replay(destinationId: string, eventIds?: string[], deadSince?: number): Promise<number>;
   /** Events in the log not yet finished for the destination (null when Kafka cannot say right now). */
   lag(destinationId: string): Promise<number | null>;
+  /**
+   * Raises an operational event about a destination (an admin PATCH enabled or disabled it); nothing for
+   * an operational destination. Best effort: a failure is logged, never the admin change's failure.
+   */
+  announce?(destination: Destination, type: "destination.disabled" | "destination.enabled"): Promise<void>;
 }
 
 /** A running delivery side: engines on the main thread or on delivery threads. */

@@ -9,6 +9,7 @@ import { saveOffsets } from "../store/offsets.ts";
 import { type DeliveryRuntime, groupIdFor } from "./control.ts";
 import type { EngineApi, MetricsJson } from "./engine-api.ts";
 import type { OffsetLog } from "./offset-log.ts";
+import type { PublishOperational } from "./operational.ts";
 
 export interface CoordinatorDeps {
   store: Store;
@@ -23,6 +24,8 @@ export interface CoordinatorDeps {
   engines(): EngineApi[];
   /** Threads' metrics (absent when the engine runs on the main thread, whose registry is the gateway's). */
   collectMetrics?(): Promise<MetricsJson[]>;
+  /** Publishes an operational event (to the events topic, for operational destinations). */
+  publishOperational?: PublishOperational;
   /** Extra work when stopping (ending threads). */
   afterStop?(): Promise<void>;
 }
@@ -74,9 +77,11 @@ export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
    * offsets are mirrored to SQLite first, so an engine can place the destination even if Kafka later loses
    * the group's offsets.
    */
-  async prepareDestination(destinationId: string): Promise<void> {
+  async prepareDestination(destinationId: string, fromMs?: number): Promise<void> {
     const { log, topic, store } = this.#deps;
-    const ends = await retriable(() => log.endOffsets(topic));
+    const ends = await retriable(() =>
+      fromMs === undefined ? log.endOffsets(topic) : log.offsetsForTime(topic, fromMs),
+    );
     const offsets = [...ends].map(([partition, offset]) => ({ partition, offset }));
     saveOffsets(
       store.db,
@@ -119,9 +124,9 @@ export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
   }
 
   /** Marks dead events for replay with a fresh attempt budget (through the outcomes topic); returns how many. */
-  async replay(destinationId: string, eventIds?: string[]): Promise<number> {
+  async replay(destinationId: string, eventIds?: string[], deadSince?: number): Promise<number> {
     const at = Date.now();
-    const rows = deadRows(this.#deps.store.db, destinationId, eventIds);
+    const rows = deadRows(this.#deps.store.db, destinationId, eventIds, deadSince);
     await this.#deps.state.markReplaying(
       rows.map((r) => ({
         destinationId,
@@ -172,11 +177,28 @@ export class DeliveryCoordinator implements DeliveryRuntime, ViewListener {
     const row = getDestination(this.#deps.store.db, destinationId);
     if (!row || row.disabled) return;
     this.#log.warn({ destinationId, reason }, "destination disabled");
-    await this.#deps.state.putDestination({
-      ...row,
-      disabled: true,
-      disabledReason: reason,
-      updatedAt: Date.now(),
-    });
+    const disabled = { ...row, disabled: true, disabledReason: reason, updatedAt: Date.now() };
+    await this.#deps.state.putDestination(disabled);
+    await this.announce(disabled, "destination.disabled");
+  }
+
+  async announce(
+    destination: Destination,
+    type: "destination.disabled" | "destination.enabled",
+  ): Promise<void> {
+    if (destination.kind === "operational" || !this.#deps.publishOperational) return;
+    await this.#deps
+      .publishOperational(type, {
+        destinationId: destination.id,
+        name: destination.name,
+        url: destination.url,
+        ...(type === "destination.disabled" ? { reason: destination.disabledReason } : {}),
+      })
+      .catch((err: unknown) =>
+        this.#log.warn(
+          { err, destinationId: destination.id, type },
+          "could not publish an operational event",
+        ),
+      );
   }
 }

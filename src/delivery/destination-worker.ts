@@ -3,6 +3,7 @@ import pRetry, { AbortError } from "p-retry";
 import type { Dispatcher } from "undici";
 import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import type { DestinationHealth } from "../store/attempt-queries.ts";
 import type { AttemptOutcome } from "../store/attempts.ts";
 import type { Destination } from "../store/destinations.ts";
 import type { LedgerRow } from "../store/ledger.ts";
@@ -17,8 +18,11 @@ import {
 import type { Cursor } from "./cursor.ts";
 import { publishDeadLetter } from "./dead-letters.ts";
 import type { EventRecord } from "./event-record.ts";
+import { compileFilter, type FilterMatcher } from "./filter.ts";
 import { KeyedScheduler } from "./keyed-scheduler.ts";
 import type { DeliveryObserver } from "./observer.ts";
+import { type OperationalType, operationalMessage } from "./operational.ts";
+import { sharedLimit, TokenBucket } from "./rate-limit.ts";
 import type { DeliveryRecorder } from "./recorder.ts";
 import {
   type AttemptError,
@@ -48,8 +52,10 @@ export interface WorkerDeps {
   logger: Logger;
   /** Builds the destination's own HTTP pool (SSRF-guarded unless private addresses are allowed). */
   createDispatcher(destination: Destination, connections: number): Dispatcher;
-  /** A 410 from the receiver: the engine disables the destination. */
+  /** A 410 from the receiver, or an auto-disable threshold crossed: the destination is disabled. */
   onGone(destinationId: string, reason: string): void;
+  /** The events topic, where operational events (event.dead, destination.recovered) are published. */
+  eventsTopic?: string;
   observe?: DeliveryObserver;
   limits: BufferLimits;
 }
@@ -64,6 +70,14 @@ export interface BufferLimits {
   bytes: number;
 }
 export const DEFAULT_BUFFER_LIMITS: BufferLimits = { events: 5000, bytes: 8 * 1024 * 1024 };
+
+/** The rotated-out secret's key while its grace period runs. */
+function previousKey(d: Destination): SendTarget["previous"] {
+  if (!d.previousSecret || !d.previousSecretExpiresAt || d.previousSecretExpiresAt <= Date.now()) {
+    return undefined;
+  }
+  return { key: secretKey(d.previousSecret), until: d.previousSecretExpiresAt };
+}
 
 /** One event on its way to this destination. */
 interface Job {
@@ -94,6 +108,18 @@ export class DestinationWorker {
   /** Hard stop: attempts still in flight after the grace period were cut off. */
   #killed = false;
   #log: Logger;
+  /** The destination's payload filter, compiled; undefined when it has none (no per-event cost). */
+  #filter: FilterMatcher | undefined;
+  /** The destination's rate limit (this engine's share of it); undefined when it has none. */
+  #bucket: TokenBucket | undefined;
+  /** The failing streak (seeded from the attempts on record): auto-disable and "recovered" follow it. */
+  #health: DestinationHealth = { failingSince: undefined, deadStreak: 0, failing: false };
+  #disableAsked = false;
+  /**
+   * A replay's window end per partition: events before it are delivered again even when the ledger says
+   * they are finished (undefined: no replay).
+   */
+  replayUntil: Map<number, number> | undefined;
   readonly cursors = new Map<number, Cursor>();
 
   constructor(destination: Destination, deps: WorkerDeps, share = 1) {
@@ -107,7 +133,10 @@ export class DestinationWorker {
       deps.createDispatcher(destination, limit),
       this.#inFlight,
     );
+    this.#target.previous = previousKey(destination);
     this.#log = deps.logger.child({ destinationId: destination.id });
+    this.#filter = this.#compileFilter(destination);
+    this.#configureBucket();
     this.#scheduler = new KeyedScheduler(limit, (job) => this.#run(job));
   }
 
@@ -157,13 +186,115 @@ export class DestinationWorker {
     this.#destination = destination;
     this.#share = share;
     this.#scheduler.limit = this.#limit();
+    this.#configureBucket();
     const key = destination.secret !== old.secret ? secretKey(destination.secret) : this.#target.key;
     let dispatcher = this.#target.dispatcher;
     if (destination.url !== old.url || destination.maxConcurrency !== old.maxConcurrency) {
       void dispatcher.close().catch(() => {});
       dispatcher = this.#deps.createDispatcher(destination, this.#limit());
     }
-    this.#target = sendTarget(destination, key, dispatcher, this.#inFlight);
+    const previous =
+      destination.previousSecret === old.previousSecret &&
+      destination.previousSecretExpiresAt === old.previousSecretExpiresAt
+        ? this.#target.previous
+        : previousKey(destination);
+    // One assignment: an attempt signs with the old target or the new one, never with neither secret.
+    const target = sendTarget(destination, key, dispatcher, this.#inFlight);
+    target.previous = previous;
+    this.#target = target;
+    if (JSON.stringify(destination.filter) !== JSON.stringify(old.filter)) {
+      this.#filter = this.#compileFilter(destination);
+    }
+  }
+
+  #configureBucket(): void {
+    const d = this.#destination;
+    if (!d.rateLimitPerSecond) {
+      // Attempts already waiting on the old bucket keep it; new ones take none.
+      this.#bucket = undefined;
+      return;
+    }
+    const { rate, burst } = sharedLimit(d.rateLimitPerSecond, d.rateLimitBurst ?? null, this.#share);
+    if (this.#bucket) this.#bucket.configure(rate, burst);
+    else this.#bucket = new TokenBucket(rate, burst);
+  }
+
+  #compileFilter(destination: Destination): FilterMatcher | undefined {
+    if (!destination.filter) return undefined;
+    try {
+      return compileFilter(destination.filter);
+    } catch (err) {
+      // The admin API refuses such a filter; a record from a newer build could still carry one.
+      this.#log?.error({ err }, "destination filter cannot be compiled; it matches nothing");
+      return () => false;
+    }
+  }
+
+  /** An operational destination (operator endpoint): operational events only, none raised about it. */
+  get operational(): boolean {
+    return this.#destination.kind === "operational";
+  }
+
+  /** Starts the failing streak where the attempts on record leave it. */
+  seedHealth(health: DestinationHealth): void {
+    this.#health = health;
+  }
+
+  #emit(type: OperationalType, payload: Record<string, unknown>): void {
+    const topic = this.#deps.eventsTopic;
+    if (!topic || this.operational) return;
+    this.#deps.sink
+      .publish(topic, [operationalMessage(type, { destinationId: this.id, ...payload })])
+      .catch((err: unknown) => this.#log.warn({ err, type }, "could not publish an operational event"));
+  }
+
+  /** An attempt's outcome moves the failing streak; crossing a threshold disables the destination. */
+  #track(outcome: "succeeded" | "failed" | "dead", at: number): void {
+    if (this.operational) return;
+    const h = this.#health;
+    if (outcome === "succeeded") {
+      if (h.failing || h.failingSince !== undefined) {
+        this.#emit("destination.recovered", {
+          failingSince: h.failingSince === undefined ? null : new Date(h.failingSince).toISOString(),
+        });
+      }
+      this.#health = { failingSince: undefined, deadStreak: 0, failing: false };
+      this.#disableAsked = false;
+      return;
+    }
+    h.failingSince ??= at;
+    h.failing = true;
+    if (outcome === "dead") h.deadStreak++;
+    if (this.#disableAsked) return;
+    const d = this.#destination;
+    // A row written before the setting existed has no value: the default, 120 hours.
+    const hours = d.autoDisableAfterHours === undefined ? 120 : d.autoDisableAfterHours;
+    let reason: string | undefined;
+    if (d.autoDisableAfterDeadLetters && h.deadStreak >= d.autoDisableAfterDeadLetters) {
+      reason = `auto-disabled: ${h.deadStreak} dead letters in a row`;
+    } else if (hours && at - h.failingSince >= hours * 3_600_000) {
+      reason = `auto-disabled: failing without a success since ${new Date(h.failingSince).toISOString()} (autoDisableAfterHours ${hours})`;
+    }
+    if (reason) {
+      this.#disableAsked = true;
+      this.#deps.onGone(this.id, reason);
+    }
+  }
+
+  /** Has a payload filter (readers then ask `accepts` for each event). */
+  get filtered(): boolean {
+    return this.#filter !== undefined;
+  }
+
+  /**
+   * Does this destination want this event: its type subscribed and its payload filter matching? An
+   * undecodable record goes to all (it dies). An event it does not want counts as finished for it.
+   */
+  accepts(event: EventRecord): boolean {
+    if ((event.operational === true) !== this.operational) return false;
+    if (event.type === undefined) return true;
+    if (!this.wants(event.type)) return false;
+    return this.#filter === undefined || this.#filter(event.parsed ?? JSON.parse(event.body));
   }
 
   /** Does this destination want events of this type? (An undecodable record goes to all: it dies.) */
@@ -177,14 +308,17 @@ export class DestinationWorker {
    * destination, if any: an event finished before a crash or hand-over is passed over, not sent again.
    */
   offer(cursor: Cursor, event: EventRecord, ledger: LedgerRow | undefined): void {
-    if (ledger && ledger.status !== "pending") {
+    const replayed =
+      this.replayUntil !== undefined && event.offset < (this.replayUntil.get(cursor.partition) ?? -1);
+    if (ledger && ledger.status !== "pending" && !replayed) {
       cursor.skipTo(event.offset + 1);
       return;
     }
     cursor.track(event.offset);
     this.#enqueue({
       event,
-      attemptsSoFar: event.type === undefined ? Number.POSITIVE_INFINITY : (ledger?.attempts ?? 0),
+      attemptsSoFar:
+        event.type === undefined ? Number.POSITIVE_INFINITY : replayed ? 0 : (ledger?.attempts ?? 0),
       cursor,
     });
   }
@@ -272,6 +406,7 @@ export class DestinationWorker {
           // The next event of this userID waits for this write; write it now if nothing else can run.
           this.#scheduler.isStarving(userId),
         );
+        this.#track(outcome, at);
         return;
       } catch {
         if (this.stopped) throw new StoppedError();
@@ -327,6 +462,12 @@ export class DestinationWorker {
         return; // stopping, and Kafka or the database refused: unfinished, redelivered after a restart
       }
       this.#deps.observe?.finished(this.#destination.id, "dead", job.event.acceptedAt);
+      this.#emit("event.dead", {
+        eventId: job.event.eventId,
+        userID: job.event.userId,
+        attempts: job.attemptsSoFar,
+        lastError: result.error,
+      });
       this.#finish(job);
       if (err instanceof GoneError) this.#deps.onGone(this.#destination.id, result.error ?? "410 Gone");
     }
@@ -376,6 +517,10 @@ export class DestinationWorker {
     return pRetry(
       async () => {
         if (signal.aborted || job.cursor?.released) throw new AbortError(new StoppedError());
+        // The token first, then a slot: waiting for a token holds no concurrency slot, and as only this
+        // user's running job waits, the user's later events stay behind it (order kept).
+        const bucket = this.#bucket;
+        if (bucket) await bucket.take(signal).catch(() => Promise.reject(new AbortError(new StoppedError())));
         const result = await this.#scheduler.slot(async () => {
           // Waiting for a slot can outlast a stop: no new attempt starts once the worker is stopping.
           if (signal.aborted) throw new AbortError(new StoppedError());

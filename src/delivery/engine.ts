@@ -4,6 +4,7 @@ import type { Dispatcher } from "undici";
 import { partitionForKey as partitionOf } from "../kafka/murmur2.ts";
 import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import { destinationHealth } from "../store/attempt-queries.ts";
 import type { Store } from "../store/db.ts";
 import { type Destination, listDestinations } from "../store/destinations.ts";
 import { type LedgerRow, ledgerRow, replayingRows } from "../store/ledger.ts";
@@ -16,6 +17,7 @@ import type { EngineApi, EngineStatus, MetricsJson } from "./engine-api.ts";
 import { decodeEventRecord, type EventRecord, headerText } from "./event-record.ts";
 import type { DeliveryObserver } from "./observer.ts";
 import type { OffsetLog } from "./offset-log.ts";
+import { OPERATIONAL_HEADER } from "./operational.ts";
 import { DeliveryRecorder } from "./recorder.ts";
 
 /**
@@ -109,6 +111,8 @@ export class DeliveryEngine implements EngineApi {
   /** Workers subscribed to every type, and per type those subscribed to it. */
   #allTypes = new Set<DestinationWorker>();
   #byType = new Map<string, Set<DestinationWorker>>();
+  /** Workers of operational destinations: they get operational events only. */
+  #operational = new Set<DestinationWorker>();
   #partitions = new Map<number, PartitionState>();
   #totalPartitions = 0;
   #consumer: Consumer | undefined;
@@ -410,6 +414,14 @@ export class DeliveryEngine implements EngineApi {
       };
       let fromTime: Map<number, number> | undefined;
       const made: number[] = [];
+      const replay = w.destination.replay;
+      if (replay && !replay.cancelled && w.replayUntil === undefined) {
+        // Events of the replay's window are delivered again even though finished: where it ends.
+        w.replayUntil = await this.#deps.log.offsetsForTime(
+          this.#deps.topic,
+          replay.to ?? replay.requestedAt,
+        );
+      }
       for (const p of partitions) {
         if (w.cursors.has(p) || !this.#partitions.has(p)) continue;
         let start = fromKafka?.get(p);
@@ -502,6 +514,7 @@ export class DeliveryEngine implements EngineApi {
         m.key,
         m.value,
         traced ? headerText(m.headers?.traceparent) : undefined,
+        m.headers?.[OPERATIONAL_HEADER] !== undefined,
       ),
     );
     const end = (records[records.length - 1] as EventRecord).offset + 1;
@@ -512,13 +525,20 @@ export class DeliveryEngine implements EngineApi {
       if (c?.attached && c.next < fetched) this.#detach(w, c);
     }
     for (const event of records) {
+      if (event.operational) {
+        for (const w of this.#operational) if (w.accepts(event)) this.#offer(w, partition, event);
+        event.parsed = undefined;
+        continue;
+      }
       if (event.type === undefined) {
-        for (const w of this.#workers.values()) this.#offer(w, partition, event);
+        for (const w of this.#workers.values()) if (!w.operational) this.#offer(w, partition, event);
         continue;
       }
       for (const w of this.#allTypes) this.#offer(w, partition, event);
       const typed = this.#byType.get(event.type);
       if (typed) for (const w of typed) this.#offer(w, partition, event);
+      // Filters have read it: queued events keep only their body.
+      event.parsed = undefined;
     }
     for (const w of this.#workers.values()) {
       const c = w.cursors.get(partition);
@@ -534,6 +554,8 @@ export class DeliveryEngine implements EngineApi {
   #offer(w: DestinationWorker, partition: number, event: EventRecord): void {
     const c = w.cursors.get(partition);
     if (!c?.attached || event.offset < c.next) return;
+    // Filtered out: not offered, so the cursor passes over it as finished at the end of the batch.
+    if (w.filtered && !w.accepts(event)) return;
     w.offer(c, event, this.#ledger(w, event));
     w.reportBuffered();
   }
@@ -598,8 +620,10 @@ export class DeliveryEngine implements EngineApi {
             r.key,
             r.value,
             activeTracer() === undefined ? undefined : r.headers?.traceparent?.toString(),
+            r.headers?.[OPERATIONAL_HEADER] !== undefined,
           );
-          if (w.wants(event.type)) w.offer(c, event, this.#ledger(w, event));
+          if (w.accepts(event)) w.offer(c, event, this.#ledger(w, event));
+          event.parsed = undefined;
         }
         c.skipTo(shared !== undefined ? Math.min(upTo, shared) : upTo);
         w.reportBuffered();
@@ -619,6 +643,14 @@ export class DeliveryEngine implements EngineApi {
       return;
     }
     if (existing) {
+      if (destination.replay && destination.replay.id !== existing.destination.replay?.id) {
+        await this.#rewind(existing, destination);
+        return;
+      }
+      if (destination.replay?.cancelled && !existing.destination.replay?.cancelled) {
+        await this.#rewind(existing, destination);
+        return;
+      }
       this.#unindex(existing);
       existing.update(destination, this.#share());
       this.#index(existing);
@@ -626,6 +658,57 @@ export class DeliveryEngine implements EngineApi {
     }
     this.#addWorker(destination);
     if (this.#started) await this.#makeCursors([...this.#partitions.keys()]);
+  }
+
+  /**
+   * A replay asked for (or cancelled): the worker stops (committing what it finished), the destination's
+   * progress on this engine's partitions moves to the first event at or after `from` (or, cancelled,
+   * forward to the replay's request time), and a new worker places its cursors there. The normal readers
+   * then re-deliver: a cursor behind the shared reader catches up on its own, so live delivery to other
+   * destinations is never held, and a user's events go in log order.
+   */
+  async #rewind(w: DestinationWorker, destination: Destination): Promise<void> {
+    const replay = destination.replay;
+    if (!replay) return;
+    const { log, topic, groupPrefix } = this.#deps;
+    const owned = [...this.#partitions.keys()];
+    await this.#removeWorker(w, 5000, true);
+    if (this.#stopped) return;
+    try {
+      const group = groupIdFor(groupPrefix, destination.id);
+      let offsets: Array<{ partition: number; offset: number }>;
+      if (!replay.cancelled) {
+        const from = await log.offsetsForTime(topic, replay.from);
+        offsets = owned.flatMap((p) => {
+          const offset = from.get(p);
+          return offset === undefined ? [] : [{ partition: p, offset }];
+        });
+      } else {
+        // Cancelled: skip what is left of the window, never back over what it already passed.
+        const [resume, committed] = await Promise.all([
+          log.offsetsForTime(topic, replay.requestedAt),
+          log.committed(group, topic),
+        ]);
+        offsets = owned.flatMap((p) => {
+          const offset = resume.get(p);
+          const at = committed.get(p);
+          return offset === undefined || (at !== undefined && at >= offset) ? [] : [{ partition: p, offset }];
+        });
+      }
+      if (offsets.length > 0) await this.#commitGroup(destination.id, offsets);
+      this.#log.info(
+        { destinationId: destination.id, replay, offsets },
+        "destination progress moved for a replay",
+      );
+    } catch (err) {
+      this.#log.error(
+        { err, destinationId: destination.id },
+        "could not move the destination's progress for a replay",
+      );
+    }
+    if (this.#stopped || destination.disabled) return;
+    this.#addWorker(destination);
+    if (this.#started) await this.#makeCursors(owned);
   }
 
   /** The destination was deleted: its in-flight attempts are cut off, nothing more is committed. */
@@ -687,11 +770,20 @@ export class DeliveryEngine implements EngineApi {
         logger: this.#deps.logger,
         createDispatcher: (d) => this.#deps.createDispatcher(d),
         onGone: (id, reason) => this.#deps.onGone(id, reason),
+        eventsTopic: this.#deps.topic,
         observe: this.#deps.observe,
         limits: this.#deps.buffer ?? DEFAULT_BUFFER_LIMITS,
       },
       this.#share(),
     );
+    try {
+      w.seedHealth(destinationHealth(this.#deps.store.db, destination.id, destination.streakResetAt ?? 0));
+    } catch (err) {
+      this.#log.warn(
+        { err, destinationId: destination.id },
+        "could not read the destination's failing streak",
+      );
+    }
     this.#workers.set(destination.id, w);
     this.#index(w);
     return w;
@@ -714,6 +806,10 @@ export class DeliveryEngine implements EngineApi {
   }
 
   #index(w: DestinationWorker): void {
+    if (w.operational) {
+      this.#operational.add(w);
+      return;
+    }
     const types = w.destination.eventTypes;
     if (types.length === 0) {
       this.#allTypes.add(w);
@@ -730,6 +826,7 @@ export class DeliveryEngine implements EngineApi {
   }
 
   #unindex(w: DestinationWorker): void {
+    this.#operational.delete(w);
     this.#allTypes.delete(w);
     for (const [t, set] of this.#byType) {
       set.delete(w);

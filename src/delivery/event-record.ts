@@ -15,6 +15,13 @@ export interface EventRecord {
   acceptedAt: number | undefined;
   /** The ingest span's W3C `traceparent` (record header); read only when tracing is on. */
   traceparent: string | undefined;
+  /**
+   * The parsed body, kept only while readers hand the record out (payload filters read it; the decode
+   * parsed it anyway), then dropped so queued events hold their body string alone.
+   */
+  parsed?: unknown;
+  /** An operational event (record header `op`, set only by the gateway): for operational destinations only. */
+  operational?: boolean;
 }
 
 interface ParsedEvent {
@@ -31,6 +38,7 @@ export function decodeEventRecord(
   key: Buffer | null,
   value: Buffer | null,
   traceparent?: string,
+  operational = false,
 ): EventRecord {
   const body = value?.toString("utf8") ?? "";
   let v: ParsedEvent | undefined;
@@ -50,6 +58,8 @@ export function decodeEventRecord(
       body,
       acceptedAt: Number.isNaN(acceptedAt) ? undefined : acceptedAt,
       traceparent,
+      parsed: v,
+      operational,
     };
   }
   return {

@@ -7,7 +7,7 @@ export interface LogRecord {
   key: Buffer | null;
   value: Buffer | null;
   timestamp: number;
-  /** Record headers (the log client fills them; the ingest span's `traceparent` is read from here). */
+  /** Record headers (the ingest span's `traceparent`; operational events carry `op`). */
   headers?: Record<string, Buffer | undefined>;
 }
 

@@ -35,6 +35,11 @@ export interface SendTarget {
   headers: string[];
   timeoutMs: number;
   key: KeyObject;
+  /**
+   * The secret a rotation replaced, signing beside `key` until `until` (Unix ms): receivers that still
+   * hold the old secret verify the second signature of `webhook-signature`.
+   */
+  previous?: { key: KeyObject; until: number };
   dispatcher: Dispatcher;
   /** Attempts in flight, so a stopping worker can cut them off (see `abortAttempts`). */
   inFlight: Set<Attempt>;
@@ -236,6 +241,14 @@ export function abortAttempts(inFlight: Set<Attempt>, why: string): void {
   for (const attempt of [...inFlight]) attempt.cut(why);
 }
 
+/** `v1,<new>`, or `v1,<new> v1,<old>` while a rotated-out secret is in its grace period. */
+function signatures(target: SendTarget, eventId: string, timestamp: number, body: string): string {
+  const current = signWebhook(target.key, eventId, timestamp, body);
+  const previous = target.previous;
+  if (previous === undefined || Date.now() >= previous.until) return current;
+  return `${current} ${signWebhook(previous.key, eventId, timestamp, body)}`;
+}
+
 /**
  * One signed POST of an event body. Never rejects: every outcome, network errors and timeouts included,
  * comes back as an AttemptResult. The whole attempt (connect, headers, snippet) is bounded by timeoutMs.
@@ -256,7 +269,7 @@ export function sendWebhook(
       "webhook-timestamp",
       String(timestamp),
       "webhook-signature",
-      signWebhook(target.key, eventId, timestamp, body),
+      signatures(target, eventId, timestamp, body),
     );
     if (traceparent !== undefined) headers.push("traceparent", traceparent);
     const attempt = new Attempt(target, resolve);

@@ -11,11 +11,14 @@ import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireBearer } from "./auth.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
+import { destinationControlRoutes } from "./destination-controls.ts";
 import { destinationRoutes } from "./destinations.ts";
+import { type EventTypeDeps, eventTypeRoutes, eventTypesInOpenApi } from "./event-types.ts";
 import { documentHealthRoutes, type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { documentMetricsRoute, type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
-import { HttpProblem, problemResponse } from "./problem.ts";
+import { operationalDestinationRoutes } from "./operational-destinations.ts";
+import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
 export interface AppDeps {
@@ -31,6 +34,8 @@ export interface AppDeps {
   delivery: DeliveryControl;
   /** Shared configuration (Kafka-held) and this replica's view of it. */
   state: AdminState;
+  /** The event-type catalog's routes (/api/event-types); absent in apps built without it (some tests). */
+  eventTypes?: Omit<EventTypeDeps, "store" | "logger">;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
 }
@@ -85,6 +90,13 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", destinationRoutes(deps));
   app.route("/", attemptRoutes(deps));
   app.route("/", deadLetterRoutes(deps));
+  // Issue 14's delivery controls (secret rotation, event types, recover/replay) register in one place.
+  app.route("/", destinationControlRoutes(deps));
+  app.route("/", operationalDestinationRoutes(deps));
+  if (deps.eventTypes) {
+    app.route("/", eventTypeRoutes({ ...deps.eventTypes, store: deps.store, logger: deps.logger }));
+    app.use("/openapi.json", eventTypesInOpenApi(deps.store));
+  }
 
   app.openAPIRegistry.registerPath({
     method: "get",

@@ -14,7 +14,12 @@ export const adminSecurity = [{ [ADMIN_SECURITY_SCHEME]: [] }];
  * Path patterns of the admin API; app.ts puts the admin bearer check in front of each. Hono's trailing
  * wildcard also matches the bare prefix, so "/api/destinations/*" covers "/api/destinations" too.
  */
-export const ADMIN_PATHS = ["/api/destinations/*", "/api/events/:id/attempts"] as const;
+export const ADMIN_PATHS = [
+  "/api/destinations/*",
+  "/api/events/:id/attempts",
+  "/api/event-types/*",
+  "/api/operational-destinations/*",
+] as const;
 
 function digest(value: string): Buffer {
   return createHash("sha256").update(value, "utf8").digest();

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { filterErrors } from "../delivery/filter.ts";
 import type { Destination } from "../store/destinations.ts";
 import { toIso } from "./admin-shared.ts";
 
@@ -157,11 +158,30 @@ const EventTypes = z
     description: "Event types to deliver; empty or absent = every type.",
     example: ["order.created"],
   });
-const Secret = z.string().regex(SECRET, "must be whsec_ followed by the base64 of 24–64 bytes").openapi({
-  description: "Signing secret: whsec_ + base64 of 24–64 bytes; generated (32 random bytes) when absent.",
-  example: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-});
+export const Secret = z
+  .string()
+  .regex(SECRET, "must be whsec_ followed by the base64 of 24–64 bytes")
+  .openapi({
+    description: "Signing secret: whsec_ + base64 of 24–64 bytes; generated (32 random bytes) when absent.",
+    example: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  });
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/** A payload filter, checked whole: each bad part is its own issue with its path (`filter.payload.amount.$gte`). */
+const FilterBody = z
+  .record(z.string(), z.unknown())
+  .superRefine((filter, ctx) => {
+    for (const e of filterErrors(filter, "")) {
+      ctx.addIssue({ code: "custom", path: e.field ? [e.field.slice(1)] : [], message: e.message });
+    }
+  })
+  .openapi({
+    description:
+      'Deliver only events this JSON rule matches (README "Payload filters"): dotted paths into the event ' +
+      "(`type`, `userID`, `payload.…`) mapped to a value (equality) or operators $eq $ne $in $nin $exists " +
+      "$gt $gte $lt $lte; $and / $or take arrays of filters. An event filtered out counts as finished.",
+    example: { "payload.amount": { $gte: 100 }, type: { $in: ["order.created"] } },
+  });
 
 const settings = {
   eventTypes: EventTypes.optional(),
@@ -177,10 +197,57 @@ const settings = {
     description:
       "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",
   }),
+  filter: FilterBody.nullable().optional().openapi({ description: "null (or absent) = no filter." }),
+  rateLimitPerSecond: z.number().min(0.01).max(100_000).nullable().optional().openapi({
+    description:
+      'Most attempts per second to this destination (token bucket; README "Rate limit"); null = none.',
+  }),
+  rateLimitBurst: int(1, 100_000).nullable().optional().openapi({
+    description: "Tokens the bucket saves up; default ceil(rateLimitPerSecond).",
+  }),
+  autoDisableAfterHours: z.number().min(0.001).max(8760).nullable().optional().openapi({
+    description:
+      "Disable the destination once it has failed this many hours without a single success (default 120, like Svix); null = never.",
+  }),
+  autoDisableAfterDeadLetters: int(1, 1_000_000).nullable().optional().openapi({
+    description: "Disable the destination after this many dead letters in a row; null (default) = never.",
+  }),
 };
 
+/** An ISO 8601 date-time with `Z` or an offset, as Unix ms; not in the future. */
+export const PastTime = z
+  .string()
+  .regex(
+    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/,
+    "must be an ISO 8601 date-time with Z or an offset",
+  )
+  .transform((v, ctx) => {
+    const ms = Date.parse(v);
+    if (Number.isNaN(ms)) {
+      ctx.addIssue({ code: "custom", message: "is not a valid date-time" });
+      return z.NEVER;
+    }
+    if (ms > Date.now()) {
+      ctx.addIssue({ code: "custom", message: "must not be in the future" });
+      return z.NEVER;
+    }
+    return ms;
+  })
+  .openapi({ type: "string", format: "date-time", example: "2026-01-01T00:00:00Z" });
+
 export const CreateDestinationBody = z
-  .strictObject({ url: Url, name: Name.optional(), ...settings })
+  .strictObject({
+    url: Url,
+    name: Name.optional(),
+    ...settings,
+    startFrom: z
+      .union([z.literal("earliest"), PastTime])
+      .optional()
+      .openapi({
+        description:
+          'Backfill from history: "earliest" (the oldest event the log still holds) or an ISO date-time; absent = only events accepted after the 201.',
+      }),
+  })
   .openapi("CreateDestination");
 
 export const PatchDestinationBody = z
@@ -200,11 +267,30 @@ export const DestinationSchema = z
     eventTypes: z.array(z.string()),
     headers: z.record(z.string(), z.string()),
     secret: z.string(),
+    previousSecretExpiresAt: z.string().nullable().openapi({
+      format: "date-time",
+      description:
+        "While a rotated-out secret still signs beside `secret` (POST …/secret/rotate): when it stops; else null.",
+    }),
     maxAttempts: z.number().int(),
     timeoutMs: z.number().int(),
     backoffBaseMs: z.number().int(),
     backoffMaxMs: z.number().int(),
     maxConcurrency: z.number().int(),
+    filter: z.record(z.string(), z.unknown()).nullable(),
+    rateLimitPerSecond: z.number().nullable(),
+    rateLimitBurst: z.number().int().nullable(),
+    autoDisableAfterHours: z.number().nullable(),
+    autoDisableAfterDeadLetters: z.number().int().nullable(),
+    replay: z
+      .object({
+        from: z.string().openapi({ format: "date-time" }),
+        to: z.string().nullable().openapi({ format: "date-time" }),
+        requestedAt: z.string().openapi({ format: "date-time" }),
+        cancelled: z.boolean(),
+      })
+      .nullable()
+      .openapi({ description: "The last replay or startFrom backfill (its progress: `lag`)." }),
     disabled: z.boolean(),
     disabledReason: z.string().nullable(),
     createdAt: z.string().openapi({ format: "date-time" }),
@@ -222,6 +308,17 @@ export const DestinationWithLagSchema = DestinationSchema.extend({
 
 export type DestinationView = z.infer<typeof DestinationSchema>;
 
+export function replayView(d: Destination): DestinationView["replay"] {
+  const r = d.replay;
+  if (!r) return null;
+  return {
+    from: toIso(r.from),
+    to: r.to === null ? null : toIso(r.to),
+    requestedAt: toIso(r.requestedAt),
+    cancelled: r.cancelled,
+  };
+}
+
 export function destinationView(d: Destination): DestinationView {
   return {
     id: d.id,
@@ -230,11 +327,21 @@ export function destinationView(d: Destination): DestinationView {
     eventTypes: d.eventTypes,
     headers: d.headers,
     secret: d.secret,
+    previousSecretExpiresAt:
+      d.previousSecret && d.previousSecretExpiresAt && d.previousSecretExpiresAt > Date.now()
+        ? toIso(d.previousSecretExpiresAt)
+        : null,
     maxAttempts: d.maxAttempts,
     timeoutMs: d.timeoutMs,
     backoffBaseMs: d.backoffBaseMs,
     backoffMaxMs: d.backoffMaxMs,
     maxConcurrency: d.maxConcurrency,
+    filter: d.filter ?? null,
+    rateLimitPerSecond: d.rateLimitPerSecond ?? null,
+    rateLimitBurst: d.rateLimitBurst ?? null,
+    autoDisableAfterHours: d.autoDisableAfterHours === undefined ? 120 : d.autoDisableAfterHours,
+    autoDisableAfterDeadLetters: d.autoDisableAfterDeadLetters ?? null,
+    replay: replayView(d),
     disabled: d.disabled,
     disabledReason: d.disabledReason,
     createdAt: toIso(d.createdAt),

@@ -1,7 +1,8 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { createRoute, z } from "@hono/zod-openapi";
 import { checkDestinationUrl, UnsafeDestinationError } from "../delivery/ssrf.ts";
 import {
+  DELIVERY_CONTROL_DEFAULTS,
   type Destination,
   type DestinationPatch,
   getDestination,
@@ -149,65 +150,151 @@ const deleteRoute = createRoute({
   responses: { 204: { description: "Deleted" }, ...problemResponses(400, 401, 404, 503) },
 });
 
+type Kind = Destination["kind"];
+
+/** A destination of this kind (webhook or operational); the other kind's routes answer 404 for it. */
+function getOfKind(deps: AdminDeps, id: string, kind: Kind): Destination | undefined {
+  const row = getDestination(deps.store.db, id);
+  return row && (row.kind ?? "webhook") === kind ? row : undefined;
+}
+
+/** Registers a destination: its group pinned to the log's end, then the row written to Kafka. */
+export async function registerDestination(
+  deps: AdminDeps,
+  body: z.infer<typeof CreateDestinationBody>,
+  kind: Kind,
+): Promise<Destination> {
+  const backoffBaseMs = body.backoffBaseMs ?? DESTINATION_DEFAULTS.backoffBaseMs;
+  const backoffMaxMs = body.backoffMaxMs ?? DESTINATION_DEFAULTS.backoffMaxMs;
+  await assertSafeUrl(body.url, deps.config.ALLOW_PRIVATE_DESTINATIONS);
+
+  const id = newDestinationId();
+  // The group's offsets are pinned before the row exists: if Kafka cannot do it, nothing is stored and
+  // the client retries; if it succeeds, no event accepted after our 201 can slip past the new worker.
+  const fromMs =
+    body.startFrom === undefined ? undefined : body.startFrom === "earliest" ? 0 : body.startFrom;
+  try {
+    await deps.delivery.prepareDestination(id, fromMs);
+  } catch (err) {
+    deps.logger.warn({ err, destinationId: id }, "could not prepare the consumer group of a new destination");
+    throw deliveryUnavailable(
+      "Kafka could not set up the destination's consumer group; nothing was registered",
+    );
+  }
+  const now = Date.now();
+  const row: Destination = {
+    id,
+    name: body.name ?? null,
+    url: body.url,
+    eventTypes: body.eventTypes ?? [],
+    headers: body.headers ?? {},
+    secret: body.secret ?? newSecret(),
+    maxAttempts: body.maxAttempts ?? DESTINATION_DEFAULTS.maxAttempts,
+    timeoutMs: body.timeoutMs ?? DESTINATION_DEFAULTS.timeoutMs,
+    backoffBaseMs,
+    backoffMaxMs,
+    maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
+    ...DELIVERY_CONTROL_DEFAULTS,
+    kind,
+    filter: body.filter ?? null,
+    rateLimitPerSecond: body.rateLimitPerSecond ?? null,
+    rateLimitBurst: body.rateLimitBurst ?? null,
+    autoDisableAfterHours:
+      body.autoDisableAfterHours === undefined
+        ? DELIVERY_CONTROL_DEFAULTS.autoDisableAfterHours
+        : body.autoDisableAfterHours,
+    autoDisableAfterDeadLetters: body.autoDisableAfterDeadLetters ?? null,
+    // A backfill is a replay from `startFrom` up to the registration: cancellable the same way.
+    replay:
+      fromMs === undefined
+        ? null
+        : { id: randomUUID(), from: fromMs, to: null, requestedAt: now, cancelled: false },
+    disabled: false,
+    disabledReason: null,
+    createdAt: now,
+    updatedAt: now,
+  };
+  // Kafka first (the config topic): every replica's view applies it and starts its workers; this one
+  // has by the time the write returns.
+  try {
+    await deps.state.putDestination(row);
+  } catch (err) {
+    deps.logger.warn({ err, destinationId: id }, "could not write a new destination to Kafka");
+    throw deliveryUnavailable("Kafka could not take the destination; nothing was registered");
+  }
+  deps.logger.info({ destinationId: id, kind }, "destination registered");
+  return getDestination(deps.store.db, id) ?? row;
+}
+
+/** Applies a PATCH body to a destination of this kind (404 for another kind). */
+export async function changeDestination(
+  deps: AdminDeps,
+  id: string,
+  body: z.infer<typeof PatchDestinationBody>,
+  kind: Kind,
+): Promise<Destination> {
+  const row = await oneAtATime(deps.store, id, async () => {
+    if (!getOfKind(deps, id, kind)) throw notFoundDestination(id);
+    if (body.url !== undefined) await assertSafeUrl(body.url, deps.config.ALLOW_PRIVATE_DESTINATIONS);
+    // Read and write with no await in between, so nothing changes the row in between.
+    const existing = getOfKind(deps, id, kind);
+    if (!existing) throw notFoundDestination(id);
+    const updated: Destination = { ...existing, ...toPatch(existing, body), updatedAt: Date.now() };
+    try {
+      await deps.state.putDestination(updated);
+    } catch (err) {
+      deps.logger.warn({ err, destinationId: id }, "could not write a destination change to Kafka");
+      throw deliveryUnavailable("Kafka could not take the change; nothing was changed");
+    }
+    if (updated.disabled !== existing.disabled) {
+      await deps.delivery.announce?.(
+        updated,
+        updated.disabled ? "destination.disabled" : "destination.enabled",
+      );
+    }
+    return getDestination(deps.store.db, id) ?? updated;
+  });
+  deps.logger.info({ destinationId: id, fields: Object.keys(body) }, "destination changed");
+  return row;
+}
+
+/** Deletes a destination of this kind (404 for another kind). */
+export async function deleteDestinationOfKind(deps: AdminDeps, id: string, kind: Kind): Promise<void> {
+  await oneAtATime(deps.store, id, async () => {
+    if (!getOfKind(deps, id, kind)) throw notFoundDestination(id);
+    // A tombstone on the config topic: every replica's view deletes the row, stops its workers and
+    // deletes the consumer group. If Kafka refuses, nothing changed and the client can retry.
+    try {
+      await deps.state.removeDestination(id);
+    } catch (err) {
+      deps.logger.warn({ err, destinationId: id }, "could not write a destination's deletion to Kafka");
+      throw deliveryUnavailable("Kafka could not take the deletion; nothing was deleted");
+    }
+  });
+  deps.logger.info({ destinationId: id }, "destination deleted");
+}
+
+/** Destinations of one kind, oldest first. */
+export function listOfKind(deps: AdminDeps, kind: Kind): Destination[] {
+  return listDestinations(deps.store.db).filter((d) => (d.kind ?? "webhook") === kind);
+}
+
 /** The /api/destinations resource. Every write goes store-then-delivery in the order DeliveryControl documents. */
 export function destinationRoutes(deps: AdminDeps) {
-  const { db } = deps.store;
-  const allowPrivate = deps.config.ALLOW_PRIVATE_DESTINATIONS;
   const router = createRouter();
 
   router.openapi(createDestination, async (c) => {
-    const body = c.req.valid("json");
-    await assertSafeUrl(body.url, allowPrivate);
-
-    const id = newDestinationId();
-    // The group's offsets are pinned before the row exists: if Kafka cannot do it, nothing is stored and
-    // the client retries; if it succeeds, no event accepted after our 201 can slip past the new worker.
-    try {
-      await deps.delivery.prepareDestination(id);
-    } catch (err) {
-      deps.logger.warn(
-        { err, destinationId: id },
-        "could not prepare the consumer group of a new destination",
-      );
-      throw deliveryUnavailable(
-        "Kafka could not set up the destination's consumer group; nothing was registered",
-      );
-    }
-    const now = Date.now();
-    const row: Destination = {
-      id,
-      name: body.name ?? null,
-      url: body.url,
-      eventTypes: body.eventTypes ?? [],
-      headers: body.headers ?? {},
-      secret: body.secret ?? newSecret(),
-      maxAttempts: body.maxAttempts ?? DESTINATION_DEFAULTS.maxAttempts,
-      timeoutMs: body.timeoutMs ?? DESTINATION_DEFAULTS.timeoutMs,
-      backoffBaseMs: body.backoffBaseMs ?? DESTINATION_DEFAULTS.backoffBaseMs,
-      backoffMaxMs: body.backoffMaxMs ?? DESTINATION_DEFAULTS.backoffMaxMs,
-      maxConcurrency: body.maxConcurrency ?? DESTINATION_DEFAULTS.maxConcurrency,
-      disabled: false,
-      disabledReason: null,
-      createdAt: now,
-      updatedAt: now,
-    };
-    // Kafka first (the config topic): every replica's view applies it and starts its workers; this one
-    // has by the time the write returns.
-    try {
-      await deps.state.putDestination(row);
-    } catch (err) {
-      deps.logger.warn({ err, destinationId: id }, "could not write a new destination to Kafka");
-      throw deliveryUnavailable("Kafka could not take the destination; nothing was registered");
-    }
-    deps.logger.info({ destinationId: id }, "destination registered");
-    return c.json(destinationView(getDestination(db, id) ?? row), 201);
+    const row = await registerDestination(deps, c.req.valid("json"), "webhook");
+    return c.json(destinationView(row), 201);
   });
 
-  router.openapi(listRoute, (c) => c.json({ destinations: listDestinations(db).map(destinationView) }, 200));
+  router.openapi(listRoute, (c) =>
+    c.json({ destinations: listOfKind(deps, "webhook").map(destinationView) }, 200),
+  );
 
   router.openapi(getRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const row = getDestination(db, id);
+    const row = getOfKind(deps, id, "webhook");
     if (!row) throw notFoundDestination(id);
     const lag = await deps.delivery.lag(id).catch(() => null);
     return c.json({ ...destinationView(row), lag }, 200);
@@ -215,40 +302,13 @@ export function destinationRoutes(deps: AdminDeps) {
 
   router.openapi(patchRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const body = c.req.valid("json");
-    const row = await oneAtATime(deps.store, id, async () => {
-      if (!getDestination(db, id)) throw notFoundDestination(id);
-      if (body.url !== undefined) await assertSafeUrl(body.url, allowPrivate);
-      // Read and write with no await in between, so nothing changes the row in between.
-      const existing = getDestination(db, id);
-      if (!existing) throw notFoundDestination(id);
-      const updated: Destination = { ...existing, ...toPatch(existing, body), updatedAt: Date.now() };
-      try {
-        await deps.state.putDestination(updated);
-      } catch (err) {
-        deps.logger.warn({ err, destinationId: id }, "could not write a destination change to Kafka");
-        throw deliveryUnavailable("Kafka could not take the change; nothing was changed");
-      }
-      return getDestination(db, id) ?? updated;
-    });
-    deps.logger.info({ destinationId: id, fields: Object.keys(body) }, "destination changed");
+    const row = await changeDestination(deps, id, c.req.valid("json"), "webhook");
     return c.json(destinationView(row), 200);
   });
 
   router.openapi(deleteRoute, async (c) => {
     const { id } = c.req.valid("param");
-    await oneAtATime(deps.store, id, async () => {
-      if (!getDestination(db, id)) throw notFoundDestination(id);
-      // A tombstone on the config topic: every replica's view deletes the row, stops its workers and
-      // deletes the consumer group. If Kafka refuses, nothing changed and the client can retry.
-      try {
-        await deps.state.removeDestination(id);
-      } catch (err) {
-        deps.logger.warn({ err, destinationId: id }, "could not write a destination's deletion to Kafka");
-        throw deliveryUnavailable("Kafka could not take the deletion; nothing was deleted");
-      }
-    });
-    deps.logger.info({ destinationId: id }, "destination deleted");
+    await deleteDestinationOfKind(deps, id, "webhook");
     return c.body(null, 204);
   });
 
@@ -268,9 +328,18 @@ function toPatch(existing: Destination, body: z.infer<typeof PatchDestinationBod
   if (body.backoffBaseMs !== undefined) patch.backoffBaseMs = body.backoffBaseMs;
   if (body.backoffMaxMs !== undefined) patch.backoffMaxMs = body.backoffMaxMs;
   if (body.maxConcurrency !== undefined) patch.maxConcurrency = body.maxConcurrency;
+  if (body.filter !== undefined) patch.filter = body.filter;
+  if (body.rateLimitPerSecond !== undefined) patch.rateLimitPerSecond = body.rateLimitPerSecond;
+  if (body.rateLimitBurst !== undefined) patch.rateLimitBurst = body.rateLimitBurst;
+  if (body.autoDisableAfterHours !== undefined) patch.autoDisableAfterHours = body.autoDisableAfterHours;
+  if (body.autoDisableAfterDeadLetters !== undefined) {
+    patch.autoDisableAfterDeadLetters = body.autoDisableAfterDeadLetters;
+  }
   if (body.disabled === false) {
     patch.disabled = false;
     patch.disabledReason = null;
+    // Enabled again: the failing streak starts over (auto-disable counts from now).
+    if (existing.disabled) patch.streakResetAt = Date.now();
   } else if (body.disabled === true && !existing.disabled) {
     // A destination the worker disabled (410 Gone) keeps the worker's reason.
     patch.disabled = true;

@@ -1,9 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
+import type { EventTypeCatalog, SchemaError } from "../ingest/event-types.ts";
 import {
   AcceptedBatchSchema,
   AcceptedEventSchema,
   EventBatchSchema,
+  type EventInput,
   EventInputSchema,
   EventNotSerializableError,
 } from "../ingest/events.ts";
@@ -23,6 +25,8 @@ import { createRouter } from "./router.ts";
 
 export interface IngestDeps {
   service: IngestService;
+  /** The event-type catalog: registered types' payloads are validated, unknown types allowed or refused. */
+  eventTypes?: EventTypeCatalog;
   /** Empty: ingest is open. Otherwise `Authorization: Bearer <one of these>` is required. */
   apiKeys: string[];
   maxBodyBytes: number;
@@ -69,6 +73,23 @@ function validate<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   throw invalidRequest(result.error.issues);
+}
+
+/** A 400 naming every schema error of the events (`payload.x`, or `events.3.payload.x` in a batch). */
+function checkTypes(catalog: EventTypeCatalog | undefined, events: EventInput[], batch: boolean): void {
+  if (catalog === undefined) return;
+  let errors: SchemaError[] | undefined;
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i] as EventInput;
+    const found = catalog.check(event.type, event.payload);
+    if (found === undefined) continue;
+    errors ??= [];
+    for (const e of found) errors.push(batch ? { field: `events.${i}.${e.field}`, message: e.message } : e);
+    if (errors.length >= 50) break;
+  }
+  if (errors === undefined) return;
+  const first = errors[0] as SchemaError;
+  throw new HttpProblem(400, "Invalid request", `${first.field}: ${first.message}`, { errors });
 }
 
 function idempotencyOf(c: Context<IngestEnv>): IdempotencyRequest | undefined {
@@ -197,6 +218,7 @@ export function ingestRoutes(deps: IngestDeps) {
 
   app.post(singleEvent.path, auth, requireJson, limit, async (c) => {
     const event = validate(EventInputSchema, await readJson(c));
+    checkTypes(deps.eventTypes, [event], false);
     const idempotency = idempotencyOf(c);
     let accepted: Accepted;
     try {
@@ -218,6 +240,7 @@ export function ingestRoutes(deps: IngestDeps) {
 
   app.post(events.path, auth, requireJson, limit, async (c) => {
     const body = validate(EventBatchSchema, await readJson(c));
+    checkTypes(deps.eventTypes, body.events, true);
     const idempotency = idempotencyOf(c);
     let accepted: Accepted;
     try {

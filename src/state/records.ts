@@ -2,6 +2,7 @@
  * The records of the shared-state topics, as written to Kafka and read back by every replica's view.
  *
  * - config (compacted, keyed `destination/<id>`): the whole destination row; a tombstone deletes it.
+ *   Also keyed `event-type/<name>`: an entry of the event-type catalog (name, description, JSON Schema).
  * - outcomes (deleted by age, keyed `<destinationId>/<eventId>` so one event's outcomes at one destination
  *   stay in order on one partition): an attempt row and/or where the event now stands (ledger).
  * - idempotency (compacted and deleted by age, keyed by the route-scoped Idempotency-Key): the answer.
@@ -13,6 +14,7 @@
 import type { Message } from "../kafka/sink.ts";
 import type { AttemptRow } from "../store/attempts.ts";
 import type { Destination } from "../store/destinations.ts";
+import type { EventType } from "../store/event-types.ts";
 import type { LedgerUpdate } from "../store/ledger.ts";
 
 export const STATE_VERSION = 1;
@@ -44,6 +46,21 @@ export function destinationMessage(id: string, row: Destination | null, writeId:
     value: row === null ? null : JSON.stringify({ v: STATE_VERSION, destination: row }),
     headers: { w: writeId },
   };
+}
+
+const EVENT_TYPE_PREFIX = "event-type/";
+
+export function eventTypeMessage(name: string, row: EventType | null, writeId: string): Message {
+  return {
+    key: `${EVENT_TYPE_PREFIX}${name}`,
+    value: row === null ? null : JSON.stringify({ v: STATE_VERSION, eventType: row }),
+    headers: { w: writeId },
+  };
+}
+
+/** The event-type name of a config record's key, or undefined for a key of another kind. */
+export function eventTypeNameOf(key: string): string | undefined {
+  return key.startsWith(EVENT_TYPE_PREFIX) ? key.slice(EVENT_TYPE_PREFIX.length) : undefined;
 }
 
 /** The destination id of a config record's key, or undefined for a key of another kind. */

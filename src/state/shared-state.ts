@@ -6,9 +6,11 @@ import type { RecordSink } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
 import type { Destination } from "../store/destinations.ts";
+import type { EventType } from "../store/event-types.ts";
 import type { LedgerUpdate } from "../store/ledger.ts";
 import {
   destinationMessage,
+  eventTypeMessage,
   type IdempotencyValue,
   idempotencyMessage,
   outcomeMessage,
@@ -26,6 +28,8 @@ export interface SharedStateOptions {
   applyTimeoutMs?: number;
   /** The view's long poll (default 500 ms). */
   maxWaitMs?: number;
+  /** Told of every event-type record the view applies (the ingest catalog recompiles that type). */
+  onEventType?: (name: string, row: EventType | null) => void;
 }
 
 /** The shared-state topics of a deployment, with the settings they are created with and checked for. */
@@ -85,6 +89,7 @@ export class SharedState {
       topics: opts.topics,
       logger: opts.logger,
       maxWaitMs: opts.maxWaitMs,
+      onEventType: opts.onEventType,
     });
   }
 
@@ -117,6 +122,16 @@ export class SharedState {
   /** Deletes a destination (a tombstone) on every replica. */
   removeDestination(id: string): Promise<void> {
     return this.#write(this.#opts.topics.config, (w) => [destinationMessage(id, null, w)]);
+  }
+
+  /** Creates or replaces an entry of the event-type catalog on every replica. */
+  putEventType(row: EventType): Promise<void> {
+    return this.#write(this.#opts.topics.config, (w) => [eventTypeMessage(row.name, row, w)]);
+  }
+
+  /** Deletes an entry of the event-type catalog (a tombstone) on every replica. */
+  removeEventType(name: string): Promise<void> {
+    return this.#write(this.#opts.topics.config, (w) => [eventTypeMessage(name, null, w)]);
   }
 
   /** Marks dead events for replay on every replica; the one reading each event's partition sends it. */

@@ -10,12 +10,14 @@ import {
   getDestination,
   putDestination,
 } from "../store/destinations.ts";
+import { deleteEventType, type EventType, putEventType } from "../store/event-types.ts";
 import { applyIdempotencyKey } from "../store/idempotency.ts";
 import { deleteLedger, type LedgerRow, type LedgerUpdate, upsertLedger } from "../store/ledger.ts";
 import { deleteOffsets } from "../store/offsets.ts";
 import { loadStateOffsets, saveStateOffset } from "../store/state-offsets.ts";
 import {
   destinationIdOf,
+  eventTypeNameOf,
   type IdempotencyValue,
   type Outcome,
   parseState,
@@ -37,6 +39,8 @@ export interface StateViewOptions {
   logger: Logger;
   /** Longest a fetch waits for new records (the broker answers at once when some arrive). */
   maxWaitMs?: number;
+  /** Told of every event-type record applied, before `ready` too (the catalog must be complete then). */
+  onEventType?: (name: string, row: EventType | null) => void;
 }
 
 type Change =
@@ -48,6 +52,7 @@ interface Applied {
   /** destination → event → row, of events whose last applied state is "replaying". */
   replaying: Map<string, Map<string, LedgerRow>>;
   writeIds: string[];
+  eventTypes: Array<{ name: string; row: EventType | null }>;
 }
 
 interface CatchUp {
@@ -252,6 +257,7 @@ export class StateView {
     const destinations: Change[] = [];
     const replaying = new Map<string, Map<string, LedgerRow>>();
     const writeIds: string[] = [];
+    const eventTypes: Applied["eventTypes"] = [];
     const attempts: AttemptRow[] = [];
     const ledger: LedgerUpdate[] = [];
     const moved: Array<{ topic: string; partition: number; next: number }> = [];
@@ -261,6 +267,18 @@ export class StateView {
       if (w) writeIds.push(w.toString());
       const key = r.key?.toString() ?? "";
       if (topic === topics.config) {
+        const typeName = eventTypeNameOf(key);
+        if (typeName !== undefined) {
+          if (r.value === null) {
+            if (deleteEventType(db, typeName)) eventTypes.push({ name: typeName, row: null });
+            return;
+          }
+          const parsed = parseState<{ eventType: EventType }>(r.value);
+          if (!parsed) return this.#unknownVersion(topic, r);
+          putEventType(db, parsed.eventType);
+          eventTypes.push({ name: typeName, row: parsed.eventType });
+          return;
+        }
         const id = destinationIdOf(key);
         if (id === undefined) return;
         if (r.value === null) {
@@ -315,7 +333,14 @@ export class StateView {
       }
     })();
     for (const m of moved) this.#positions.get(m.topic)?.set(m.partition, m.next);
-    return { destinations, replaying, writeIds };
+    for (const { name, row } of eventTypes) {
+      try {
+        this.#opts.onEventType?.(name, row);
+      } catch (err) {
+        this.#logger.error({ err, eventType: name }, "could not apply an event type to the catalog");
+      }
+    }
+    return { destinations, replaying, writeIds, eventTypes };
   }
 
   #unknownVersion(topic: string, r: LogRecord): void {

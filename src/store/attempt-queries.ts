@@ -51,3 +51,38 @@ export function listDestinationAttempts(db: Db, q: DestinationAttemptsQuery): At
   const page = more ? rows.slice(0, q.limit) : rows;
   return { attempts: page, nextBeforeId: more ? page[page.length - 1]?.id : undefined };
 }
+
+/** Where a destination's failing streak stands: since when it fails without a success, and dead letters in a row. */
+export interface DestinationHealth {
+  /** Start of the first failed or dead attempt after the last success; undefined when not failing. */
+  failingSince: number | undefined;
+  deadStreak: number;
+  /** A failure since the last success, counted or not (a "recovered" event is due at the next success). */
+  failing: boolean;
+}
+
+/**
+ * A destination's failing streak from the attempts this replica holds (every replica's outcomes): read
+ * once when a worker starts, so auto-disable and "recovered" survive restarts and hand-overs. Attempts
+ * started before `resetAt` (the admin API enabled the destination again then) do not count.
+ */
+export function destinationHealth(db: Db, destinationId: string, resetAt = 0): DestinationHealth {
+  const last = db.$client
+    .prepare<[string], { id: number | null }>(
+      // Walks the (destination_id, id) index backwards: stops at the most recent success.
+      "select id from attempts where destination_id = ? and outcome = 'succeeded' order by id desc limit 1",
+    )
+    .get(destinationId);
+  const row = db.$client
+    .prepare<[string, number, number], { since: number | null; dead: number }>(
+      `select min(started_at) as since, coalesce(sum(outcome = 'dead'), 0) as dead
+       from attempts where destination_id = ? and id > ? and outcome in ('failed', 'dead') and started_at >= ?`,
+    )
+    .get(destinationId, last?.id ?? 0, resetAt);
+  const any = db.$client
+    .prepare<[string, number], { id: number }>(
+      "select id from attempts where destination_id = ? and id > ? and outcome in ('failed', 'dead') limit 1",
+    )
+    .get(destinationId, last?.id ?? 0);
+  return { failingSince: row?.since ?? undefined, deadStreak: row?.dead ?? 0, failing: any !== undefined };
+}

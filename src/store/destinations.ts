@@ -4,6 +4,23 @@ import { destinations } from "./schema.ts";
 
 export type Destination = typeof destinations.$inferSelect;
 export type NewDestination = typeof destinations.$inferInsert;
+/**
+ * The delivery-control columns a new destination starts with (issue 14's settings), in one place so a
+ * row built in code (registration, tests, benches) gets every one.
+ */
+export const DELIVERY_CONTROL_DEFAULTS = {
+  filter: null,
+  previousSecret: null,
+  previousSecretExpiresAt: null,
+  rateLimitPerSecond: null,
+  rateLimitBurst: null,
+  kind: "webhook",
+  autoDisableAfterHours: 120,
+  autoDisableAfterDeadLetters: null,
+  streakResetAt: null,
+  replay: null,
+} satisfies Partial<Destination>;
+
 export type DestinationPatch = Partial<Omit<Destination, "id" | "createdAt">>;
 
 export function insertDestination(db: Db, row: NewDestination): Destination {

@@ -1,4 +1,4 @@
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { and, eq, gte, inArray, sql } from "drizzle-orm";
 import { type Db, preparedPerDb } from "./db.ts";
 import { deliveries } from "./schema.ts";
 
@@ -107,11 +107,17 @@ export function markForReplay(
 }
 
 /** Dead events of a destination (all of them, or those listed). */
-export function deadRows(db: Db, destinationId: string, eventIds: string[] | undefined): LedgerRow[] {
+export function deadRows(
+  db: Db,
+  destinationId: string,
+  eventIds: string[] | undefined,
+  deadSince?: number,
+): LedgerRow[] {
   const where = and(
     eq(deliveries.destinationId, destinationId),
     IS_DEAD,
     eventIds ? inArray(deliveries.eventId, eventIds) : undefined,
+    deadSince !== undefined ? gte(deliveries.deadAt, deadSince) : undefined,
   );
   return db.select().from(deliveries).where(where).all();
 }

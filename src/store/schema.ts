@@ -1,5 +1,15 @@
 import { sql } from "drizzle-orm";
-import { index, integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
+
+export interface DestinationReplay {
+  id: string;
+  /** Unix ms: re-deliver from the first event accepted at or after it. */
+  from: number;
+  /** Unix ms, exclusive; null = up to the replay's request. */
+  to: number | null;
+  requestedAt: number;
+  cancelled: boolean;
+}
 
 /** Webhook destinations registered through the admin API. Times are Unix milliseconds. */
 export const destinations = sqliteTable("destinations", {
@@ -11,11 +21,33 @@ export const destinations = sqliteTable("destinations", {
   /** JSON object of extra request headers. */
   headers: text("headers", { mode: "json" }).$type<Record<string, string>>().notNull().default(sql`'{}'`),
   secret: text("secret").notNull(),
+  /** The secret a rotation replaced; deliveries carry its signature too until previousSecretExpiresAt. */
+  previousSecret: text("previous_secret"),
+  previousSecretExpiresAt: integer("previous_secret_expires_at"),
   maxAttempts: integer("max_attempts").notNull(),
   timeoutMs: integer("timeout_ms").notNull(),
   backoffBaseMs: integer("backoff_base_ms").notNull(),
   backoffMaxMs: integer("backoff_max_ms").notNull(),
   maxConcurrency: integer("max_concurrency").notNull(),
+  /** Token bucket per destination: attempts per second (null = no limit) and the tokens saved up. */
+  rateLimitPerSecond: real("rate_limit_per_second"),
+  rateLimitBurst: integer("rate_limit_burst"),
+  /** "webhook", or "operational": an operator endpoint that receives only operational events. */
+  kind: text("kind").notNull().default("webhook"),
+  /** Disabled after failing this many hours without a success (null = never); default 120. */
+  autoDisableAfterHours: real("auto_disable_after_hours").default(120),
+  /** Disabled after this many dead letters in a row (null = never). */
+  autoDisableAfterDeadLetters: integer("auto_disable_after_dead_letters"),
+  /** When the admin API last enabled it: attempts before do not count toward the failing streak. */
+  streakResetAt: integer("streak_reset_at"),
+  /**
+   * The last replay asked for (POST …/replay, or `startFrom` at registration): the destination's progress
+   * was moved back to the first event at or after `from`, and events up to `to` (or `requestedAt`) are
+   * delivered again even when finished. `cancelled` moves progress forward to `requestedAt` again.
+   */
+  replay: text("replay", { mode: "json" }).$type<DestinationReplay | null>(),
+  /** JSON payload filter (src/delivery/filter.ts); null = every event of the subscribed types. */
+  filter: text("filter", { mode: "json" }).$type<Record<string, unknown> | null>(),
   disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
   disabledReason: text("disabled_reason"),
   createdAt: integer("created_at").notNull(),
@@ -119,3 +151,15 @@ export const stateOffsets = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.topic, t.partition] })],
 );
+
+/**
+ * The event-type catalog (POST /api/event-types): a type's JSON Schema (2020-12) for its events' payload.
+ * A view of the config topic's `event-type/<name>` records, like destinations.
+ */
+export const eventTypes = sqliteTable("event_types", {
+  name: text("name").primaryKey(),
+  description: text("description"),
+  schema: text("schema", { mode: "json" }).$type<unknown>().notNull(),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
