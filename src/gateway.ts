@@ -9,10 +9,12 @@ import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
+import { IngestRollup } from "./ingest/rollup.ts";
 import { createIngestService } from "./ingest/service.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { KafkaLog } from "./kafka/log-client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
+import { LiveBus } from "./live/bus.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
 import { SharedState, stateTopicSpecs, stateTopicsOf } from "./state/shared-state.ts";
@@ -96,6 +98,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   });
   /** Start delivery workers after this: the topics exist and dead letters can be published. */
   const kafkaReady = kafkaSetup.ready;
+  // The console's live tail (accepted here; deliveries of every replica, as the view applies them) and
+  // the ingest counts every replica's stats add up.
+  const live = new LiveBus();
+  const rollup = new IngestRollup({ sink: producer, topic: config.OUTCOMES_TOPIC, logger });
   // The shared-state topics' reader: this replica's SQLite becomes their view once it has caught up.
   const state = new SharedState({
     kafka,
@@ -103,6 +109,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     sink: producer,
     topics: stateTopicsOf(config),
     logger,
+    onAttempts: (rows) => live.attempts(rows),
   });
   const ingest = createIngestService({
     db: store.db,
@@ -113,6 +120,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     shareKey: (value) => state.shareIdempotencyKey(value),
     logger,
     onOutcome: (outcome, events) => metrics.ingestEvents.inc({ outcome }, events),
+    onAccepted: (events, ids, at) => {
+      rollup.add(events, at);
+      live.accepted(events, ids, at);
+    },
   });
 
   // Delivery engines: each a member of the delivery consumer group, reading its share of the partitions
@@ -213,6 +224,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     store,
     delivery: coordinator,
     state,
+    live,
     ingest: {
       service: ingest,
       apiKeys: config.INGEST_API_KEYS,
@@ -249,6 +261,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         // In-flight ingest requests have been answered; send what is queued, then disconnect.
         kafkaSetup.stop();
         ingest.close();
+        await rollup.close();
         await producer.close();
         await probe.close();
         await retention.stop();

@@ -4,18 +4,22 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
+import type { LiveBus } from "../live/bus.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
 import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireAdminToken } from "./auth.ts";
+import { consoleRoutes } from "./console.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
+import { liveRoutes } from "./live.ts";
 import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
+import { statsRoutes } from "./stats.ts";
 
 export interface AppDeps {
   config: Config;
@@ -32,6 +36,8 @@ export interface AppDeps {
   state: AdminState;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
+  /** The console's live tail (GET /api/live); absent in apps built without it (some tests). */
+  live?: LiveBus;
 }
 
 /** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
@@ -73,11 +79,15 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     }),
   );
 
+  // The console (issue 13): its page and assets are public, everything it reads is an admin route.
+  const consolePaths = ["/api/stats", "/api/destination-health", "/api/live"] as const;
+  app.route("/", consoleRoutes());
+
   // The admin token is checked before any admin route validates or reads its input.
   const adminAuth = requireAdminToken(deps.config.adminToken);
-  for (const path of ADMIN_PATHS) app.use(path, adminAuth);
+  for (const path of [...ADMIN_PATHS, ...consolePaths]) app.use(path, adminAuth);
   // A replica still reading the shared state answers 503, never a stale 404 or list.
-  for (const path of ADMIN_PATHS) {
+  for (const path of [...ADMIN_PATHS, ...consolePaths]) {
     app.use(path, async (_c, next) => {
       if (!deps.state.isReady()) throw viewNotReady();
       await next();
@@ -87,6 +97,8 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", destinationRoutes(deps));
   app.route("/", attemptRoutes(deps));
   app.route("/", deadLetterRoutes(deps));
+  app.route("/", statsRoutes(deps));
+  if (deps.live) app.route("/", liveRoutes({ live: deps.live, registry: deps.metrics.registry }));
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

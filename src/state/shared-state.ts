@@ -14,7 +14,7 @@ import {
   outcomeMessage,
   type StateTopics,
 } from "./records.ts";
-import { StateView, type ViewListener } from "./view.ts";
+import { StateView, type StateViewOptions, type ViewListener } from "./view.ts";
 
 export interface SharedStateOptions {
   kafka: Kafka;
@@ -26,6 +26,8 @@ export interface SharedStateOptions {
   applyTimeoutMs?: number;
   /** The view's long poll (default 500 ms). */
   maxWaitMs?: number;
+  /** Told of the attempts the view applied (see StateViewOptions.onAttempts). */
+  onAttempts?: StateViewOptions["onAttempts"];
 }
 
 /** The shared-state topics of a deployment, with the settings they are created with and checked for. */
@@ -85,6 +87,7 @@ export class SharedState {
       topics: opts.topics,
       logger: opts.logger,
       maxWaitMs: opts.maxWaitMs,
+      onAttempts: opts.onAttempts,
     });
   }
 

@@ -14,6 +14,7 @@ import { applyIdempotencyKey } from "../store/idempotency.ts";
 import { deleteLedger, type LedgerRow, type LedgerUpdate, upsertLedger } from "../store/ledger.ts";
 import { deleteOffsets } from "../store/offsets.ts";
 import { loadStateOffsets, saveStateOffset } from "../store/state-offsets.ts";
+import { type AcceptedRollup, rollUpAccepted, rollUpAttempts } from "../store/stats.ts";
 import {
   destinationIdOf,
   type IdempotencyValue,
@@ -37,6 +38,11 @@ export interface StateViewOptions {
   logger: Logger;
   /** Longest a fetch waits for new records (the broker answers at once when some arrive). */
   maxWaitMs?: number;
+  /**
+   * Told of the attempts each fetch applied, after their transaction committed (the console's live tail).
+   * Called synchronously: it must not block or throw.
+   */
+  onAttempts?: (rows: AttemptRow[]) => void;
 }
 
 type Change =
@@ -253,6 +259,7 @@ export class StateView {
     const replaying = new Map<string, Map<string, LedgerRow>>();
     const writeIds: string[] = [];
     const attempts: AttemptRow[] = [];
+    const applied: AttemptRow[] = [];
     const ledger: LedgerUpdate[] = [];
     const moved: Array<{ topic: string; partition: number; next: number }> = [];
 
@@ -278,8 +285,13 @@ export class StateView {
         destinations.push({ kind: "put", row: parsed.destination, previous });
       } else if (topic === topics.outcomes) {
         if (r.value === null) return;
-        const parsed = parseState<{ a?: Outcome["attempt"]; l?: Outcome["ledger"] }>(r.value);
+        const parsed = parseState<{
+          a?: Outcome["attempt"];
+          l?: Outcome["ledger"];
+          s?: AcceptedRollup;
+        }>(r.value);
         if (!parsed) return this.#unknownVersion(topic, r);
+        if (parsed.s) rollUpAccepted(db, parsed.s);
         if (parsed.a) attempts.push(parsed.a);
         if (parsed.l) {
           ledger.push(parsed.l);
@@ -305,7 +317,10 @@ export class StateView {
       for (const result of results) {
         for (const r of result.records) onRecord(result.topic, r);
         // Attempts and ledger rows go in record order, after each partition's records.
-        insertAttempts(db, attempts.splice(0));
+        insertAttempts(db, attempts);
+        rollUpAttempts(db, attempts);
+        if (this.#opts.onAttempts) applied.push(...attempts);
+        attempts.length = 0;
         upsertLedger(db, ledger.splice(0));
         const at = this.#positions.get(result.topic)?.get(result.partition) ?? 0;
         if (result.next > at) {
@@ -315,6 +330,7 @@ export class StateView {
       }
     })();
     for (const m of moved) this.#positions.get(m.topic)?.set(m.partition, m.next);
+    if (applied.length > 0) this.#opts.onAttempts?.(applied);
     return { destinations, replaying, writeIds };
   }
 
