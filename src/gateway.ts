@@ -15,6 +15,7 @@ import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { KafkaLog } from "./kafka/log-client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
 import { LiveBus } from "./live/bus.ts";
+import { findEvent } from "./live/event-finder.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
 import { SharedState, stateTopicSpecs, stateTopicsOf } from "./state/shared-state.ts";
@@ -225,6 +226,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     delivery: coordinator,
     state,
     live,
+    findEvent: (id) => findEvent({ log, db: store.db, topic: config.EVENTS_TOPIC }, id),
     ingest: {
       service: ingest,
       apiKeys: config.INGEST_API_KEYS,

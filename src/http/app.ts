@@ -5,6 +5,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
 import type { LiveBus } from "../live/bus.ts";
+import type { StoredEvent } from "../live/event-finder.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
@@ -19,7 +20,7 @@ import { type IngestDeps, ingestRoutes } from "./ingest.ts";
 import { liveRoutes } from "./live.ts";
 import { type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
-import { statsRoutes } from "./stats.ts";
+import { eventRoutes, statsRoutes } from "./stats.ts";
 
 export interface AppDeps {
   config: Config;
@@ -38,6 +39,8 @@ export interface AppDeps {
   ingest?: IngestDeps;
   /** The console's live tail (GET /api/live); absent in apps built without it (some tests). */
   live?: LiveBus;
+  /** An accepted event's record from the events topic (GET /api/events/{id}); absent in some tests. */
+  findEvent?: (id: string) => Promise<StoredEvent | undefined>;
 }
 
 /** The OpenAPIHono flavour every route module uses: validation failures become 400 problems. */
@@ -80,7 +83,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   );
 
   // The console (issue 13): its page and assets are public, everything it reads is an admin route.
-  const consolePaths = ["/api/stats", "/api/destination-health", "/api/live"] as const;
+  const consolePaths = ["/api/stats", "/api/destination-health", "/api/live", "/api/events/:id"] as const;
   app.route("/", consoleRoutes());
 
   // The admin token is checked before any admin route validates or reads its input.
@@ -99,6 +102,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", deadLetterRoutes(deps));
   app.route("/", statsRoutes(deps));
   if (deps.live) app.route("/", liveRoutes({ live: deps.live, registry: deps.metrics.registry }));
+  if (deps.findEvent) app.route("/", eventRoutes(deps.findEvent));
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

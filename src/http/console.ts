@@ -1,12 +1,17 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { join, sep } from "node:path";
 import { createRoute, z } from "@hono/zod-openapi";
 import { createRouter } from "./app.ts";
 import { HttpProblem } from "./problem.ts";
 
 const require = createRequire(import.meta.url);
-const pkg = (name: string) => dirname(require.resolve(`${name}/package.json`));
+/** A package's folder, from its main entry (some packages do not export their package.json). */
+function pkg(name: string): string {
+  const main = require.resolve(name);
+  const marker = `${sep}node_modules${sep}${name}${sep}`;
+  return main.slice(0, main.lastIndexOf(marker) + marker.length - 1);
+}
 const OWN = join(import.meta.dirname, "console");
 
 interface Asset {

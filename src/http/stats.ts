@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import type { StoredEvent } from "../live/event-finder.ts";
 import { listDestinations } from "../store/destinations.ts";
 import {
   LATENCY_BOUNDS_MS,
@@ -10,7 +11,7 @@ import {
 import { type AdminDeps, problemResponses, toIso } from "./admin-shared.ts";
 import { createRouter } from "./app.ts";
 import { adminSecurity } from "./auth.ts";
-import { HttpProblem } from "./problem.ts";
+import { HttpProblem, ProblemSchema } from "./problem.ts";
 
 /** Most buckets one GET /api/stats answers (range ÷ bucket). */
 export const STATS_MAX_BUCKETS = 2_000;
@@ -220,6 +221,55 @@ export function statsRoutes(deps: AdminDeps) {
       },
       200,
     );
+  });
+  return router;
+}
+
+const EventSchema = z
+  .object({
+    id: z.string(),
+    userID: z.string(),
+    type: z.string(),
+    timestamp: z.string().openapi({ format: "date-time", description: "When the gateway accepted it." }),
+    payload: z.unknown().openapi({ description: "The event's payload, as accepted." }),
+  })
+  .openapi("StoredEvent");
+
+const eventRoute = createRoute({
+  method: "get",
+  path: "/api/events/{id}",
+  tags: ["events"],
+  summary: "An accepted event's body, read back from the events topic",
+  description:
+    "Found by its id (a UUIDv7: its time says where in the topic to look). 404 when it is not in the " +
+    "topic (never accepted, or older than the topic's retention).",
+  security: adminSecurity,
+  request: { params: z.object({ id: z.string().min(1).max(256) }) },
+  responses: {
+    200: { description: "The event", content: { "application/json": { schema: EventSchema } } },
+    ...problemResponses(401, 503),
+    404: {
+      description: "No such event in the events topic",
+      content: { "application/problem+json": { schema: ProblemSchema } },
+    },
+  },
+});
+
+/** GET /api/events/{id}: the console's event page shows the body above the timeline. */
+export function eventRoutes(find: (id: string) => Promise<StoredEvent | undefined>) {
+  const router = createRouter();
+  router.openapi(eventRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    let event: StoredEvent | undefined;
+    try {
+      event = await find(id);
+    } catch {
+      throw new HttpProblem(503, "Service unavailable", "Kafka could not be read right now", {
+        headers: { "retry-after": "5" },
+      });
+    }
+    if (!event) throw new HttpProblem(404, "Not found", `no event ${id} in the events topic`);
+    return c.json(event, 200);
   });
   return router;
 }

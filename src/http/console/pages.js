@@ -46,7 +46,7 @@ function Chart({ title, xs, series, unit }) {
         width: 320,
         height: 140,
         legend: { show: true },
-        axes: [{}, { size: 50, values: (_u, v) => v.map((x) => `${x}${unit ?? ""}`) }],
+        axes: [{}, { size: 64, values: (_u, v) => v.map((x) => `${x}${unit ?? ""}`) }],
         series: [
           {},
           ...series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 1.5 })),
@@ -380,10 +380,21 @@ export function EventPage({ id }) {
     id ? 3000 : 0,
     [id],
   );
+  const [event, eventError] = usePoll(
+    () =>
+      id
+        ? api(`/api/events/${encodeURIComponent(id)}`).catch((err) => {
+            if (err.status === 404) return null;
+            throw err;
+          })
+        : Promise.resolve(null),
+    0,
+    [id],
+  );
   const attempts = [...(data?.attempts ?? [])].sort(
     (a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt),
   );
-  const body = data?.event ?? null;
+  const body = event;
   const t0 = attempts.length ? Date.parse(attempts[0].startedAt) : 0;
   return html`<h1>Event</h1>
     <form class="row" onSubmit=${(e) => {
@@ -393,12 +404,17 @@ export function EventPage({ id }) {
       <input name="eventId" placeholder="event id" size="40" value=${value} onInput=${(e) => setValue(e.currentTarget.value)} />
       <button type="submit">Find</button>
     </form>
-    <${Err} error=${error} />
+    <${Err} error=${error ?? eventError} />
     ${
       id &&
       data &&
       html`<h2>${id}</h2>
-      ${body && html`<h3>Body</h3><pre data-test="event-body">${JSON.stringify(body, null, 2)}</pre>`}
+      ${
+        body
+          ? html`<h3>Body</h3><p class="hint">user ${body.userID} · type ${body.type} · accepted ${fmtDate(body.timestamp)}</p>
+              <pre data-test="event-body">${JSON.stringify(body, null, 2)}</pre>`
+          : html`<p class="hint">The body is not in the events topic (not accepted, or past its retention).</p>`
+      }
       <h3>Timeline</h3>
       ${attempts.length === 0 && html`<p>No attempt recorded for this event yet.</p>`}
       <ol class="timeline" data-test="timeline">${attempts.map(
