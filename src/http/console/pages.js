@@ -274,13 +274,14 @@ export function DestinationPage({ id }) {
       api(
         `${base}/attempts${qs({ outcome, since: since ? new Date(since).toISOString() : "", cursor, limit: 20 })}`,
       ),
-    0,
+    // The first page follows new attempts; later pages stay put while they are read.
+    cursor === undefined ? 3000 : 0,
     [id, outcome, since, cursor],
   );
   const [deadCursors, setDeadCursors] = useState([undefined]);
   const [dead, deadError, reloadDead] = usePoll(
     () => api(`${base}/dead-letters${qs({ cursor: deadCursors.at(-1), limit: 20 })}`),
-    0,
+    deadCursors.length === 1 ? 5000 : 0,
     [id, deadCursors.at(-1)],
   );
   const [selected, setSelected] = useState(new Set());
