@@ -254,9 +254,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     stop() {
       stopped ??= (async () => {
         stopping = true;
-        await new Promise<void>((done) => {
+        const closed = new Promise<void>((done) => {
           server.close(() => done());
         });
+        // Open live tails would hold the server's close until their consoles left.
+        live.close();
+        await closed;
         // Workers first: their last dead letters and outcomes still need the producer.
         await coordinator.stop();
         await state.stop();

@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { EventInput } from "../src/ingest/events.ts";
 import { LiveBus, type LiveItem } from "../src/live/bus.ts";
-import { ADMIN_TOKEN, type GatewayClient, gatewayEnv, HttpError, startGateways } from "./child-gateway.ts";
+import {
+  ADMIN_TOKEN,
+  type ChildGateway,
+  type GatewayClient,
+  gatewayEnv,
+  HttpError,
+  startGateways,
+} from "./child-gateway.ts";
 import { startReceiver, waitFor } from "./receiver.ts";
 
 interface Stats {
@@ -85,6 +92,9 @@ test("live tail, stats roll-ups on every replica, destination health, event bodi
   const onlyU2: LiveItem[] = [];
   assert.equal((await tail(g1.url, "", all, stop.signal)).status, 200);
   assert.equal((await tail(g1.url, "?userID=u-2", onlyU2, stop.signal)).status, 200);
+  // A console on the other replica: it sees every replica's deliveries, and only the events it accepted.
+  const onG2: LiveItem[] = [];
+  assert.equal((await tail(g2.url, "", onG2, stop.signal)).status, 200);
 
   const events = [
     { userID: "u-1", type: "a", payload: 1 },
@@ -114,6 +124,11 @@ test("live tail, stats roll-ups on every replica, destination health, event bodi
   });
   const dead = all.find((i) => i.kind === "delivery" && i.eventId === ids[0] && i.destinationId === bad.id);
   assert.equal(dead?.kind === "delivery" && dead.outcome, "dead");
+  await waitFor(
+    () => onG2.filter((i) => i.kind === "delivery").length >= 12,
+    "all 12 attempts in the other replica's tail",
+  );
+  assert.equal(onG2.filter((i) => i.kind === "accepted").length, 0, "g2 accepted nothing");
   await waitFor(() => onlyU2.length >= 6, "u-2's two events and four attempts in the filtered tail");
   assert.ok(
     onlyU2.every((i) => i.userID === "u-2"),
@@ -218,6 +233,9 @@ test("live tail, stats roll-ups on every replica, destination health, event bodi
     await res.arrayBuffer();
   }
   assert.equal((await fetch(`${g1.url}/console/nope.js`)).status, 404);
+
+  // Open tails do not hold a graceful stop: the gateway ends their streams and exits 0.
+  assert.equal(await (g2 as ChildGateway).stop(), 0);
 });
 
 test("the live bus builds nothing while no console listens, and drops nothing it is not asked to", () => {

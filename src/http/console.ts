@@ -72,6 +72,12 @@ const INDEX = `<!doctype html>
 <title>Webhook gateway console</title>
 <link rel="stylesheet" href="/console/vendor/uplot.css">
 <link rel="stylesheet" href="/console/style.css">
+<link rel="modulepreload" href="/console/vendor/preact.mjs">
+<link rel="modulepreload" href="/console/vendor/hooks.mjs">
+<link rel="modulepreload" href="/console/vendor/htm.mjs">
+<link rel="modulepreload" href="/console/vendor/uplot.mjs">
+<link rel="modulepreload" href="/console/api.js">
+<link rel="modulepreload" href="/console/pages.js">
 <script type="module" src="/console/app.js"></script>
 </head>
 <body><div id="app"><noscript>The console needs JavaScript.</noscript></div></body>

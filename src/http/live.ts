@@ -77,10 +77,12 @@ export function liveRoutes(deps: { live: LiveBus; registry: Registry }) {
         }
         wake?.();
       });
-      stream.onAbort(() => {
+      const end = () => {
         closed = true;
         wake?.();
-      });
+      };
+      stream.onAbort(end);
+      const offClose = deps.live.onClose(end);
       try {
         await stream.writeSSE({ event: "ready", data: "{}" });
         while (!closed) {
@@ -104,6 +106,7 @@ export function liveRoutes(deps: { live: LiveBus; registry: Registry }) {
         }
       } finally {
         unsubscribe();
+        offClose();
       }
     }) as never;
   });

@@ -33,6 +33,25 @@ export class LiveBus {
   /** Types of recently accepted events (kept only while someone listens), to label their deliveries. */
   #types = new Map<string, string>();
 
+  #closers = new Set<() => void>();
+  #closed = false;
+
+  /**
+   * Called when the gateway stops: every open tail ends its stream, so the HTTP server's graceful close
+   * is not held open by consoles.
+   */
+  onClose(fn: () => void): () => void {
+    if (this.#closed) fn();
+    else this.#closers.add(fn);
+    return () => this.#closers.delete(fn);
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const fn of this.#closers) fn();
+    this.#closers.clear();
+  }
+
   get listeners(): number {
     return this.#listeners.size;
   }
