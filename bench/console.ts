@@ -251,7 +251,9 @@ try {
   overview.sort((a, b) => a - b);
 
   // (c) Live tail cost
-  // Alternated, twice each: the machine's other load drifts over minutes.
+  // A warm-up run first (JIT, SQLite pages, Kafka connections: the first run always cost more), not reported;
+  // then alternated, twice each: the machine's other load drifts over minutes.
+  await costRun(0);
   const runs: Awaited<ReturnType<typeof costRun>>[] = [];
   for (const n of [0, CONSOLES, 0, CONSOLES]) runs.push(await costRun(n));
   const mean = (n: number) => {

@@ -6,6 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { Registry } from "prom-client";
+import { LIVE_QUEUE_MAX, liveRoutes } from "../src/http/live.ts";
 import type { EventInput } from "../src/ingest/events.ts";
 import { LiveBus, type LiveItem } from "../src/live/bus.ts";
 import {
@@ -280,4 +282,56 @@ test("the live bus builds nothing while no console listens, and drops nothing it
   unsubscribe();
   assert.equal(bus.listeners, 0);
   bus.accepted(untouchable, [], Date.now());
+});
+
+test("a console that does not read loses items (counted), and ingest never waits for it", async () => {
+  const live = new LiveBus();
+  const registry = new Registry();
+  const app = liveRoutes({ live, registry });
+  const res = await app.request("/api/live");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "text/event-stream");
+  await waitFor(() => live.listeners === 1, "the stream's subscription");
+  // Nobody reads the body: the route's queue fills and the rest is dropped, synchronously, in the call.
+  const events = Array.from({ length: LIVE_QUEUE_MAX + 1000 }, (_, i) => ({
+    userID: `u-${i}`,
+    type: "t",
+    payload: null,
+  }));
+  live.accepted(
+    events,
+    events.map((_, i) => `e-${i}`),
+    Date.now(),
+  );
+  const counted = async () =>
+    (await registry.getSingleMetric("console_live_dropped_total")?.get())?.values[0]?.value ?? 0;
+  const dropped = await counted();
+  assert.ok(dropped >= 1000, `dropped ${dropped}`);
+  // Reading now: what was queued arrives, and the client is told how much it missed.
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  let received = 0;
+  let reported = -1;
+  while (received + dropped < events.length) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+    let cut = text.indexOf("\n\n");
+    while (cut >= 0) {
+      const block = text.slice(0, cut);
+      text = text.slice(cut + 2);
+      const data = block.split("\n").find((l) => l.startsWith("data: "));
+      if (block.startsWith("event: items") && data) {
+        const parsed = JSON.parse(data.slice(6)) as { items: unknown[]; dropped: number };
+        received += parsed.items.length;
+        reported = parsed.dropped;
+      }
+      cut = text.indexOf("\n\n");
+    }
+  }
+  assert.equal(received + dropped, events.length, "every item either sent or counted as dropped");
+  assert.equal(reported, dropped);
+  await reader.cancel();
+  await waitFor(() => live.listeners === 0, "the subscription gone once the client left");
 });

@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import { join, sep } from "node:path";
 import { createRoute, z } from "@hono/zod-openapi";
 import { createRouter } from "./app.ts";
-import { HttpProblem } from "./problem.ts";
+import { HttpProblem, ProblemSchema } from "./problem.ts";
 
 const require = createRequire(import.meta.url);
 /** A package's folder, from its main entry (some packages do not export their package.json). */
@@ -107,7 +107,10 @@ const assetRoute = createRoute({
       description: "The file",
       content: { "text/javascript": { schema: z.string() }, "text/css": { schema: z.string() } },
     },
-    404: { description: "No such console file" },
+    404: {
+      description: "No such console file",
+      content: { "application/problem+json": { schema: ProblemSchema } },
+    },
   },
 });
 
