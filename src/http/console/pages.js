@@ -49,7 +49,12 @@ function Chart({ title, xs, series, unit }) {
         axes: [{}, { size: 64, values: (_u, v) => v.map((x) => `${x}${unit ?? ""}`) }],
         series: [
           {},
-          ...series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 1.5 })),
+          ...series.map((s, i) => ({
+            label: s.label,
+            stroke: colors[i % colors.length],
+            points: { show: true, size: 4 },
+            width: 1.5,
+          })),
         ],
       },
       [xs, ...series.map((s) => s.values)],
