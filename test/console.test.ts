@@ -79,7 +79,23 @@ test("the console: sign-in, destinations, live tail, event timeline, dead-letter
   };
   await create("receiver-ok", ok.url, "3");
   await create("receiver-flaky", flaky.url, "1");
+  // Edit, disable, enable and delete, on a third one.
+  await create("throwaway", `${ok.url}/other`, "2");
+  const row = () => page.locator("[data-test=destinations] tr", { hasText: "throwaway" }).first();
+  await row().getByRole("button", { name: "Edit" }).click();
+  const edit = page.locator("[data-test=destinations] [data-test=destination-form]");
+  await edit.locator("input[name=name]").fill("throwaway-renamed");
+  await edit.locator("button[type=submit]").click();
+  await page.locator("[data-test=destinations] a", { hasText: "throwaway-renamed" }).waitFor();
+  await row().getByRole("button", { name: "Disable" }).click();
+  await row().locator(".bad", { hasText: "disabled" }).waitFor();
+  await row().getByRole("button", { name: "Enable" }).click();
+  await row().locator(".ok", { hasText: "enabled" }).waitFor();
+  await row().getByRole("button", { name: "Delete" }).click();
+  await row().getByRole("button", { name: "Confirm delete" }).click();
+  await page.locator("[data-test=destinations] a", { hasText: "throwaway" }).waitFor({ state: "detached" });
   const list = await gateway.get<{ destinations: Array<{ id: string; name: string }> }>("/api/destinations");
+  assert.deepEqual(list.destinations.map((d) => d.name).sort(), ["receiver-flaky", "receiver-ok"]);
   const flakyId = list.destinations.find((d) => d.name === "receiver-flaky")?.id;
   assert.ok(flakyId, "the form registered the destination through the API");
 
@@ -100,8 +116,10 @@ test("the console: sign-in, destinations, live tail, event timeline, dead-letter
   assert.equal(await page.locator("[data-test=live]", { hasText: paused.ids[0] as string }).count(), 0);
   await page.click("[data-test=pause]");
 
-  // The event's timeline: one success at the good receiver, one dead attempt at the failing one.
-  await page.locator("[data-test=live] td a", { hasText: eventId }).first().click();
+  // The event's timeline, found by its id: one success at the good receiver, one dead attempt at the other.
+  await page.click("nav >> text=Event");
+  await page.fill("input[name=eventId]", eventId);
+  await page.click("text=Find");
   const timeline = page.locator("[data-test=timeline]");
   await timeline.locator("li.succeeded").waitFor();
   await timeline.locator("li.dead").waitFor();
