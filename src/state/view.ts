@@ -319,7 +319,8 @@ export class StateView {
         // Attempts and ledger rows go in record order, after each partition's records.
         insertAttempts(db, attempts);
         rollUpAttempts(db, attempts);
-        if (this.#opts.onAttempts) applied.push(...attempts);
+        // Only once live (a rebuild's millions of old attempts are nobody's tail).
+        if (this.#opts.onAttempts && this.#ready) for (const a of attempts) applied.push(a);
         attempts.length = 0;
         upsertLedger(db, ledger.splice(0));
         const at = this.#positions.get(result.topic)?.get(result.partition) ?? 0;
