@@ -71,6 +71,12 @@ function Chart({ title, xs, series, unit }) {
 // ---------------------------------------------------------------------------------------------------
 // Overview
 
+function countByType(accepted) {
+  const out = {};
+  for (const a of accepted) out[a.type] = (out[a.type] ?? 0) + a.count;
+  return out;
+}
+
 const RANGE_S = 600;
 const BUCKET_S = 10;
 
@@ -108,8 +114,8 @@ export function OverviewPage() {
     const last = (arr) => arr.filter((x) => x !== null).at(-1) ?? null;
     charts = html`
       <section class="tiles">
-        <div class="tile"><span>accepted events/s</span><b data-test="accepted-rate">${(accepted.at(-2) ?? 0).toFixed(1)}</b></div>
-        <div class="tile"><span>deliveries/s ok · failed</span><b>${(outcomes.succeeded.at(-2) ?? 0).toFixed(1)} · ${(outcomes.failed.at(-2) ?? 0).toFixed(1)}</b></div>
+        <div class="tile"><span>accepted events/s (last 10 s)</span><b data-test="accepted-rate">${(accepted.at(-2) ?? 0).toFixed(1)}</b></div>
+        <div class="tile"><span>deliveries/s ok · failed (last 10 s)</span><b>${(outcomes.succeeded.at(-2) ?? 0).toFixed(1)} · ${(outcomes.failed.at(-2) ?? 0).toFixed(1)}</b></div>
         <div class="tile"><span>accept→receive p50 / p99</span><b>${last(p50) ?? "—"} / ${last(p99) ?? "—"} ms</b></div>
         <div class="tile"><span>dead letters (10 min)</span><b>${dead}</b></div>
       </section>
@@ -130,6 +136,17 @@ export function OverviewPage() {
     <p class="hint">Last 10 minutes in ${BUCKET_S} s buckets, refreshed every 2 s (GET /api/stats).</p>
     <${Err} error=${statsError ?? healthError} />
     ${charts}
+    ${
+      stats &&
+      html`<section class="charts">
+        <table class="small"><thead><tr><th>Type (10 min)</th><th>Accepted</th></tr></thead>
+          <tbody>${Object.entries(countByType(stats.accepted))
+            .sort((a, b) => b[1] - a[1])
+            .map(([type, n]) => html`<tr><td>${type}</td><td>${n}</td></tr>`)}</tbody></table>
+        <table class="small"><thead><tr><th>Top users (10 min)</th><th>Accepted</th></tr></thead>
+          <tbody>${stats.topUsers.map((u) => html`<tr><td>${u.userID}</td><td>${u.count}</td></tr>`)}</tbody></table>
+      </section>`
+    }
     <h2>Lag per destination</h2>
     <table>
       <thead><tr><th>Destination</th><th>Lag (events)</th><th>Success (1 h)</th></tr></thead>
