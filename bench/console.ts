@@ -12,6 +12,8 @@
  *     browser tabs, without 10 renderers on the same cores). Reported: gateway CPU per 1,000 events
  *     (ingest + delivery + tail, until every event is delivered), the difference, items each console got,
  *     items dropped, and how long after its 202 an event's id reached a console (p50/p99).
+ * (d) What the stats roll-ups add to the state view's apply: 200,000 attempt rows inserted in batches of
+ *     500 (one transaction each, as the view applies a fetch), with and without rollUpAttempts, alternated.
  *
  * KAFKA_BROKERS points it at a running broker; unset, it starts the local runner's broker.
  */
@@ -23,6 +25,9 @@ import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
 import { Pool } from "undici";
 import { uuidv7 } from "../src/ingest/event-id.ts";
+import { type AttemptRow, insertAttempts } from "../src/store/attempts.ts";
+import { openStore } from "../src/store/db.ts";
+import { rollUpAttempts } from "../src/store/stats.ts";
 import { launchChromium } from "../test/console-browser.ts";
 import {
   ADMIN_TOKEN,
@@ -64,6 +69,39 @@ const ASSETS = [
   "/console/vendor/uplot.mjs",
   "/console/vendor/uplot.css",
 ];
+
+/** (d) µs per attempt row applied, with or without the roll-ups, on a fresh SQLite file. */
+function applyCost(withRollups: boolean): number {
+  const path = join(tmpdir(), `console-bench-rollup-${uuidv7()}.db`);
+  const store = openStore(path);
+  const n = 200_000;
+  const batch = 500;
+  const t0 = Date.now();
+  const rows: AttemptRow[] = Array.from({ length: n }, (_, i) => ({
+    eventId: uuidv7(t0 + Math.floor(i / 10)),
+    destinationId: `dest_${i % 5}`,
+    userId: `user-${i % 100}`,
+    attemptNumber: 1,
+    startedAt: t0 + Math.floor(i / 10),
+    durationMs: 20,
+    statusCode: 200,
+    outcome: i % 50 ? "succeeded" : "failed",
+  }));
+  const start = performance.now();
+  for (let i = 0; i < n; i += batch) {
+    const part = rows.slice(i, i + batch);
+    store.sqlite.transaction(() => {
+      insertAttempts(store.db, part);
+      if (withRollups) rollUpAttempts(store.db, part);
+    })();
+  }
+  const us = ((performance.now() - start) * 1000) / n;
+  store.close();
+  for (const s of ["", "-wal", "-shm"]) rmSync(`${path}${s}`, { force: true });
+  return us;
+}
+applyCost(false);
+const applyRuns = [false, true, false, true].map((w) => ({ rollups: w, us: applyCost(w) }));
 
 const { startLocalKafka } = await import("../src/kafka/runner.ts");
 let local: Awaited<ReturnType<typeof startLocalKafka>> | undefined;
@@ -285,6 +323,10 @@ try {
   console.log(
     `\nthe tail's cost (mean of the two runs each): ${fmt(withTails.cpuMsPer1000 - without.cpuMsPer1000, 1)} ms CPU per 1,000 events for ${CONSOLES} consoles (${fmt(((withTails.cpuMsPer1000 - without.cpuMsPer1000) / without.cpuMsPer1000) * 100, 0)} %)`,
   );
+  console.log("\n### Roll-ups in the state view (200,000 attempt rows, batches of 500)\n");
+  for (const r of applyRuns) {
+    console.log(`${r.rollups ? "insert + roll-ups" : "insert only     "}: ${fmt(r.us, 2)} µs per attempt`);
+  }
 } finally {
   await gw.stop().catch(() => {});
   await stopReceiver(receiver);
