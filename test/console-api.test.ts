@@ -16,7 +16,9 @@ import {
   type GatewayClient,
   gatewayEnv,
   HttpError,
+  startGateway,
   startGateways,
+  withFreshDb,
 } from "./child-gateway.ts";
 import { startReceiver, waitFor } from "./receiver.ts";
 
@@ -82,7 +84,8 @@ test("live tail, stats roll-ups on every replica, destination health, event bodi
     await ok.close();
     await failing.close();
   });
-  const [g1, g2] = await startGateways(t, 2, gatewayEnv());
+  const env = gatewayEnv();
+  const [g1, g2] = await startGateways(t, 2, env);
   assert.ok(g1 && g2);
   const good = await g1.registerDestination({ url: ok.url, name: "good" });
   const bad = await g1.registerDestination({ url: failing.url, name: "bad", maxAttempts: 1 });
@@ -161,6 +164,17 @@ test("live tail, stats roll-ups on every replica, destination health, event bodi
       { userID: "u-3", count: 1 },
     ]);
   }
+
+  // A replica started later on an empty database rebuilds the same roll-ups from Kafka.
+  const g3 = await startGateway(t, withFreshDb(env));
+  const strip = (x: Stats) => ({
+    accepted: x.accepted,
+    deliveries: x.deliveries,
+    latency: x.latency,
+    topUsers: x.topUsers,
+  });
+  const reference = strip(await g1.get<Stats>("/api/stats?bucket=60"));
+  assert.deepEqual(strip(await g3.get<Stats>("/api/stats?bucket=60")), reference);
 
   // Health: success over the last hour, lag, last error, on the replica that did not deliver everything.
   const health = await g2.get<{
