@@ -63,11 +63,11 @@ const ASSETS = [
   "/console/api.js",
   "/console/pages.js",
   "/console/style.css",
-  "/console/vendor/preact.mjs",
-  "/console/vendor/hooks.mjs",
-  "/console/vendor/htm.mjs",
-  "/console/vendor/uplot.mjs",
-  "/console/vendor/uplot.css",
+  "/console/preact.mjs",
+  "/console/hooks.mjs",
+  "/console/htm.mjs",
+  "/console/uplot.mjs",
+  "/console/uplot.css",
 ];
 
 /** (d) µs per attempt row applied, with or without the roll-ups, on a fresh SQLite file. */

@@ -32,28 +32,28 @@ const ASSETS: Record<string, Asset> = {
   "pages.js": { file: join(OWN, "pages.js"), type: "text/javascript", rewrite: true },
   "api.js": { file: join(OWN, "api.js"), type: "text/javascript", rewrite: true },
   "style.css": { file: join(OWN, "style.css"), type: "text/css" },
-  "vendor/preact.mjs": { file: join(pkg("preact"), "dist/preact.module.js"), type: "text/javascript" },
-  "vendor/hooks.mjs": {
+  "preact.mjs": { file: join(pkg("preact"), "dist/preact.module.js"), type: "text/javascript" },
+  "hooks.mjs": {
     file: join(pkg("preact"), "hooks/dist/hooks.module.js"),
     type: "text/javascript",
     rewrite: true,
   },
-  "vendor/htm.mjs": { file: join(pkg("htm"), "dist/htm.module.js"), type: "text/javascript" },
+  "htm.mjs": { file: join(pkg("htm"), "dist/htm.module.js"), type: "text/javascript" },
   // The package's minified build is an IIFE assigning `var uPlot` (its ES module is not minified, 142 KiB
   // against 51): served as a module by exporting that variable.
-  "vendor/uplot.mjs": {
+  "uplot.mjs": {
     file: join(pkg("uplot"), "dist/uPlot.iife.min.js"),
     type: "text/javascript",
     append: "\nexport default uPlot;\n",
   },
-  "vendor/uplot.css": { file: join(pkg("uplot"), "dist/uPlot.min.css"), type: "text/css" },
+  "uplot.css": { file: join(pkg("uplot"), "dist/uPlot.min.css"), type: "text/css" },
 };
 
 const SPECIFIERS: Record<string, string> = {
-  preact: "/console/vendor/preact.mjs",
-  "preact/hooks": "/console/vendor/hooks.mjs",
-  htm: "/console/vendor/htm.mjs",
-  uplot: "/console/vendor/uplot.mjs",
+  preact: "/console/preact.mjs",
+  "preact/hooks": "/console/hooks.mjs",
+  htm: "/console/htm.mjs",
+  uplot: "/console/uplot.mjs",
 };
 
 function load(asset: Asset): string {
@@ -78,12 +78,12 @@ const INDEX = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Webhook gateway console</title>
-<link rel="stylesheet" href="/console/vendor/uplot.css">
+<link rel="stylesheet" href="/console/uplot.css">
 <link rel="stylesheet" href="/console/style.css">
-<link rel="modulepreload" href="/console/vendor/preact.mjs">
-<link rel="modulepreload" href="/console/vendor/hooks.mjs">
-<link rel="modulepreload" href="/console/vendor/htm.mjs">
-<link rel="modulepreload" href="/console/vendor/uplot.mjs">
+<link rel="modulepreload" href="/console/preact.mjs">
+<link rel="modulepreload" href="/console/hooks.mjs">
+<link rel="modulepreload" href="/console/htm.mjs">
+<link rel="modulepreload" href="/console/uplot.mjs">
 <link rel="modulepreload" href="/console/api.js">
 <link rel="modulepreload" href="/console/pages.js">
 <script type="module" src="/console/app.js"></script>
@@ -107,7 +107,12 @@ const assetRoute = createRoute({
   summary: "A script, style sheet or library file of the console",
   request: {
     params: z.object({
-      asset: z.string().openapi({ description: "e.g. app.js, style.css, vendor/preact.mjs" }),
+      asset: z
+        .string()
+        .openapi({
+          description:
+            "e.g. app.js, style.css, preact.mjs (the libraries are served beside the console's own files)",
+        }),
     }),
   },
   responses: {
@@ -133,10 +138,8 @@ export function consoleRoutes() {
     "cache-control": "no-cache",
   });
   router.openapi(pageRoute, (c) => c.body(INDEX, 200, headers("text/html")) as never);
-  router.get("/console/", (c) => c.redirect("/console", 301));
-  // Hono's {asset} matches one segment; vendor/x needs the wildcard registered beside it.
   const serve = (name: string) => {
-    const asset = ASSETS[name];
+    const asset = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
     if (!asset) throw new HttpProblem(404, "Not found", `no console file ${name}`);
     let text = cache.get(name);
     if (text === undefined) {
@@ -148,10 +151,6 @@ export function consoleRoutes() {
   router.openapi(assetRoute, (c) => {
     const { text, headers } = serve(c.req.valid("param").asset);
     return c.body(text, 200, headers) as never;
-  });
-  router.get("/console/vendor/:file", (c) => {
-    const { text, headers } = serve(`vendor/${c.req.param("file")}`);
-    return c.body(text, 200, headers);
   });
   return router;
 }
