@@ -62,8 +62,16 @@ export class IngestRollup {
     }
   }
 
-  async close(): Promise<void> {
+  /** Publishes what is counted, waiting at most `waitMs` (Kafka may be gone: a stop must not hang on it). */
+  async close(waitMs = 2000): Promise<void> {
     clearInterval(this.#timer);
-    await this.flush();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.flush(),
+      new Promise<void>((done) => {
+        timer = setTimeout(done, waitMs);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }
