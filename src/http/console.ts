@@ -107,12 +107,10 @@ const assetRoute = createRoute({
   summary: "A script, style sheet or library file of the console",
   request: {
     params: z.object({
-      asset: z
-        .string()
-        .openapi({
-          description:
-            "e.g. app.js, style.css, preact.mjs (the libraries are served beside the console's own files)",
-        }),
+      asset: z.string().openapi({
+        description:
+          "e.g. app.js, style.css, preact.mjs (the libraries are served beside the console's own files)",
+      }),
     }),
   },
   responses: {
