@@ -13,11 +13,14 @@ import { EventTypeCatalog } from "./ingest/event-types.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
 import type { IngestProducer } from "./ingest/producer-port.ts";
+import { IngestRollup } from "./ingest/rollup.ts";
 import { createIngestService } from "./ingest/service.ts";
 import { ThreadedProducer } from "./ingest/threaded-producer.ts";
 import { createKafka, createKafkaProbe } from "./kafka/client.ts";
 import { KafkaLog } from "./kafka/log-client.ts";
 import { type LocalKafka, startLocalKafka } from "./kafka/runner.ts";
+import { LiveBus } from "./live/bus.ts";
+import { findEvent } from "./live/event-finder.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, deliveryObserver, type Metrics } from "./metrics.ts";
 import { SharedState, stateTopicSpecs, stateTopicsOf } from "./state/shared-state.ts";
@@ -128,6 +131,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   // The event-type catalog: what this database holds now, then every change the view applies.
   const eventTypes = new EventTypeCatalog(config.UNKNOWN_EVENT_TYPES);
   eventTypes.load(store.db);
+  // The console's live tail (accepted here; deliveries of every replica, as the view applies them) and
+  // the ingest counts every replica's stats add up.
+  const live = new LiveBus();
+  const rollup = new IngestRollup({ sink: producer, topic: config.OUTCOMES_TOPIC, logger });
   // The shared-state topics' reader: this replica's SQLite becomes their view once it has caught up.
   const state = new SharedState({
     onEventType: (name, row) => eventTypes.apply(name, row),
@@ -136,6 +143,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     sink: producer,
     topics: stateTopicsOf(config),
     logger,
+    onAttempts: (rows) => live.attempts(rows),
   });
   const ingest = createIngestService({
     db: store.db,
@@ -146,6 +154,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     shareKey: (value) => state.shareIdempotencyKey(value),
     logger,
     onOutcome: (outcome, events) => metrics.ingestEvents.inc({ outcome }, events),
+    onAccepted: (events, ids, at) => {
+      rollup.add(events, at);
+      live.accepted(events, ids, at);
+    },
   });
 
   // Delivery engines: each a member of the delivery consumer group, reading its share of the partitions
@@ -249,6 +261,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     delivery: coordinator,
     state,
     eventTypes: { catalog: eventTypes, state },
+    live,
+    findEvent: (id) => findEvent({ log, db: store.db, topic: config.EVENTS_TOPIC }, id),
     ingest: {
       service: ingest,
       eventTypes,
@@ -277,15 +291,19 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     stop() {
       stopped ??= (async () => {
         stopping = true;
-        await new Promise<void>((done) => {
+        const closed = new Promise<void>((done) => {
           server.close(() => done());
         });
+        // Open live tails would hold the server's close until their consoles left.
+        live.close();
+        await closed;
         // Workers first: their last dead letters and outcomes still need the producer.
         await coordinator.stop();
         await state.stop();
         // In-flight ingest requests have been answered; send what is queued, then disconnect.
         kafkaSetup.stop();
         ingest.close();
+        await rollup.close();
         await producer.close();
         await probe.close();
         await retention.stop();

@@ -4,22 +4,27 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Config } from "../config.ts";
 import type { DeliveryControl } from "../delivery/control.ts";
+import type { LiveBus } from "../live/bus.ts";
+import type { StoredEvent } from "../live/event-finder.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
 import { type AdminState, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireBearer } from "./auth.ts";
+import { consoleRoutes } from "./console.ts";
 import { deadLetterRoutes } from "./dead-letters.ts";
 import { destinationControlRoutes } from "./destination-controls.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type EventTypeDeps, eventTypeRoutes, eventTypesInOpenApi } from "./event-types.ts";
 import { documentHealthRoutes, type HealthDeps, healthRoutes } from "./health.ts";
 import { type IngestDeps, ingestRoutes } from "./ingest.ts";
+import { liveRoutes } from "./live.ts";
 import { documentMetricsRoute, type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { operationalDestinationRoutes } from "./operational-destinations.ts";
-import { HttpProblem, invalidRequest, problemResponse } from "./problem.ts";
+import { HttpProblem, problemResponse } from "./problem.ts";
 import { createRouter } from "./router.ts";
+import { eventRoutes, statsRoutes } from "./stats.ts";
 
 export interface AppDeps {
   config: Config;
@@ -38,6 +43,10 @@ export interface AppDeps {
   eventTypes?: Omit<EventTypeDeps, "store" | "logger">;
   /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
   ingest?: IngestDeps;
+  /** The console's live tail (GET /api/live); absent in apps built without it (some tests). */
+  live?: LiveBus;
+  /** An accepted event's record from the events topic (GET /api/events/{id}); absent in some tests. */
+  findEvent?: (id: string) => Promise<StoredEvent | undefined>;
 }
 
 /** Paths registered on the app, as regexes, so an unmatched request can be told 404 from 405. */
@@ -72,15 +81,19 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   );
   documentMetricsRoute(app, deps.config.METRICS_TOKEN !== undefined);
 
+  // The console (issue 13): its page and assets are public, everything it reads is an admin route.
+  const consolePaths = ["/api/stats", "/api/destination-health", "/api/live", "/api/events/:id"] as const;
+  app.route("/", consoleRoutes());
+
   // The admin token is checked before any admin route validates or reads its input.
   const adminAuth = requireBearer({
     tokens: [deps.config.adminToken],
     realm: "admin",
     needs: "Authorization: Bearer <ADMIN_TOKEN>",
   });
-  for (const path of ADMIN_PATHS) app.use(path, adminAuth);
+  for (const path of [...ADMIN_PATHS, ...consolePaths]) app.use(path, adminAuth);
   // A replica still reading the shared state answers 503, never a stale 404 or list.
-  for (const path of ADMIN_PATHS) {
+  for (const path of [...ADMIN_PATHS, ...consolePaths]) {
     app.use(path, async (_c, next) => {
       if (!deps.state.isReady()) throw viewNotReady();
       await next();
@@ -97,6 +110,9 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     app.route("/", eventTypeRoutes({ ...deps.eventTypes, store: deps.store, logger: deps.logger }));
     app.use("/openapi.json", eventTypesInOpenApi(deps.store));
   }
+  app.route("/", statsRoutes(deps));
+  if (deps.live) app.route("/", liveRoutes({ live: deps.live, registry: deps.metrics.registry }));
+  if (deps.findEvent) app.route("/", eventRoutes(deps.findEvent));
 
   app.openAPIRegistry.registerPath({
     method: "get",

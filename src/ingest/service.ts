@@ -57,6 +57,8 @@ export interface IngestServiceOptions {
   logger: Logger;
   /** Counts events accepted (Kafka acknowledged) or refused (Kafka could not take them), for metrics. */
   onOutcome?: (outcome: "accepted" | "refused", events: number) => void;
+  /** Told of the events Kafka acknowledged, with their ids (stats roll-ups, the console's live tail). */
+  onAccepted?: (events: EventInput[], ids: string[], at: number) => void;
 }
 
 export interface IngestService {
@@ -169,6 +171,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
     } finally {
       inFlight.delete(storeKey);
     }
+    opts.onAccepted?.(events, answer.ids, Date.now());
     completeIdempotencyKey(db, storeKey, 202);
     if (opts.shareKey) {
       const value: IdempotencyValue = {
@@ -211,6 +214,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
     const messages = recordsOf(events, answer, traceparent);
     assertKafkaReady(events.length);
     await send(messages);
+    opts.onAccepted?.(events, answer.ids, now);
     return { ...answer, replayed: false };
   }
 

@@ -16,6 +16,7 @@ import type { AttemptRow } from "../store/attempts.ts";
 import type { Destination } from "../store/destinations.ts";
 import type { EventType } from "../store/event-types.ts";
 import type { LedgerUpdate } from "../store/ledger.ts";
+import type { AcceptedRollup } from "../store/stats.ts";
 
 export const STATE_VERSION = 1;
 const DESTINATION_PREFIX = "destination/";
@@ -76,6 +77,15 @@ export function outcomeMessage(outcome: Outcome, writeId?: string): Message {
     value: JSON.stringify({ v: STATE_VERSION, a: outcome.attempt, l: outcome.ledger }),
     headers: writeId ? { w: writeId } : undefined,
   };
+}
+
+/**
+ * An ingest roll-up on the outcomes topic (field `s`; views of older builds ignore it): events one replica
+ * accepted in one bucket, per type and per heaviest user, so every replica's stats hold every replica's
+ * ingest. Keyed per replica, so one replica's roll-ups stay in order on one partition.
+ */
+export function acceptedRollupMessage(replicaId: string, rollup: AcceptedRollup): Message {
+  return { key: `stats/${replicaId}`, value: JSON.stringify({ v: STATE_VERSION, s: rollup }) };
 }
 
 export function idempotencyMessage(value: IdempotencyValue): Message {

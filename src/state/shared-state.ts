@@ -16,7 +16,7 @@ import {
   outcomeMessage,
   type StateTopics,
 } from "./records.ts";
-import { StateView, type ViewListener } from "./view.ts";
+import { StateView, type StateViewOptions, type ViewListener } from "./view.ts";
 
 export interface SharedStateOptions {
   kafka: Kafka;
@@ -30,6 +30,8 @@ export interface SharedStateOptions {
   maxWaitMs?: number;
   /** Told of every event-type record the view applies (the ingest catalog recompiles that type). */
   onEventType?: (name: string, row: EventType | null) => void;
+  /** Told of the attempts the view applied (see StateViewOptions.onAttempts). */
+  onAttempts?: StateViewOptions["onAttempts"];
 }
 
 /** The shared-state topics of a deployment, with the settings they are created with and checked for. */
@@ -90,6 +92,7 @@ export class SharedState {
       logger: opts.logger,
       maxWaitMs: opts.maxWaitMs,
       onEventType: opts.onEventType,
+      onAttempts: opts.onAttempts,
     });
   }
 

@@ -15,6 +15,7 @@ import { applyIdempotencyKey } from "../store/idempotency.ts";
 import { deleteLedger, type LedgerRow, type LedgerUpdate, upsertLedger } from "../store/ledger.ts";
 import { deleteOffsets } from "../store/offsets.ts";
 import { loadStateOffsets, saveStateOffset } from "../store/state-offsets.ts";
+import { type AcceptedRollup, rollUpAccepted, rollUpAttempts } from "../store/stats.ts";
 import {
   destinationIdOf,
   eventTypeNameOf,
@@ -41,6 +42,11 @@ export interface StateViewOptions {
   maxWaitMs?: number;
   /** Told of every event-type record applied, before `ready` too (the catalog must be complete then). */
   onEventType?: (name: string, row: EventType | null) => void;
+  /**
+   * Told of the attempts each fetch applied, after their transaction committed (the console's live tail).
+   * Called synchronously: it must not block or throw.
+   */
+  onAttempts?: (rows: AttemptRow[]) => void;
 }
 
 type Change =
@@ -259,6 +265,7 @@ export class StateView {
     const writeIds: string[] = [];
     const eventTypes: Applied["eventTypes"] = [];
     const attempts: AttemptRow[] = [];
+    const applied: AttemptRow[] = [];
     const ledger: LedgerUpdate[] = [];
     const moved: Array<{ topic: string; partition: number; next: number }> = [];
 
@@ -296,8 +303,13 @@ export class StateView {
         destinations.push({ kind: "put", row: parsed.destination, previous });
       } else if (topic === topics.outcomes) {
         if (r.value === null) return;
-        const parsed = parseState<{ a?: Outcome["attempt"]; l?: Outcome["ledger"] }>(r.value);
+        const parsed = parseState<{
+          a?: Outcome["attempt"];
+          l?: Outcome["ledger"];
+          s?: AcceptedRollup;
+        }>(r.value);
         if (!parsed) return this.#unknownVersion(topic, r);
+        if (parsed.s) rollUpAccepted(db, parsed.s);
         if (parsed.a) attempts.push(parsed.a);
         if (parsed.l) {
           ledger.push(parsed.l);
@@ -323,7 +335,11 @@ export class StateView {
       for (const result of results) {
         for (const r of result.records) onRecord(result.topic, r);
         // Attempts and ledger rows go in record order, after each partition's records.
-        insertAttempts(db, attempts.splice(0));
+        insertAttempts(db, attempts);
+        rollUpAttempts(db, attempts);
+        // Only once live (a rebuild's millions of old attempts are nobody's tail).
+        if (this.#opts.onAttempts && this.#ready) for (const a of attempts) applied.push(a);
+        attempts.length = 0;
         upsertLedger(db, ledger.splice(0));
         const at = this.#positions.get(result.topic)?.get(result.partition) ?? 0;
         if (result.next > at) {
@@ -340,6 +356,7 @@ export class StateView {
         this.#logger.error({ err, eventType: name }, "could not apply an event type to the catalog");
       }
     }
+    if (applied.length > 0) this.#opts.onAttempts?.(applied);
     return { destinations, replaying, writeIds, eventTypes };
   }
 

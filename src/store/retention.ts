@@ -1,6 +1,7 @@
 import { setImmediate as yieldTurn } from "node:timers/promises";
 import type { Logger } from "../log.ts";
 import type { Store } from "./db.ts";
+import { pruneStats } from "./stats.ts";
 
 export interface PruneResult {
   attempts: number;
@@ -75,6 +76,7 @@ export function startRetention(
       try {
         const cutoff = Date.now() - opts.retentionMs;
         const removed = await pruneOnce(store, cutoff, { signal: stopping.signal });
+        pruneStats(store.db, cutoff);
         if (removed.attempts + removed.ledger > 0) {
           log.info({ ...removed, cutoff: new Date(cutoff).toISOString() }, "pruned rows past retention");
         }

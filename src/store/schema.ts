@@ -163,3 +163,63 @@ export const eventTypes = sqliteTable("event_types", {
   createdAt: integer("created_at").notNull(),
   updatedAt: integer("updated_at").notNull(),
 });
+
+/**
+ * Roll-ups for GET /api/stats and the console, written by the state view in the same transaction as the
+ * outcomes and ingest-count records they come from (so every replica holds the same numbers and no request
+ * scans the attempts table). Buckets are STATS_BUCKET_MS (10 s) wide; `bucket` is its start, Unix ms.
+ */
+export const statsDeliveries = sqliteTable(
+  "stats_deliveries",
+  {
+    bucket: integer("bucket").notNull(),
+    destinationId: text("destination_id").notNull(),
+    /** "succeeded" | "failed" | "dead" */
+    outcome: text("outcome").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.bucket, t.destinationId, t.outcome] })],
+);
+
+/** Accept→receive latency of successful attempts: a histogram (bin = index into LATENCY_BOUNDS_MS). */
+export const statsLatency = sqliteTable(
+  "stats_latency",
+  {
+    bucket: integer("bucket").notNull(),
+    destinationId: text("destination_id").notNull(),
+    bin: integer("bin").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.bucket, t.destinationId, t.bin] })],
+);
+
+/** Events accepted per type (from the ingest roll-up records every replica publishes). */
+export const statsAccepted = sqliteTable(
+  "stats_accepted",
+  {
+    bucket: integer("bucket").notNull(),
+    type: text("type").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.bucket, t.type] })],
+);
+
+/** Events accepted per user (each roll-up record carries its heaviest users only, see STATS_TOP_USERS). */
+export const statsUsers = sqliteTable(
+  "stats_users",
+  {
+    bucket: integer("bucket").notNull(),
+    userId: text("user_id").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.bucket, t.userId] })],
+);
+
+/** The last failed attempt of each destination (the console's "last error"). */
+export const statsLastError = sqliteTable("stats_last_error", {
+  destinationId: text("destination_id").primaryKey(),
+  at: integer("at").notNull(),
+  eventId: text("event_id").notNull(),
+  statusCode: integer("status_code"),
+  error: text("error"),
+});
