@@ -107,13 +107,6 @@ const EnvSchema = z.object({
    * HTTP thread; false: on the HTTP thread. bench/README.md "Ingest" has both measured.
    */
   INGEST_PRODUCER_THREAD: bool.default(false),
-  /**
-   * The Kafka client of the group-commit producer: kafkajs (every other Kafka client here is kafkajs), or
-   * @platformatic/kafka, measured cheaper per record (bench/README.md "Ingest"); plaintext brokers only.
-   */
-  INGEST_KAFKA_CLIENT: z
-    .enum(["kafkajs", "platformatic"], { message: "must be kafkajs or platformatic" })
-    .default("kafkajs"),
   IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
   /** Attempt rows, and ledger rows of delivered or dead events, older than this are deleted. */
   RETENTION_DAYS: int(1, 3650).default(30),
@@ -174,11 +167,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const issues: string[] = [];
   const kafkaSecurity = kafkaSecurityOf(parsed.data, (name, message) => issues.push(`  ${name}: ${message}`));
-  if (parsed.data.INGEST_KAFKA_CLIENT === "platformatic" && (kafkaSecurity.tls || kafkaSecurity.sasl)) {
-    issues.push(
-      "  INGEST_KAFKA_CLIENT: platformatic is not wired for TLS or SASL yet; use kafkajs with them",
-    );
-  }
   if (issues.length > 0) throw new ConfigError(`invalid configuration:\n${issues.join("\n")}`);
   // The password lives in kafkaSecurity only, so nothing that prints the settings can show it.
   const { KAFKA_SASL_PASSWORD: _password, ...settings } = parsed.data;

@@ -8,7 +8,6 @@ import { operationalMessage } from "./delivery/operational.ts";
 import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { serveApp } from "./http/server.ts";
-import { platformaticSender } from "./ingest/batch-sender.ts";
 import { EventTypeCatalog } from "./ingest/event-types.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
 import { GroupCommitProducer } from "./ingest/producer.ts";
@@ -104,20 +103,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         clientId: config.KAFKA_CLIENT_ID,
         security,
         logLevel: logger.level,
-        client: config.INGEST_KAFKA_CLIENT,
         logger,
       })
-    : new GroupCommitProducer(
-        config.INGEST_KAFKA_CLIENT === "platformatic"
-          ? () =>
-              platformaticSender({
-                brokers,
-                clientId: config.KAFKA_CLIENT_ID,
-                requestTimeoutMs: config.INGEST_ACK_TIMEOUT_MS,
-              })
-          : producerKafka,
-        { ...batchOptions, logger },
-      );
+    : new GroupCommitProducer(producerKafka, { ...batchOptions, logger });
   const kafkaSetup = startKafkaSetup({
     kafka: producerKafka,
     producer,

@@ -248,27 +248,11 @@ test("TLS or SASL without KAFKA_BROKERS is refused: the embedded broker is plain
   assert.ok(!message.includes(PASSWORD));
 });
 
-test("ingest producer settings: the thread and the client are checked; platformatic is plaintext only", () => {
-  const defaults = loadConfig(BROKERS);
-  assert.equal(defaults.INGEST_PRODUCER_THREAD, false);
-  assert.equal(defaults.INGEST_KAFKA_CLIENT, "kafkajs");
-  const chosen = loadConfig({
-    ...BROKERS,
-    INGEST_PRODUCER_THREAD: "true",
-    INGEST_KAFKA_CLIENT: "platformatic",
-  });
-  assert.equal(chosen.INGEST_PRODUCER_THREAD, true);
-  assert.equal(chosen.INGEST_KAFKA_CLIENT, "platformatic");
-  assert.match(
-    problems({ ...BROKERS, INGEST_KAFKA_CLIENT: "rdkafka" }),
-    /INGEST_KAFKA_CLIENT: must be kafkajs or platformatic/,
-  );
+test("ingest producer settings: INGEST_PRODUCER_THREAD is a boolean, off by default", () => {
+  assert.equal(loadConfig(BROKERS).INGEST_PRODUCER_THREAD, false);
+  assert.equal(loadConfig({ ...BROKERS, INGEST_PRODUCER_THREAD: "true" }).INGEST_PRODUCER_THREAD, true);
   assert.match(
     problems({ ...BROKERS, INGEST_PRODUCER_THREAD: "maybe" }),
     /INGEST_PRODUCER_THREAD: must be true or false/,
-  );
-  assert.match(
-    problems({ ...BROKERS, INGEST_KAFKA_CLIENT: "platformatic", KAFKA_SSL: "true" }),
-    /INGEST_KAFKA_CLIENT: platformatic is not wired for TLS or SASL yet/,
   );
 });

@@ -34,10 +34,6 @@ async function postUntilAccepted(g: IngestGateway, body: unknown, timeoutMs = 90
 const VARIANTS: Array<[string, Record<string, string>]> = [
   ["", {}],
   [" (producer thread)", { INGEST_PRODUCER_THREAD: "true" }],
-  [
-    " (producer thread, @platformatic/kafka)",
-    { INGEST_PRODUCER_THREAD: "true", INGEST_KAFKA_CLIENT: "platformatic" },
-  ],
 ];
 
 for (const [label, settings] of VARIANTS) {

@@ -4,15 +4,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { startIngestGateway } from "./ingest-fixture.ts";
 
 // A graceful stop under load loses nothing it accepted: every 202 answered before or during the stop is in
-// the topic afterwards — for each place the producer can run (the HTTP thread, its own thread) and each
-// Kafka client.
+// the topic afterwards — for each place the producer can run (the HTTP thread, its own thread).
 const VARIANTS: Array<[string, Record<string, string>]> = [
   ["producer on the HTTP thread", {}],
   ["producer thread", { INGEST_PRODUCER_THREAD: "true" }],
-  [
-    "producer thread, @platformatic/kafka",
-    { INGEST_PRODUCER_THREAD: "true", INGEST_KAFKA_CLIENT: "platformatic" },
-  ],
 ];
 
 for (const [label, settings] of VARIANTS) {

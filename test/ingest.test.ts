@@ -41,14 +41,10 @@ test("the test's murmur2 is Kafka's (vectors from Kafka's UtilsTest)", () => {
 });
 
 // Every producer setting writes the same records: the default (on the HTTP thread, kafkajs), the producer
-// thread, and @platformatic/kafka on it.
+// thread.
 const VARIANTS: Array<[string, Record<string, string>]> = [
   ["", {}],
   [" (producer thread)", { INGEST_PRODUCER_THREAD: "true" }],
-  [
-    " (producer thread, @platformatic/kafka)",
-    { INGEST_PRODUCER_THREAD: "true", INGEST_KAFKA_CLIENT: "platformatic" },
-  ],
 ];
 
 for (const [label, settings] of VARIANTS) {

@@ -102,7 +102,8 @@ export interface PlatformaticSenderOptions {
 }
 
 /**
- * @platformatic/kafka's idempotent producer (INGEST_KAFKA_CLIENT=platformatic). The partition of each record
+ * @platformatic/kafka's idempotent producer, measured by bench:ingest beside kafkajs (row (b)); not wired into
+ * the gateway yet (bench/README.md "Issue 16" says why). The partition of each record
  * is computed here with the same murmur2 as kafkajs and the Java client, and set on the record, so both
  * clients put a user's events on the same partition and the acknowledged partitions can be checked.
  */

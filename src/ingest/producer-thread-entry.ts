@@ -7,7 +7,6 @@ import { parentPort, workerData } from "node:worker_threads";
 import { createKafka } from "../kafka/client.ts";
 import type { Message } from "../kafka/sink.ts";
 import { createLogger } from "../log.ts";
-import { platformaticSender } from "./batch-sender.ts";
 import { kafkaLogsAtDebug } from "./kafka-setup.ts";
 import { GroupCommitProducer } from "./producer.ts";
 import type { FromThread, ProducerThreadData, ToThread } from "./producer-wire.ts";
@@ -36,19 +35,12 @@ function flushSoon(): void {
 }
 
 const producer = new GroupCommitProducer(
-  data.client === "platformatic"
-    ? () =>
-        platformaticSender({
-          brokers: data.brokers,
-          clientId: data.clientId,
-          requestTimeoutMs: data.ackTimeoutMs,
-        })
-    : createKafka({
-        brokers: data.brokers,
-        clientId: data.clientId,
-        security: data.security,
-        overrides: kafkaLogsAtDebug(logger),
-      }),
+  createKafka({
+    brokers: data.brokers,
+    clientId: data.clientId,
+    security: data.security,
+    overrides: kafkaLogsAtDebug(logger),
+  }),
   {
     maxRecords: data.maxRecords,
     maxBytes: data.maxBytes,

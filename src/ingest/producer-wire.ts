@@ -7,7 +7,6 @@ export interface ProducerThreadData {
   clientId: string;
   security: KafkaSecurity;
   logLevel: string;
-  client: "kafkajs" | "platformatic";
   maxRecords: number;
   maxBytes: number;
   lingerMs: number;
