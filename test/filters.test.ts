@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { compileFilter, filterErrors } from "../src/delivery/filter.ts";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import { compileFilter, filterErrors, filterJsonSchema } from "../src/delivery/filter.ts";
 import { startIngestGateway } from "./ingest-fixture.ts";
 import { startReceiver, waitFor } from "./receiver.ts";
 
@@ -61,6 +62,40 @@ test("filter validation names each bad part", () => {
   assert.equal(filterErrors({ "payload.x": { $gt: 1, y: 2 } })[0]?.field, "filter.payload.x");
   assert.equal(filterErrors([1])[0]?.field, "filter");
   assert.deepEqual(filterErrors({ "payload.amount": { $gte: 100 }, type: { $in: ["order.created"] } }), []);
+});
+
+test("the filter's JSON Schema (the OpenAPI document's) accepts exactly what the gateway accepts", () => {
+  const valid = new Ajv2020({ strict: true }).compile(filterJsonSchema("#"));
+  const cases: unknown[] = [
+    {},
+    { type: "a" },
+    { "payload.amount": { $gte: 100 }, type: { $in: ["order.created"] } },
+    { payload: { a: [1, 2] } },
+    { "payload.x": {} },
+    { "payload.x": null },
+    { "payload.x": [{ $gt: 1 }] },
+    { $or: [{ type: "a" }, { $and: [{ "payload.n": { $lt: 3, $ne: 1 } }] }] },
+    { "payload.x": { $exists: false, $nin: [1, "a"] } },
+    { "payload.amount": { $gte: "100" } },
+    { $or: [{ type: "a" }, { type: { $regex: "x" } }] },
+    { $where: "1" },
+    { $and: [] },
+    { $or: {} },
+    { "bad path!": 1 },
+    { "": 1 },
+    { "a..b": 1 },
+    { "÷": {} },
+    { type: { $in: "a" } },
+    { type: { $in: Array.from({ length: 1001 }, (_, i) => i) } },
+    { "payload.x": { $exists: 1 } },
+    { "payload.x": { $gt: 1, y: 2 } },
+    [1],
+    "type",
+    null,
+  ];
+  for (const f of cases) {
+    assert.equal(valid(f), filterErrors(f).length === 0, JSON.stringify(f).slice(0, 80));
+  }
 });
 
 test("a destination's filter decides which events it receives; filtered-out ones count as finished", async (t) => {

@@ -50,7 +50,7 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
     url: receiver.url,
     startFrom: new Date(Date.now() + 3_600_000).toISOString(),
   });
-  assert.equal(future.status, 400);
+  assert.equal(future.status, 422, "a backfill from the future");
   assert.equal(((await future.json()) as Problem).errors[0]?.field, "startFrom");
   assert.equal(
     (await api("POST", "/api/destinations", { url: receiver.url, startFrom: "latest" })).status,
@@ -62,6 +62,12 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
     await api("POST", "/api/destinations", { url: `${receiver.url}?d=all`, startFrom: "earliest" })
   ).json()) as { id: string; replay: { cancelled: boolean } | null };
   assert.equal(earliest.replay?.cancelled, false);
+  // A time before 1970 is the log's start (Kafka would read a negative timestamp as a special query).
+  const ancient = await api("POST", "/api/destinations", {
+    url: `${receiver.url}?d=ancient`,
+    startFrom: "0797-12-27T10:43:24Z",
+  });
+  assert.equal(ancient.status, 201);
   const fromMid = (await (
     await api("POST", "/api/destinations", { url: `${receiver.url}?d=mid`, startFrom: mid })
   ).json()) as { id: string };
@@ -73,7 +79,11 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
   await send(10);
   await send(11);
   await waitFor(
-    () => count(receiver, "all") === 12 && count(receiver, "mid") === 6 && count(receiver, "live") === 2,
+    () =>
+      count(receiver, "all") === 12 &&
+      count(receiver, "ancient") === 12 &&
+      count(receiver, "mid") === 6 &&
+      count(receiver, "live") === 2,
     "backfills and live events",
   );
   assert.deepEqual(byUser(receiver, "all").get("user-0"), [0, 2, 4, 6, 8, 10], "order per user kept");
@@ -87,7 +97,7 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
 
   // Replay of a window on the destination that got everything live.
   const badWindow = await api("POST", `/api/destinations/${live.id}/replay`, { from: mid, to: mid });
-  assert.equal(badWindow.status, 400);
+  assert.equal(badWindow.status, 422, "an empty window");
   assert.equal(((await badWindow.json()) as Problem).errors[0]?.field, "to");
   const noFrom = await api("POST", `/api/destinations/${live.id}/replay`, {});
   assert.equal(noFrom.status, 400);
@@ -157,7 +167,7 @@ test("recover re-sends dead events since a time; a replay is cancellable", async
   const bad = await api("POST", `/api/destinations/${dest.id}/recover`, {
     since: new Date(Date.now() + 60_000).toISOString(),
   });
-  assert.equal(bad.status, 400);
+  assert.equal(bad.status, 422, "a recovery from the future");
   assert.equal(((await bad.json()) as Problem).errors[0]?.field, "since");
   const none = await api("POST", `/api/destinations/${dest.id}/recover`, { since: new Date().toISOString() });
   assert.deepEqual(await none.json(), { recovered: 0 }, "nothing died since now");
@@ -181,7 +191,11 @@ test("recover re-sends dead events since a time; a replay is cancellable", async
   const cancelled = await api("DELETE", `/api/destinations/${dest.id}/replay`);
   assert.equal(cancelled.status, 202);
   assert.equal(((await cancelled.json()) as { replay: { cancelled: boolean } }).replay.cancelled, true);
-  assert.equal((await api("DELETE", `/api/destinations/${dest.id}/replay`)).status, 404);
+  assert.equal(
+    (await api("DELETE", `/api/destinations/${dest.id}/replay`)).status,
+    409,
+    "nothing left to cancel",
+  );
   await waitFor(async () => {
     const s = (await (await api("GET", `/api/destinations/${dest.id}/replay`)).json()) as { lag: number };
     return s.lag === 0;

@@ -19,6 +19,45 @@ const COMPARISONS = new Set(["$gt", "$gte", "$lt", "$lte"]);
 const OPERATORS = new Set(["$eq", "$ne", "$in", "$nin", "$exists", ...COMPARISONS]);
 const PATH = /^[A-Za-z0-9_-]{1,128}(\.[A-Za-z0-9_-]{1,128}){0,15}$/;
 
+/**
+ * The filter language as a JSON Schema (2020-12), for the OpenAPI document. `self` is how the schema refers
+ * to itself (`$and` / `$or` hold filters): `"#"` standalone, a component's `$ref` inside a document. It
+ * says everything `filterErrors` checks except the totals (depth ${MAX_DEPTH}, ${MAX_NODES} conditions).
+ */
+export function filterJsonSchema(self: string): Record<string, unknown> {
+  const number = { type: "number" };
+  const values = { type: "array", maxItems: 1000 };
+  const filters = { type: "array", minItems: 1, items: { $ref: self } };
+  return {
+    type: "object",
+    maxProperties: MAX_NODES,
+    propertyNames: { anyOf: [{ enum: ["$and", "$or"] }, { pattern: PATH.source }] },
+    properties: { $and: filters, $or: filters },
+    additionalProperties: {
+      anyOf: [
+        { not: { type: "object" } },
+        { type: "object", propertyNames: { not: { pattern: "^\\$" } } },
+        {
+          type: "object",
+          minProperties: 1,
+          additionalProperties: false,
+          properties: {
+            $eq: {},
+            $ne: {},
+            $in: values,
+            $nin: values,
+            $exists: { type: "boolean" },
+            $gt: number,
+            $gte: number,
+            $lt: number,
+            $lte: number,
+          },
+        },
+      ],
+    },
+  };
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }

@@ -23,7 +23,7 @@ import { liveRoutes } from "./live.ts";
 import { documentMetricsRoute, type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { operationalDestinationRoutes } from "./operational-destinations.ts";
 import { HttpProblem, problemResponse } from "./problem.ts";
-import { createRouter } from "./router.ts";
+import { createRouter, documentValidationProblems } from "./router.ts";
 import { eventRoutes, statsRoutes } from "./stats.ts";
 
 export interface AppDeps {
@@ -127,6 +127,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       },
     },
   });
+  documentValidationProblems(app);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: {

@@ -12,9 +12,9 @@ import {
   toIso,
 } from "./admin-shared.ts";
 import { adminSecurity } from "./auth.ts";
-import { PastTime, replayView, Secret } from "./destination-schemas.ts";
+import { notInFuture, replayView, Secret, Time } from "./destination-schemas.ts";
 import { newSecret } from "./destinations.ts";
-import { HttpProblem } from "./problem.ts";
+import { HttpProblem, unprocessable } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
 /** Hours a rotated-out secret keeps signing when the rotation does not say. */
@@ -66,20 +66,26 @@ const rotateRoute = createRoute({
   },
   responses: {
     200: { description: "The new secret", content: { "application/json": { schema: RotatedSchema } } },
-    ...problemResponses(400, 401, 404, 413, 415, 503),
+    ...problemResponses(400, 401, 404, 409, 413, 415, 503),
   },
 });
 
 const RecoverBody = z
   .strictObject({
-    since: PastTime.openapi({ description: "Re-send the events that died at this destination since then." }),
+    since: Time.openapi({
+      description: "Re-send the events that died at this destination since then (not in the future: 422).",
+    }),
   })
   .openapi("Recover");
 
 const ReplayBody = z
   .strictObject({
-    from: PastTime.openapi({ description: "Re-deliver every event accepted at or after this time…" }),
-    to: PastTime.optional().openapi({ description: "…and before this one (default: now)." }),
+    from: Time.openapi({
+      description: "Re-deliver every event accepted at or after this time (not in the future: 422)…",
+    }),
+    to: Time.optional().openapi({
+      description: "…and before this one (default: now; at or before `from`: 422).",
+    }),
   })
   .openapi("Replay");
 
@@ -118,7 +124,7 @@ const recoverRoute = createRoute({
       description: "Queued",
       content: { "application/json": { schema: z.object({ recovered: z.number().int() }) } },
     },
-    ...problemResponses(400, 401, 404, 413, 415, 503),
+    ...problemResponses(400, 401, 404, 413, 415, 422, 503),
   },
 });
 
@@ -140,7 +146,7 @@ const replayRoute = createRoute({
   },
   responses: {
     202: { description: "Replay started", content: { "application/json": { schema: ReplayState } } },
-    ...problemResponses(400, 401, 404, 413, 415, 503),
+    ...problemResponses(400, 401, 404, 413, 415, 422, 503),
   },
 });
 
@@ -166,7 +172,7 @@ const cancelReplayRoute = createRoute({
   request: { params: DestinationIdParams },
   responses: {
     202: { description: "Cancelled", content: { "application/json": { schema: ReplayState } } },
-    ...problemResponses(401, 404, 503),
+    ...problemResponses(401, 404, 409, 503),
   },
 });
 
@@ -184,7 +190,7 @@ export function destinationControlRoutes(deps: AdminDeps) {
       if (!existing) throw notFoundDestination(id);
       const secret = body.secret ?? newSecret();
       if (secret === existing.secret) {
-        throw new HttpProblem(400, "Invalid request", "secret: is the current secret", {
+        throw new HttpProblem(409, "Conflict", "secret: is the current secret; a rotation needs a new one", {
           errors: [{ field: "secret", message: "is the current secret" }],
         });
       }
@@ -218,7 +224,7 @@ export function destinationControlRoutes(deps: AdminDeps) {
 
   router.openapi(recoverRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const { since } = c.req.valid("json");
+    const since = notInFuture("since", c.req.valid("json").since);
     const recovered = await oneAtATime(deps.store, id, async () => {
       const existing = getDestination(db, id);
       if (!existing || existing.kind === "operational") throw notFoundDestination(id);
@@ -250,11 +256,8 @@ export function destinationControlRoutes(deps: AdminDeps) {
   router.openapi(replayRoute, async (c) => {
     const { id } = c.req.valid("param");
     const { from, to } = c.req.valid("json");
-    if (to !== undefined && to <= from) {
-      throw new HttpProblem(400, "Invalid request", "to: must be after from", {
-        errors: [{ field: "to", message: "must be after from" }],
-      });
-    }
+    notInFuture("from", from);
+    if (to !== undefined && to <= from) throw unprocessable("to", "must be after from");
     const row = await oneAtATime(deps.store, id, async () => {
       const existing = getDestination(db, id);
       if (!existing || existing.kind === "operational") throw notFoundDestination(id);
@@ -284,7 +287,7 @@ export function destinationControlRoutes(deps: AdminDeps) {
       const existing = getDestination(db, id);
       if (!existing || existing.kind === "operational") throw notFoundDestination(id);
       if (!existing.replay || existing.replay.cancelled) {
-        throw new HttpProblem(404, "Not found", `destination ${id} has no replay to cancel`);
+        throw new HttpProblem(409, "Conflict", `destination ${id} has no replay to cancel`);
       }
       return writeReplay(existing, { ...existing.replay, cancelled: true });
     });

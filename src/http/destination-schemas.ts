@@ -1,7 +1,8 @@
 import { z } from "@hono/zod-openapi";
-import { filterErrors } from "../delivery/filter.ts";
+import { filterErrors, filterJsonSchema } from "../delivery/filter.ts";
 import type { Destination } from "../store/destinations.ts";
 import { toIso } from "./admin-shared.ts";
+import { unprocessable } from "./problem.ts";
 
 /** Defaults of the optional destination settings (README documents them). */
 export const DESTINATION_DEFAULTS = {
@@ -167,21 +168,28 @@ export const Secret = z
   });
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
+const FILTER_REF = "#/components/schemas/Filter";
+
+/**
+ * The OpenAPI component "Filter": the rule language as JSON Schema (recursive through `$and` / `$or`, so a
+ * component of its own). Registered by `destinationRoutes`; the fields below refer to it.
+ */
+export const FILTER_COMPONENT = {
+  ...filterJsonSchema(FILTER_REF),
+  description:
+    'Deliver only events this JSON rule matches (README "Payload filters"): dotted paths into the event ' +
+    "(`type`, `userID`, `payload.…`) mapped to a value (equality) or operators $eq $ne $in $nin $exists " +
+    "$gt $gte $lt $lte; $and / $or take arrays of filters; at most 8 levels and 200 conditions. An event " +
+    "filtered out counts as finished.",
+  example: { "payload.amount": { $gte: 100 }, type: { $in: ["order.created"] } },
+};
+
 /** A payload filter, checked whole: each bad part is its own issue with its path (`filter.payload.amount.$gte`). */
-const FilterBody = z
-  .record(z.string(), z.unknown())
-  .superRefine((filter, ctx) => {
-    for (const e of filterErrors(filter, "")) {
-      ctx.addIssue({ code: "custom", path: e.field ? [e.field.slice(1)] : [], message: e.message });
-    }
-  })
-  .openapi({
-    description:
-      'Deliver only events this JSON rule matches (README "Payload filters"): dotted paths into the event ' +
-      "(`type`, `userID`, `payload.…`) mapped to a value (equality) or operators $eq $ne $in $nin $exists " +
-      "$gt $gte $lt $lte; $and / $or take arrays of filters. An event filtered out counts as finished.",
-    example: { "payload.amount": { $gte: 100 }, type: { $in: ["order.created"] } },
-  });
+const FilterBody = z.record(z.string(), z.unknown()).superRefine((filter, ctx) => {
+  for (const e of filterErrors(filter, "")) {
+    ctx.addIssue({ code: "custom", path: e.field ? [e.field.slice(1)] : [], message: e.message });
+  }
+});
 
 const settings = {
   eventTypes: EventTypes.optional(),
@@ -197,7 +205,12 @@ const settings = {
     description:
       "Attempts in flight at once (default 64): a destination answering in R seconds gets at most maxConcurrency / R deliveries per second.",
   }),
-  filter: FilterBody.nullable().optional().openapi({ description: "null (or absent) = no filter." }),
+  filter: FilterBody.nullable()
+    .optional()
+    .openapi({
+      anyOf: [{ $ref: FILTER_REF }, { type: "null" }],
+      description: "null (or absent) = no filter.",
+    }),
   rateLimitPerSecond: z.number().min(0.01).max(100_000).nullable().optional().openapi({
     description:
       'Most attempts per second to this destination (token bucket; README "Rate limit"); null = none.',
@@ -214,8 +227,12 @@ const settings = {
   }),
 };
 
-/** An ISO 8601 date-time with `Z` or an offset, as Unix ms; not in the future. */
-export const PastTime = z
+/**
+ * An ISO 8601 date-time with `Z` or an offset, as Unix ms. A time before 1970 is 0: no event is older, and
+ * Kafka reads a negative timestamp as a special query. Whether it may lie in the future is the route's
+ * business (`notInFuture`: a 422, since the schema cannot say it).
+ */
+export const Time = z
   .string()
   .regex(
     /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/,
@@ -227,13 +244,15 @@ export const PastTime = z
       ctx.addIssue({ code: "custom", message: "is not a valid date-time" });
       return z.NEVER;
     }
-    if (ms > Date.now()) {
-      ctx.addIssue({ code: "custom", message: "must not be in the future" });
-      return z.NEVER;
-    }
-    return ms;
+    return Math.max(0, ms);
   })
   .openapi({ type: "string", format: "date-time", example: "2026-01-01T00:00:00Z" });
+
+/** A `Time` that must not be in the future: a 422 on `field` if it is. */
+export function notInFuture(field: string, ms: number): number {
+  if (ms > Date.now()) throw unprocessable(field, "must not be in the future");
+  return ms;
+}
 
 export const CreateDestinationBody = z
   .strictObject({
@@ -241,11 +260,11 @@ export const CreateDestinationBody = z
     name: Name.optional(),
     ...settings,
     startFrom: z
-      .union([z.literal("earliest"), PastTime])
+      .union([z.literal("earliest"), Time])
       .optional()
       .openapi({
         description:
-          'Backfill from history: "earliest" (the oldest event the log still holds) or an ISO date-time; absent = only events accepted after the 201.',
+          'Backfill from history: "earliest" (the oldest event the log still holds) or an ISO date-time, not in the future (422); absent = only events accepted after the 201.',
       }),
   })
   .openapi("CreateDestination");
@@ -277,7 +296,10 @@ export const DestinationSchema = z
     backoffBaseMs: z.number().int(),
     backoffMaxMs: z.number().int(),
     maxConcurrency: z.number().int(),
-    filter: z.record(z.string(), z.unknown()).nullable(),
+    filter: z
+      .record(z.string(), z.unknown())
+      .nullable()
+      .openapi({ anyOf: [{ $ref: FILTER_REF }, { type: "null" }] }),
     rateLimitPerSecond: z.number().nullable(),
     rateLimitBurst: z.number().int().nullable(),
     autoDisableAfterHours: z.number().nullable(),

@@ -24,6 +24,8 @@ import {
   DestinationSchema,
   DestinationWithLagSchema,
   destinationView,
+  FILTER_COMPONENT,
+  notInFuture,
   PatchDestinationBody,
 } from "./destination-schemas.ts";
 import { HttpProblem } from "./problem.ts";
@@ -83,7 +85,7 @@ const createDestination = createRoute({
         ReplayDeadLetters: byNewId("replayDeadLetters"),
       },
     },
-    ...problemResponses(400, 401, 413, 415, 503),
+    ...problemResponses(400, 401, 413, 415, 422, 503),
   },
 });
 
@@ -172,7 +174,11 @@ export async function registerDestination(
   // The group's offsets are pinned before the row exists: if Kafka cannot do it, nothing is stored and
   // the client retries; if it succeeds, no event accepted after our 201 can slip past the new worker.
   const fromMs =
-    body.startFrom === undefined ? undefined : body.startFrom === "earliest" ? 0 : body.startFrom;
+    body.startFrom === undefined
+      ? undefined
+      : body.startFrom === "earliest"
+        ? 0
+        : notInFuture("startFrom", body.startFrom);
   try {
     await deps.delivery.prepareDestination(id, fromMs);
   } catch (err) {
@@ -282,6 +288,7 @@ export function listOfKind(deps: AdminDeps, kind: Kind): Destination[] {
 /** The /api/destinations resource. Every write goes store-then-delivery in the order DeliveryControl documents. */
 export function destinationRoutes(deps: AdminDeps) {
   const router = createRouter();
+  router.openAPIRegistry.registerComponent("schemas", "Filter", FILTER_COMPONENT);
 
   router.openapi(createDestination, async (c) => {
     const row = await registerDestination(deps, c.req.valid("json"), "webhook");

@@ -20,6 +20,18 @@ const LiveQuery = z.strictObject({
   }),
 });
 
+/** One server-sent event of the stream (OpenAPI 3.1: the media type's schema describes each event). */
+const LiveEvent = z
+  .object({
+    event: z.enum(["ready", "items"]).openapi({
+      description: "`ready` once, when the subscription is in place; then `items` as they come.",
+    }),
+    data: z.string().openapi({
+      description: "JSON: `{}` for `ready`; `{items: LiveItem[], dropped: number}` for `items`.",
+    }),
+  })
+  .openapi("LiveEvent");
+
 const liveRoute = createRoute({
   method: "get",
   path: "/api/live",
@@ -33,7 +45,7 @@ const liveRoute = createRoute({
   security: adminSecurity,
   request: { query: LiveQuery },
   responses: {
-    200: { description: "The stream", content: { "text/event-stream": { schema: z.string() } } },
+    200: { description: "The stream", content: { "text/event-stream": { schema: LiveEvent } } },
     ...problemResponses(400, 401),
   },
 });

@@ -30,6 +30,11 @@ const about =
   "webhook, with their own retries; `eventTypes` picks some of them. They never receive user events, " +
   "and raise no operational events themselves.";
 
+/** Operational destinations read the gateway's own events, so there is no history to backfill (`startFrom`). */
+const CreateOperationalBody = CreateDestinationBody.omit({ startFrom: true }).openapi(
+  "CreateOperationalDestination",
+);
+
 const createRouteDef = createRoute({
   method: "post",
   path: "/api/operational-destinations",
@@ -38,7 +43,7 @@ const createRouteDef = createRoute({
   description: about,
   security: adminSecurity,
   middleware: adminJsonBody(),
-  request: { body: { required: true, content: { "application/json": { schema: CreateDestinationBody } } } },
+  request: { body: { required: true, content: { "application/json": { schema: CreateOperationalBody } } } },
   responses: {
     201: { description: "The operational destination", content: json },
     ...problemResponses(400, 401, 413, 415, 503),

@@ -98,3 +98,13 @@ export function invalidRequest(issues: ReadonlyArray<z.core.$ZodIssue>): HttpPro
     { errors },
   );
 }
+
+/**
+ * 422: every field passes its schema but the request contradicts itself or the clock (a window that ends
+ * before it starts, a time in the future). The schema cannot say this, so it is not a 400.
+ */
+export function unprocessable(field: string, message: string): HttpProblem {
+  return new HttpProblem(422, "Unprocessable request", `${field}: ${message}`, {
+    errors: [{ field, message }],
+  });
+}
