@@ -26,6 +26,8 @@ export interface IngestGateway {
   /** CONSUMER_GROUP_PREFIX of this gateway (a restart on the same database passes it again). */
   groupPrefix: string;
   post(path: string, body: unknown, headers?: Record<string, string>): Promise<Response>;
+  /** An admin API call with this gateway's token; a body (when given) is sent as JSON. */
+  admin(method: string, path: string, body?: unknown): Promise<Response>;
   /** Every record of the events topic (its end offsets decide how many there are). */
   readTopic(): Promise<TopicRecord[]>;
   /** Number of records in the events topic, from its offsets. */
@@ -140,6 +142,14 @@ export async function startIngestGateway(
         method: "POST",
         headers: { "content-type": "application/json", ...headers },
         body: typeof body === "string" ? body : JSON.stringify(body),
+      });
+    },
+    admin(method, path, body) {
+      const auth = { authorization: `Bearer ${config.adminToken}` };
+      return fetch(`${gateway.url}${path}`, {
+        method,
+        headers: body === undefined ? auth : { ...auth, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
       });
     },
     readTopic,

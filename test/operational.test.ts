@@ -23,12 +23,7 @@ test("auto-disable after dead letters in a row, operational webhooks to operator
   t.after(() => receiver.close());
   const operator = await startReceiver();
   t.after(() => operator.close());
-  const api = (method: string, path: string, body?: unknown) =>
-    fetch(`${gw.gateway.url}${path}`, {
-      method,
-      headers: body === undefined ? admin : { ...admin, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  const api = gw.admin;
 
   const opRes = await api("POST", "/api/operational-destinations", { url: operator.url, name: "on-call" });
   assert.equal(opRes.status, 201);

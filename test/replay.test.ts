@@ -4,8 +4,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { startIngestGateway } from "./ingest-fixture.ts";
 import { type Receiver, startReceiver, waitFor } from "./receiver.ts";
 
-const admin = { authorization: "Bearer test-admin-token-0123456789" };
-
 type Problem = { errors: Array<{ field: string; message: string }> };
 
 /** Event numbers (payload.i) a receiver got for the destination tagged `?d=<tag>`, per user, in arrival order. */
@@ -28,12 +26,7 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
   await gw.gateway.kafkaReady;
   const receiver = await startReceiver();
   t.after(() => receiver.close());
-  const api = (method: string, path: string, body?: unknown) =>
-    fetch(`${gw.gateway.url}${path}`, {
-      method,
-      headers: body === undefined ? admin : { ...admin, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  const api = gw.admin;
   const send = async (i: number) => {
     const res = await gw.post("/api/singleEvent", { userID: `user-${i % 2}`, payload: { i } });
     assert.equal(res.status, 202);
@@ -147,12 +140,7 @@ test("recover re-sends dead events since a time; a replay is cancellable", async
     if (failing) res.statusCode = 503;
   });
   t.after(() => receiver.close());
-  const api = (method: string, path: string, body?: unknown) =>
-    fetch(`${gw.gateway.url}${path}`, {
-      method,
-      headers: body === undefined ? admin : { ...admin, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+  const api = gw.admin;
 
   const dest = (await (
     await api("POST", "/api/destinations", { url: receiver.url, maxAttempts: 1 })
