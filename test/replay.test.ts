@@ -43,7 +43,7 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
     url: receiver.url,
     startFrom: new Date(Date.now() + 3_600_000).toISOString(),
   });
-  assert.equal(future.status, 422, "a backfill from the future");
+  assert.equal(future.status, 400, "a backfill from the future");
   assert.equal(((await future.json()) as Problem).errors[0]?.field, "startFrom");
   assert.equal(
     (await api("POST", "/api/destinations", { url: receiver.url, startFrom: "latest" })).status,
@@ -90,7 +90,7 @@ test("startFrom backfills a new destination; replay re-delivers a window; other 
 
   // Replay of a window on the destination that got everything live.
   const badWindow = await api("POST", `/api/destinations/${live.id}/replay`, { from: mid, to: mid });
-  assert.equal(badWindow.status, 422, "an empty window");
+  assert.equal(badWindow.status, 400, "an empty window");
   assert.equal(((await badWindow.json()) as Problem).errors[0]?.field, "to");
   const noFrom = await api("POST", `/api/destinations/${live.id}/replay`, {});
   assert.equal(noFrom.status, 400);
@@ -155,7 +155,7 @@ test("recover re-sends dead events since a time; a replay is cancellable", async
   const bad = await api("POST", `/api/destinations/${dest.id}/recover`, {
     since: new Date(Date.now() + 60_000).toISOString(),
   });
-  assert.equal(bad.status, 422, "a recovery from the future");
+  assert.equal(bad.status, 400, "a recovery from the future");
   assert.equal(((await bad.json()) as Problem).errors[0]?.field, "since");
   const none = await api("POST", `/api/destinations/${dest.id}/recover`, { since: new Date().toISOString() });
   assert.deepEqual(await none.json(), { recovered: 0 }, "nothing died since now");

@@ -48,7 +48,7 @@ test("secret rotation: two signatures during the grace period, each verifiable; 
     ((await badTtl.json()) as { errors: Array<{ field: string }> }).errors[0]?.field,
     "previousSecretTtlHours",
   );
-  assert.equal((await rotate(created.id, { secret: first })).status, 409, "the current secret again");
+  assert.equal((await rotate(created.id, { secret: first })).status, 400, "the current secret again");
 
   // No body: a generated secret, the old one signs for the default 24 h.
   const before = Date.now();

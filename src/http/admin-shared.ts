@@ -36,13 +36,12 @@ export const ADMIN_MAX_BODY_BYTES = 2 * 1024 * 1024;
 export const ADMIN_RETRY_AFTER_S = 5;
 
 const DESCRIPTIONS: Record<number, string> = {
-  400: "Invalid request (malformed JSON, a path or query parameter or a body field that fails its schema): the problem's `errors` name each field that failed",
+  400: "Invalid request (malformed JSON, a path or query parameter or a body field that fails its schema, or a rule the schema cannot state: a time in the future, a window that ends before it starts): the problem's `errors` name each field that failed",
   401: "Missing or wrong admin bearer token",
   404: "No such destination",
   409: "The request conflicts with the resource's current state (the detail says how)",
   413: "Request body over 2 MiB (larger than any valid body)",
   415: "The body is not application/json",
-  422: "Every field is valid but together they cannot be done (a window that ends before it starts, a time in the future): the problem's `errors` name the field",
   503: "Kafka could not take the change (nothing was changed unless the detail says so), or this replica is still reading the shared state from Kafka; retry after Retry-After",
 };
 

@@ -14,7 +14,7 @@ import {
 import { adminSecurity } from "./auth.ts";
 import { notInFuture, replayView, Secret, Time } from "./destination-schemas.ts";
 import { newSecret } from "./destinations.ts";
-import { HttpProblem, unprocessable } from "./problem.ts";
+import { HttpProblem, invalidField } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
 /** Hours a rotated-out secret keeps signing when the rotation does not say. */
@@ -66,14 +66,14 @@ const rotateRoute = createRoute({
   },
   responses: {
     200: { description: "The new secret", content: { "application/json": { schema: RotatedSchema } } },
-    ...problemResponses(400, 401, 404, 409, 413, 415, 503),
+    ...problemResponses(400, 401, 404, 413, 415, 503),
   },
 });
 
 const RecoverBody = z
   .strictObject({
     since: Time.openapi({
-      description: "Re-send the events that died at this destination since then (not in the future: 422).",
+      description: "Re-send the events that died at this destination since then (not in the future).",
     }),
   })
   .openapi("Recover");
@@ -81,10 +81,10 @@ const RecoverBody = z
 const ReplayBody = z
   .strictObject({
     from: Time.openapi({
-      description: "Re-deliver every event accepted at or after this time (not in the future: 422)…",
+      description: "Re-deliver every event accepted at or after this time (not in the future)…",
     }),
     to: Time.optional().openapi({
-      description: "…and before this one (default: now; at or before `from`: 422).",
+      description: "…and before this one (default: now; after `from`).",
     }),
   })
   .openapi("Replay");
@@ -124,7 +124,7 @@ const recoverRoute = createRoute({
       description: "Queued",
       content: { "application/json": { schema: z.object({ recovered: z.number().int() }) } },
     },
-    ...problemResponses(400, 401, 404, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 404, 413, 415, 503),
   },
 });
 
@@ -146,7 +146,7 @@ const replayRoute = createRoute({
   },
   responses: {
     202: { description: "Replay started", content: { "application/json": { schema: ReplayState } } },
-    ...problemResponses(400, 401, 404, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 404, 413, 415, 503),
   },
 });
 
@@ -190,9 +190,7 @@ export function destinationControlRoutes(deps: AdminDeps) {
       if (!existing) throw notFoundDestination(id);
       const secret = body.secret ?? newSecret();
       if (secret === existing.secret) {
-        throw new HttpProblem(409, "Conflict", "secret: is the current secret; a rotation needs a new one", {
-          errors: [{ field: "secret", message: "is the current secret" }],
-        });
+        throw invalidField("secret", "is the current secret; a rotation needs a new one");
       }
       const now = Date.now();
       const ttlMs = (body.previousSecretTtlHours ?? DEFAULT_PREVIOUS_SECRET_TTL_HOURS) * 3_600_000;
@@ -257,7 +255,7 @@ export function destinationControlRoutes(deps: AdminDeps) {
     const { id } = c.req.valid("param");
     const { from, to } = c.req.valid("json");
     notInFuture("from", from);
-    if (to !== undefined && to <= from) throw unprocessable("to", "must be after from");
+    if (to !== undefined && to <= from) throw invalidField("to", "must be after from");
     const row = await oneAtATime(deps.store, id, async () => {
       const existing = getDestination(db, id);
       if (!existing || existing.kind === "operational") throw notFoundDestination(id);

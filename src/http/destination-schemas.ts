@@ -2,7 +2,7 @@ import { z } from "@hono/zod-openapi";
 import { filterErrors, filterJsonSchema } from "../delivery/filter.ts";
 import type { Destination } from "../store/destinations.ts";
 import { toIso } from "./admin-shared.ts";
-import { unprocessable } from "./problem.ts";
+import { invalidField } from "./problem.ts";
 
 /** Defaults of the optional destination settings (README documents them). */
 export const DESTINATION_DEFAULTS = {
@@ -230,7 +230,7 @@ const settings = {
 /**
  * An ISO 8601 date-time with `Z` or an offset, as Unix ms. A time before 1970 is 0: no event is older, and
  * Kafka reads a negative timestamp as a special query. Whether it may lie in the future is the route's
- * business (`notInFuture`: a 422, since the schema cannot say it).
+ * business (`notInFuture`).
  */
 export const Time = z
   .string()
@@ -248,9 +248,9 @@ export const Time = z
   })
   .openapi({ type: "string", format: "date-time", example: "2026-01-01T00:00:00Z" });
 
-/** A `Time` that must not be in the future: a 422 on `field` if it is. */
+/** A `Time` that must not be in the future: a 400 on `field` if it is. */
 export function notInFuture(field: string, ms: number): number {
-  if (ms > Date.now()) throw unprocessable(field, "must not be in the future");
+  if (ms > Date.now()) throw invalidField(field, "must not be in the future");
   return ms;
 }
 
@@ -264,7 +264,7 @@ export const CreateDestinationBody = z
       .optional()
       .openapi({
         description:
-          'Backfill from history: "earliest" (the oldest event the log still holds) or an ISO date-time, not in the future (422); absent = only events accepted after the 201.',
+          'Backfill from history: "earliest" (the oldest event the log still holds) or an ISO date-time, not in the future; absent = only events accepted after the 201.',
       }),
   })
   .openapi("CreateDestination");

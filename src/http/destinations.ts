@@ -85,7 +85,7 @@ const createDestination = createRoute({
         ReplayDeadLetters: byNewId("replayDeadLetters"),
       },
     },
-    ...problemResponses(400, 401, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 413, 415, 503),
   },
 });
 

@@ -6,7 +6,7 @@ import type { Store } from "../store/db.ts";
 import { type EventType, getEventType, listEventTypes } from "../store/event-types.ts";
 import { adminJsonBody, deliveryUnavailable, oneAtATime, problemResponses, toIso } from "./admin-shared.ts";
 import { adminSecurity } from "./auth.ts";
-import { HttpProblem, unprocessable } from "./problem.ts";
+import { HttpProblem, invalidField } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
 /** What the event-type routes need: the catalog's writes go to Kafka (config topic) like destinations. */
@@ -37,7 +37,7 @@ const JsonSchema = z
     type: ["object", "boolean"],
     description:
       "JSON Schema (2020-12) of the events' `payload` (an object or a boolean), compiled once with Ajv: " +
-      "one Ajv refuses (not a valid 2020-12 schema, an unknown keyword in strict mode) is a 422 with Ajv's reason.",
+      "one Ajv refuses (not a valid 2020-12 schema, an unknown keyword in strict mode) is a 400 with Ajv's reason.",
     example: {
       type: "object",
       required: ["orderId", "amount"],
@@ -84,15 +84,12 @@ function notFound(name: string): HttpProblem {
   return new HttpProblem(404, "Not found", `no event type named ${name}`);
 }
 
-/**
- * A schema Ajv cannot compile (strict: an unknown keyword is refused, it is usually a typo) is a 422 on
- * `schema` with Ajv's reason: the field has the documented type, the gateway cannot use its value.
- */
+/** A schema Ajv cannot compile (strict: an unknown keyword, usually a typo) is a 400 on `schema` with Ajv's reason. */
 function assertCompiles(schema: unknown): void {
   try {
     compileSchema(schema);
   } catch (err) {
-    throw unprocessable("schema", (err as Error).message);
+    throw invalidField("schema", (err as Error).message);
   }
 }
 
@@ -106,13 +103,13 @@ const createRouteDef = createRoute({
   summary: "Register an event type and the JSON Schema of its payload",
   description:
     "From the answer on, ingest of an event of this type validates its `payload` against the schema (a " +
-    "422 lists the schema errors), on every replica.",
+    "400 lists the schema errors), on every replica.",
   security: adminSecurity,
   middleware: adminJsonBody(),
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
   responses: {
     201: { description: "The event type", content: json },
-    ...problemResponses(400, 401, 409, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 409, 413, 415, 503),
   },
 });
 
@@ -154,7 +151,7 @@ const patchRouteDef = createRoute({
   },
   responses: {
     200: { description: "The changed event type", content: json },
-    ...problemResponses(400, 401, 404, 413, 415, 422, 503),
+    ...problemResponses(400, 401, 404, 413, 415, 503),
   },
 });
 

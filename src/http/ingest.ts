@@ -56,17 +56,15 @@ const IngestHeadersSchema = z.object({
 
 const errorResponses = {
   400: problem(
-    "Malformed JSON, or a field is missing or invalid (`errors` names it, e.g. `events.3.userID`).",
+    "Malformed JSON, or a field is missing or invalid, or a payload fails its event type's JSON Schema, or " +
+      "its `type` is not in the catalog under UNKNOWN_EVENT_TYPES=reject (`errors` names each, e.g. " +
+      "`events.3.payload.amount`).",
   ),
   401: problem("Ingest API keys are configured and the request has none, or a wrong one."),
   409: problem("A request with the same Idempotency-Key is still in progress."),
   413: problem("The body is over the size limit."),
   415: problem("The body is not `application/json`."),
-  422: problem(
-    "The body has the documented shape but cannot be accepted: the Idempotency-Key was used before with a " +
-      "different body, or a payload fails its event type's JSON Schema, or its `type` is not in the catalog " +
-      "and UNKNOWN_EVENT_TYPES=reject (`errors` names each, e.g. `events.3.payload.amount`).",
-  ),
+  422: problem("The Idempotency-Key was used before with a different body."),
   503: problem(
     "Kafka did not acknowledge the event(s) in time; nothing was accepted. Retry after `Retry-After`.",
   ),
@@ -79,10 +77,7 @@ function validate<T extends z.ZodType>(schema: T, value: unknown): z.output<T> {
   throw invalidRequest(result.error.issues);
 }
 
-/**
- * A 422 naming every schema error of the events (`payload.x`, or `events.3.payload.x` in a batch): the body
- * is valid, the payloads fail the event types' schemas, which are state (the catalog), not the API's schema.
- */
+/** A 400 naming every schema error of the events (`payload.x`, or `events.3.payload.x` in a batch). */
 function checkTypes(catalog: EventTypeCatalog | undefined, events: EventInput[], batch: boolean): void {
   if (catalog === undefined) return;
   let errors: SchemaError[] | undefined;
@@ -96,7 +91,7 @@ function checkTypes(catalog: EventTypeCatalog | undefined, events: EventInput[],
   }
   if (errors === undefined) return;
   const first = errors[0] as SchemaError;
-  throw new HttpProblem(422, "Unprocessable request", `${first.field}: ${first.message}`, { errors });
+  throw new HttpProblem(400, "Invalid request", `${first.field}: ${first.message}`, { errors });
 }
 
 function idempotencyOf(c: Context<IngestEnv>): IdempotencyRequest | undefined {

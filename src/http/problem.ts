@@ -100,11 +100,11 @@ export function invalidRequest(issues: ReadonlyArray<z.core.$ZodIssue>): HttpPro
 }
 
 /**
- * 422: every field passes its schema but the request contradicts itself or the clock (a window that ends
- * before it starts, a time in the future). The schema cannot say this, so it is not a 400.
+ * A 400 on one field for a rule its schema cannot state (a time in the future, a window that ends before it
+ * starts, a JSON Schema Ajv refuses): the same `invalid-request` problem as a schema failure.
  */
-export function unprocessable(field: string, message: string): HttpProblem {
-  return new HttpProblem(422, "Unprocessable request", `${field}: ${message}`, {
+export function invalidField(field: string, message: string): HttpProblem {
+  return new HttpProblem(400, "Invalid request", `${field}: ${message}`, {
     errors: [{ field, message }],
   });
 }

@@ -10,7 +10,7 @@ import {
 } from "../store/stats.ts";
 import { type AdminDeps, problemResponses, toIso } from "./admin-shared.ts";
 import { adminSecurity } from "./auth.ts";
-import { HttpProblem, ProblemSchema, unprocessable } from "./problem.ts";
+import { HttpProblem, invalidField, ProblemSchema } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
 /** Most buckets one GET /api/stats answers (range ÷ bucket). */
@@ -91,7 +91,7 @@ const statsRoute = createRoute({
   request: { query: StatsQuery },
   responses: {
     200: { description: "The figures", content: { "application/json": { schema: StatsSchema } } },
-    ...problemResponses(400, 401, 422, 503),
+    ...problemResponses(400, 401, 503),
   },
 });
 
@@ -153,12 +153,12 @@ export function statsRoutes(deps: AdminDeps) {
     const bucketMs = q.bucket * 1000;
     const to = q.to === undefined ? Date.now() : Date.parse(q.to);
     const from = q.from === undefined ? to - HOUR_MS : Date.parse(q.from);
-    if (from >= to) throw unprocessable("from", "must be before to");
+    if (from >= to) throw invalidField("from", "must be before to");
     // Whole buckets: the range widens to the bucket edges it falls in.
     const start = from - (from % bucketMs);
     const end = to % bucketMs === 0 ? to : to - (to % bucketMs) + bucketMs;
     if ((end - start) / bucketMs > STATS_MAX_BUCKETS) {
-      throw unprocessable("bucket", `range ÷ bucket must be at most ${STATS_MAX_BUCKETS}`);
+      throw invalidField("bucket", `range ÷ bucket must be at most ${STATS_MAX_BUCKETS}`);
     }
     const r = readStats(db, { from: start, to: end, bucketMs, topUsers: q.topUsers });
     return c.json(
