@@ -106,7 +106,7 @@ const EnvSchema = z.object({
    * true: the group-commit producer (record encoding and sending) runs on a thread of its own beside the
    * HTTP thread; false: on the HTTP thread. bench/README.md "Ingest" has both measured.
    */
-  INGEST_PRODUCER_THREAD: bool.default(false),
+  INGEST_PRODUCER_THREAD: bool.default(true),
   IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
   /** Attempt rows, and ledger rows of delivered or dead events, older than this are deleted. */
   RETENTION_DAYS: int(1, 3650).default(30),
