@@ -6,7 +6,7 @@ import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
 import type { Destination } from "../store/destinations.ts";
 import { jsonBody } from "./body.ts";
-import { HttpProblem, ProblemSchema } from "./problem.ts";
+import { HttpProblem, invalidField, ProblemSchema } from "./problem.ts";
 
 /** The shared configuration as the admin API writes it: Kafka first, answered once this replica's view has it. */
 export interface AdminState {
@@ -138,9 +138,7 @@ export function decodeCursor<T>(cursor: string, schema: z.ZodType<T>): T {
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    throw new HttpProblem(400, "Invalid request", "cursor: not a cursor this API returned", {
-      errors: [{ field: "cursor", message: "not a cursor this API returned" }],
-    });
+    throw invalidField("cursor", "not a cursor this API returned");
   }
   return parsed.data;
 }

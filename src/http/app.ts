@@ -9,7 +9,7 @@ import type { StoredEvent } from "../live/event-finder.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Store } from "../store/db.ts";
-import { type AdminState, viewNotReady } from "./admin-shared.ts";
+import { type AdminState, problemResponses, viewNotReady } from "./admin-shared.ts";
 import { attemptRoutes } from "./attempts.ts";
 import { ADMIN_PATHS, registerAdminSecurityScheme, requireBearer } from "./auth.ts";
 import { consoleRoutes } from "./console.ts";
@@ -127,7 +127,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       },
     },
   });
-  documentValidationProblems(app);
+  documentValidationProblems(app, problemResponses(400));
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: {

@@ -28,7 +28,7 @@ import {
   notInFuture,
   PatchDestinationBody,
 } from "./destination-schemas.ts";
-import { HttpProblem } from "./problem.ts";
+import { invalidField } from "./problem.ts";
 import { createRouter } from "./router.ts";
 
 /** `dest_` + 16 random bytes in hex: unguessable, and a valid Kafka group-id suffix. */
@@ -41,16 +41,12 @@ export function newSecret(): string {
   return `whsec_${randomBytes(32).toString("base64")}`;
 }
 
-function invalid(field: string, message: string): HttpProblem {
-  return new HttpProblem(400, "Invalid request", `${field}: ${message}`, { errors: [{ field, message }] });
-}
-
 /** The SSRF guard's registration-time check; its refusal is the client's fault, a 400 on `url`. */
 async function assertSafeUrl(url: string, allowPrivate: boolean): Promise<void> {
   try {
     await checkDestinationUrl(url, { allowPrivate });
   } catch (err) {
-    if (err instanceof UnsafeDestinationError) throw invalid("url", err.message);
+    if (err instanceof UnsafeDestinationError) throw invalidField("url", err.message);
     throw err;
   }
 }

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { compileSchema, type EventTypeCatalog } from "../ingest/event-types.ts";
+import { compileSchema, type EventTypeCatalog, isSchemaShaped, NOT_A_SCHEMA } from "../ingest/event-types.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../store/db.ts";
 import { type EventType, getEventType, listEventTypes } from "../store/event-types.ts";
@@ -29,9 +29,7 @@ const JsonSchema = z
   .unknown()
   .superRefine((v, ctx) => {
     if (v === undefined) ctx.addIssue({ code: "custom", message: "required (a JSON Schema 2020-12)" });
-    else if (typeof v !== "boolean" && (typeof v !== "object" || v === null || Array.isArray(v))) {
-      ctx.addIssue({ code: "custom", message: "must be a JSON Schema (an object or a boolean)" });
-    }
+    else if (!isSchemaShaped(v)) ctx.addIssue({ code: "custom", message: NOT_A_SCHEMA });
   })
   .openapi({
     type: ["object", "boolean"],

@@ -1,6 +1,6 @@
-import { OpenAPIHono } from "@hono/zod-openapi";
+import { OpenAPIHono, type RouteConfig } from "@hono/zod-openapi";
 import type { Env } from "hono";
-import { invalidRequest, ProblemSchema } from "./problem.ts";
+import { invalidRequest } from "./problem.ts";
 
 /**
  * The OpenAPIHono flavour every route module uses: validation failures become 400 problems. Its own
@@ -19,16 +19,12 @@ export function createRouter<E extends Env = Env>(): OpenAPIHono<E> {
  * query, header or body) and that does not list it already: an id over its length limit is as much a 400
  * as a bad body field. Call once every route is mounted.
  */
-export function documentValidationProblems(app: OpenAPIHono): void {
+export function documentValidationProblems(app: OpenAPIHono, problem400: RouteConfig["responses"]): void {
   for (const def of app.openAPIRegistry.definitions) {
     if (def.type !== "route") continue;
     const { request, responses } = def.route;
     const validated = request && (request.params || request.query || request.headers || request.body);
     if (!validated || responses[400]) continue;
-    responses[400] = {
-      description:
-        "Invalid request (a path, query or header parameter or a body field that fails its schema): the problem's `errors` name each field that failed",
-      content: { "application/problem+json": { schema: ProblemSchema } },
-    };
+    Object.assign(responses, problem400);
   }
 }

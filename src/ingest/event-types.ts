@@ -31,13 +31,16 @@ function newAjv() {
  * behind.
  */
 export function compileSchema(schema: unknown): ValidateFunction {
-  if (
-    typeof schema !== "boolean" &&
-    (typeof schema !== "object" || schema === null || Array.isArray(schema))
-  ) {
-    throw new Error("must be a JSON Schema (an object or a boolean)");
-  }
+  if (!isSchemaShaped(schema)) throw new Error(NOT_A_SCHEMA);
   return newAjv().compile(schema as object);
+}
+
+/** Why a value that is neither an object nor a boolean cannot be a JSON Schema. */
+export const NOT_A_SCHEMA = "must be a JSON Schema (an object or a boolean)";
+
+/** A JSON Schema is an object (not an array) or a boolean; Ajv decides the rest. */
+export function isSchemaShaped(v: unknown): boolean {
+  return typeof v === "boolean" || (typeof v === "object" && v !== null && !Array.isArray(v));
 }
 
 function pathOf(instancePath: string): string {
