@@ -113,8 +113,17 @@ test("delivery threads: the partitions split between the threads, per-user order
     assert.equal(distinctSeqs(receiver, String(d)), 40, `destination ${d} has every event`);
   }
 
-  // The workers' counters live on the threads; /metrics sums them with the main thread's registry.
-  const text = await (await fetch(`${gw.gateway.url}/metrics`)).text();
+  // The workers' counters live on the threads; /metrics sums them with the main thread's registry. A
+  // worker counts a delivery once it has read the receiver's answer, a moment after the receiver saw it.
+  let text = "";
+  await waitFor(async () => {
+    text = await (await fetch(`${gw.gateway.url}/metrics`)).text();
+    return ids.every(
+      (id) =>
+        sample(text, `deliveries_total{destination="${id}",outcome="delivered"}`) === 40 &&
+        sample(text, `delivery_lag_events{destination="${id}"}`) === 0,
+    );
+  }, "every delivery counted on /metrics");
   for (const id of ids) {
     assert.equal(sample(text, `deliveries_total{destination="${id}",outcome="delivered"}`), 40, id);
     assert.equal(sample(text, `delivery_lag_events{destination="${id}"}`), 0, `${id} has no lag`);
