@@ -6,6 +6,7 @@ import { test } from "node:test";
 import pino from "pino";
 import { UUIDV7_PATTERN, uuidv7, uuidv7Time } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
+import { type PublishWire, packPublish, unpackPublishes } from "../src/ingest/producer-wire.ts";
 import { ensureTopics } from "../src/ingest/topics.ts";
 import { KafkaUnavailableError, type Message } from "../src/kafka/sink.ts";
 import { openStore } from "../src/store/db.ts";
@@ -35,6 +36,44 @@ test("uuidv7: RFC 9562 layout, the current time, strictly increasing, unique", (
   const sameMs = Array.from({ length: 10_000 }, () => uuidv7(1_700_000_000_000));
   for (let i = 1; i < sameMs.length; i++) assert.ok((sameMs[i - 1] as string) < (sameMs[i] as string));
   assert.equal(uuidv7Time("017f22e2-79b0-7cc3-98c4-dc0c0c07398f"), 0x017f22e279b0);
+});
+
+test("producer thread wire: publishes survive packing and a structured clone unchanged, Buffers as Buffers", () => {
+  const publishes: Array<[number, string, Message[]]> = [
+    [
+      1,
+      "events",
+      [{ key: "u1", value: '{"a":1}', headers: { "event-id": "e1", "content-type": "application/json" } }],
+    ],
+    [
+      7,
+      "state",
+      [
+        { key: "k", value: null },
+        { key: null, value: Buffer.from([0, 1, 2, 255]), headers: { bin: Buffer.from("héllo"), text: "t" } },
+        { key: "x", value: "", headers: {} },
+      ],
+    ],
+    [9, "events", []],
+  ];
+  const wire: PublishWire = [];
+  for (const [seq, topic, messages] of publishes) packPublish(wire, seq, topic, messages);
+  const got: Array<[number, string, Message[]]> = [];
+  unpackPublishes(structuredClone(wire), (seq, topic, messages) => got.push([seq, topic, messages]));
+  // An empty headers object comes back as none: kafkajs writes both as zero headers.
+  const expected = publishes.map(([seq, topic, messages]) => [
+    seq,
+    topic,
+    messages.map((m) =>
+      m.headers && Object.keys(m.headers).length === 0 ? { key: m.key, value: m.value } : m,
+    ),
+  ]);
+  assert.deepEqual(got, expected);
+  const binary = got[1]?.[2][1];
+  assert.ok(
+    Buffer.isBuffer(binary?.value) && Buffer.isBuffer(binary?.headers?.bin),
+    "Buffers, not Uint8Arrays",
+  );
 });
 
 test("idempotency store: reserve once, complete, expire, purge", () => {

@@ -5,11 +5,10 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { createKafka } from "../kafka/client.ts";
-import type { Message } from "../kafka/sink.ts";
 import { createLogger } from "../log.ts";
 import { kafkaLogsAtDebug } from "./kafka-setup.ts";
 import { GroupCommitProducer } from "./producer.ts";
-import type { FromThread, ProducerThreadData, ToThread } from "./producer-wire.ts";
+import { type FromThread, type ProducerThreadData, type ToThread, unpackPublishes } from "./producer-wire.ts";
 
 if (!parentPort) throw new Error("producer-thread-entry.ts runs as a worker thread only");
 const port = parentPort;
@@ -56,24 +55,10 @@ const producer = new GroupCommitProducer(
   },
 );
 
-/** Structured clone turns a Buffer into a plain Uint8Array; kafkajs wants Buffers. */
-function asBuffer<T>(v: T): T | Buffer {
-  return v instanceof Uint8Array && !Buffer.isBuffer(v)
-    ? Buffer.from(v.buffer, v.byteOffset, v.byteLength)
-    : v;
-}
-function revive(messages: Message[]): Message[] {
-  for (const m of messages) {
-    m.value = asBuffer(m.value);
-    if (m.headers) for (const k in m.headers) m.headers[k] = asBuffer(m.headers[k]) as string | Buffer;
-  }
-  return messages;
-}
-
 port.on("message", (msg: ToThread) => {
   if (msg.t === "publish") {
-    for (const [seq, topic, messages] of msg.items) {
-      producer.publish(topic, revive(messages)).then(
+    unpackPublishes(msg.wire, (seq, topic, messages) => {
+      producer.publish(topic, messages).then(
         () => {
           ok.push(seq);
           flushSoon();
@@ -83,7 +68,7 @@ port.on("message", (msg: ToThread) => {
           flushSoon();
         },
       );
-    }
+    });
   } else if (msg.t === "start") {
     producer.start();
   } else if (msg.t === "close") {

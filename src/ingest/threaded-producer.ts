@@ -2,7 +2,13 @@ import { Worker } from "node:worker_threads";
 import { KafkaUnavailableError, type Message } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 import type { IngestProducer } from "./producer-port.ts";
-import type { FromThread, ProducerThreadData, PublishItem, ToThread } from "./producer-wire.ts";
+import {
+  type FromThread,
+  type ProducerThreadData,
+  type PublishWire,
+  packPublish,
+  type ToThread,
+} from "./producer-wire.ts";
 
 const ENTRY = new URL("./producer-thread-entry.ts", import.meta.url);
 
@@ -34,7 +40,9 @@ export class ThreadedProducer implements IngestProducer {
   #closed = false;
   #seq = 0;
   #pending = new Map<number, Pending>();
-  #outbox: PublishItem[] = [];
+  /** This turn's publishes, packed for the crossing, and their numbers. */
+  #outbox: PublishWire = [];
+  #outboxSeqs: number[] = [];
   #flushQueued = false;
   #readyWaiters: Array<() => void> = [];
   #closedSignal: (() => void) | undefined;
@@ -68,7 +76,8 @@ export class ThreadedProducer implements IngestProducer {
     }
     if (messages.length === 0) return Promise.resolve();
     const seq = ++this.#seq;
-    this.#outbox.push([seq, topic, messages]);
+    packPublish(this.#outbox, seq, topic, messages);
+    this.#outboxSeqs.push(seq);
     if (!this.#flushQueued) {
       this.#flushQueued = true;
       // Every publish of this turn of the event loop (all requests read in one poll) crosses in one message.
@@ -99,15 +108,17 @@ export class ThreadedProducer implements IngestProducer {
 
   #flush(): void {
     this.#flushQueued = false;
-    if (this.#outbox.length === 0) return;
-    const items = this.#outbox;
+    if (this.#outboxSeqs.length === 0) return;
+    const wire = this.#outbox;
+    const seqs = this.#outboxSeqs;
     this.#outbox = [];
+    this.#outboxSeqs = [];
     const worker = this.#worker;
     if (!worker) {
-      for (const [seq] of items) this.#answer(seq, new KafkaUnavailableError("not connected to Kafka"));
+      for (const seq of seqs) this.#answer(seq, new KafkaUnavailableError("not connected to Kafka"));
       return;
     }
-    worker.postMessage({ t: "publish", items } satisfies ToThread);
+    worker.postMessage({ t: "publish", wire } satisfies ToThread);
   }
 
   #answer(seq: number, err?: Error): void {
@@ -119,8 +130,9 @@ export class ThreadedProducer implements IngestProducer {
   }
 
   #failAll(err: Error): void {
-    for (const [seq] of this.#outbox) this.#answer(seq, err);
+    for (const seq of this.#outboxSeqs) this.#answer(seq, err);
     this.#outbox = [];
+    this.#outboxSeqs = [];
     for (const pending of this.#pending.values()) pending.reject(err);
     this.#pending.clear();
   }
