@@ -18,7 +18,7 @@
  * measure them on one core while autocannon and the broker run elsewhere.
  */
 import { type ChildProcess, execFileSync, fork } from "node:child_process";
-import { rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -60,7 +60,7 @@ interface Row {
 
 type ChildMessage =
   | { type: "ready"; url?: string }
-  | { type: "rss"; rssMb: number; cpuUs: number }
+  | { type: "rss"; rssMb: number; cpuUs: number; threads: Record<string, number> }
   | {
       type: "kafka-result";
       events: number;
@@ -76,12 +76,36 @@ type ChildMessage =
 // ---------------------------------------------------------------------------------------------------------
 
 /**
+ * CPU time (µs) of this process's threads so far, summed by thread name (Linux /proc: "MainThread",
+ * "producer", "V8Worker" for V8's GC and compiler helpers, …); empty where /proc is missing.
+ */
+function threadCpuUs(): Map<string, number> {
+  const byName = new Map<string, number>();
+  try {
+    const ticksPerSecond = 100; // USER_HZ, 100 on every Linux architecture Node runs on
+    for (const tid of readdirSync("/proc/self/task")) {
+      const dir = `/proc/self/task/${tid}`;
+      const name = readFileSync(`${dir}/comm`, "utf8").trim();
+      // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+      const stat = readFileSync(`${dir}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ticks = Number(fields[11]) + Number(fields[12]);
+      byName.set(name, (byName.get(name) ?? 0) + (ticks * 1e6) / ticksPerSecond);
+    }
+  } catch {
+    // Not Linux, or a thread ended while being read: no split this time.
+  }
+  return byName;
+}
+
+/**
  * Peak RSS and CPU time since the last reset, RSS sampled every 100 ms (the parent resets before a run
- * and asks after it).
+ * and asks after it), and the CPU time split by thread.
  */
 function trackRss() {
   let peak = process.memoryUsage().rss;
   let cpu = process.cpuUsage();
+  let threads0 = threadCpuUs();
   setInterval(() => {
     peak = Math.max(peak, process.memoryUsage().rss);
   }, 100).unref();
@@ -89,10 +113,13 @@ function trackRss() {
     if (m.type === "rss") {
       peak = Math.max(peak, process.memoryUsage().rss);
       const used = process.cpuUsage(cpu);
-      process.send?.({ type: "rss", rssMb: peak / 2 ** 20, cpuUs: used.user + used.system });
+      const threads: Record<string, number> = {};
+      for (const [name, us] of threadCpuUs()) threads[name] = us - (threads0.get(name) ?? 0);
+      process.send?.({ type: "rss", rssMb: peak / 2 ** 20, cpuUs: used.user + used.system, threads });
     } else if (m.type === "rss-reset") {
       peak = process.memoryUsage().rss;
       cpu = process.cpuUsage();
+      threads0 = threadCpuUs();
     }
   });
 }
@@ -284,9 +311,21 @@ async function measureServer(
   child.send({ type: "rss-reset" });
   const r = await cannon(url, opts);
   child.send({ type: "rss" });
-  const { rssMb, cpuUs } = await nextMessage(child, "rss");
+  const { rssMb, cpuUs, threads } = await nextMessage(child, "rss");
   const refused = r.non2xx + r.errors + r.timeouts;
   const answered = r["2xx"] + r.non2xx;
+  // Where the CPU went, µs per event by thread (threads under 1 µs/event left out).
+  const split = Object.entries(threads)
+    .map(([thread, us]) => [thread, answered > 0 ? us / (answered * perRequest) : 0] as const)
+    .filter(([, us]) => us >= 1)
+    .sort((a, b) => b[1] - a[1])
+    .map(([thread, us]) => `${thread} ${us.toFixed(0)}`)
+    .join(" / ");
+  const notes = [
+    perRequest > 1 ? `${perRequest} events a request, latency per request` : "",
+    refused > 0 ? `${refused} non-2xx/errors` : "",
+    split ? `CPU by thread: ${split}` : "",
+  ].filter((n) => n !== "");
   return {
     row: {
       name,
@@ -295,9 +334,7 @@ async function measureServer(
       p99: r.latency.p99,
       rssMb,
       cpuUsPerEvent: answered > 0 ? cpuUs / (answered * perRequest) : undefined,
-      note:
-        (perRequest > 1 ? `${perRequest} events a request, latency per request` : "") +
-        (refused > 0 ? `${perRequest > 1 ? "; " : ""}${refused} non-2xx/errors` : ""),
+      note: notes.join("; "),
     },
     accepted: r["2xx"] * perRequest,
   };

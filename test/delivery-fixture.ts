@@ -2,11 +2,12 @@ import { rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Kafka } from "kafkajs";
 import pino from "pino";
 import { DeliveryCoordinator } from "../src/delivery/coordinator.ts";
 import type { BufferLimits } from "../src/delivery/destination-worker.ts";
-import { DeliveryEngine, type FetchTuning } from "../src/delivery/engine.ts";
+import { DEFAULT_FETCH, DeliveryEngine, type FetchTuning } from "../src/delivery/engine.ts";
 import { generateSecret } from "../src/delivery/sign.ts";
 import { createDestinationAgent } from "../src/delivery/ssrf.ts";
 import { uuidv7 } from "../src/ingest/event-id.ts";
@@ -16,7 +17,7 @@ import { KafkaLog } from "../src/kafka/log-client.ts";
 import { SharedState } from "../src/state/shared-state.ts";
 import { openStore, type Store } from "../src/store/db.ts";
 import { DELIVERY_CONTROL_DEFAULTS, type Destination } from "../src/store/destinations.ts";
-import { createTestKafka, uniqueName } from "./helpers.ts";
+import { createTestKafka, uniqueName, waitUntil } from "./helpers.ts";
 import type { Receiver } from "./receiver.ts";
 
 export interface DeliveryFixture {
@@ -35,8 +36,11 @@ export interface DeliveryFixture {
   delivery: DeliveryCoordinator;
   /** The one engine that reads every partition. */
   engine: DeliveryEngine;
-  /** Registers a destination the way the admin API does: pin offsets, insert, start its worker. */
-  addDestination(url: string, overrides?: Partial<Destination>): Promise<Destination>;
+  /**
+   * Registers a destination the way the admin API does: pin offsets (at the end of the topic, or at
+   * `fromMs` like a startFrom), insert, start its worker.
+   */
+  addDestination(url: string, overrides?: Partial<Destination>, fromMs?: number): Promise<Destination>;
   /** Publishes one event as the ingest route would and returns its id. */
   publish(userID: string, payload: unknown, type?: string): Promise<string>;
   /** Stops the engine and starts a new one on the same database (a gateway restart). */
@@ -143,9 +147,9 @@ export async function deliveryFixture(
       logger: silent,
       engines: () => [fixture.engine],
     }),
-    async addDestination(url, overrides = {}) {
+    async addDestination(url, overrides = {}, fromMs) {
       const id = `dest_${uuidv7().replaceAll("-", "")}`;
-      await fixture.delivery.prepareDestination(id);
+      await fixture.delivery.prepareDestination(id, fromMs);
       const now = Date.now();
       const row: Destination = {
         id,
@@ -166,8 +170,16 @@ export async function deliveryFixture(
         updatedAt: now,
         ...overrides,
       };
+      const wakes = fixture.engine.idle && !row.disabled;
       // As the admin API does: through the config topic; the view starts its worker.
       await state.putDestination(row);
+      if (wakes) {
+        // The first destination wakes the shared reader (paused while none ran). Its next fetch leaves
+        // after kafkajs's idle wait (maxWaitTimeInMs): tests that bound buffers or count fetches start from
+        // a reader with a fetch waiting at the broker, as they did before it could sleep.
+        await waitUntil(() => !fixture.engine.idle, "the shared reader to wake", 30_000, 10);
+        await sleep((opts.fetch?.maxWaitMs ?? DEFAULT_FETCH.maxWaitMs) + 200);
+      }
       return row;
     },
     async publish(userID, payload, type = "event") {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { and, eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
+import { sharedGroupId } from "../src/delivery/control.ts";
 import { generateSecret } from "../src/delivery/sign.ts";
 import { getDestination, updateDestination } from "../src/store/destinations.ts";
 import { attempts, deliveries } from "../src/store/schema.ts";
@@ -321,6 +322,56 @@ test("a full worker detaches from the shared reader, catches up on its own and a
   for (const [user, seqs] of sequencesByUser(receiver)) {
     assert.deepEqual(seqs, [...Array(30).keys()], `order of ${user}`);
   }
+});
+
+test("with no destination the shared reader sleeps; it wakes at the topic's end, and a backfill catches up on its own", async (t) => {
+  const f = await deliveryFixture(t, 2);
+  const group = sharedGroupId(f.groupPrefix, f.topic);
+  const sharedCommitted = async () => {
+    let sum = 0;
+    for (const offset of (await f.log.committed(group, f.topic)).values()) sum += offset;
+    return sum;
+  };
+  await waitFor(() => f.engine.idle, "the reader to pause with no destination");
+  const before = await sharedCommitted();
+  const slept = await publishPerUser(f, 5, 10);
+  // Awake, the reader would have read all 50 and its group committed them (every 250 ms here).
+  await new Promise((r) => setTimeout(r, 1500));
+  await f.engine.commit();
+  assert.equal(await sharedCommitted(), before, "the shared reader read nothing while no destination ran");
+  assert.ok(f.engine.idle);
+
+  const fresh = await startReceiver();
+  const backfill = await startReceiver();
+  t.after(() => Promise.all([fresh.close(), backfill.close()]));
+  const a = await f.addDestination(fresh.url);
+  const b = await f.addDestination(backfill.url, {}, 0);
+  await waitFor(() => !f.engine.idle, "the reader to wake");
+  const after: string[] = [];
+  for (let seq = 10; seq < 20; seq++) {
+    for (let u = 0; u < 5; u++) after.push(await f.publish(`user-${u}`, { seq }));
+  }
+  await waitFor(() => backfill.delivered.length >= 100, "the backfill to get every event");
+  await waitFor(() => fresh.delivered.length >= 50, "the new destination to get what came after it");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(new Set(fresh.delivered.map((e) => e.id)), new Set(after), "only what came after it");
+  assert.equal(fresh.delivered.length, 50);
+  assert.deepEqual(new Set(backfill.delivered.map((e) => e.id)), new Set([...slept, ...after]));
+  assert.equal(backfill.delivered.length, 100, "each event once");
+  for (const [user, seqs] of sequencesByUser(backfill)) {
+    assert.deepEqual(seqs, [...Array(20).keys()], `order of ${user} in the backfill`);
+  }
+  for (const [user, seqs] of sequencesByUser(fresh)) {
+    assert.deepEqual(
+      seqs,
+      [...Array(10).keys()].map((i) => i + 10),
+      `order of ${user}`,
+    );
+  }
+
+  await f.state.removeDestination(a.id);
+  await f.state.removeDestination(b.id);
+  await waitFor(() => f.engine.idle, "the reader to pause again once no destination is left");
 });
 
 test("a fetch minBytes holds a trickle at the broker until the wait ends, then delivers it together", async (t) => {

@@ -79,6 +79,8 @@ interface PartitionState {
   highWatermark: number;
   /** Last offset committed for the shared group. */
   sharedCommitted: number | undefined;
+  /** Where the shared reader was sent on waking (see #wake); a batch from before it is stale. */
+  seekTo?: number;
 }
 
 /** Run `tasks` with at most `width` at once. */
@@ -116,6 +118,13 @@ export class DeliveryEngine implements EngineApi {
   #partitions = new Map<number, PartitionState>();
   #totalPartitions = 0;
   #consumer: Consumer | undefined;
+  /**
+   * The shared reader is paused: no destination runs here. Reading the events topic for nobody cost
+   * ≈ 20–27 µs of CPU per ingested event (kafkajs fetches and decodes every record; bench/README.md
+   * "Issue 16").
+   */
+  #idle = false;
+  #waking = false;
   #commitTimer: NodeJS.Timeout | undefined;
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #committing: Promise<void> | undefined;
@@ -139,6 +148,11 @@ export class DeliveryEngine implements EngineApi {
   /** The worker of a destination, if it runs here (tests read it). */
   worker(destinationId: string): DestinationWorker | undefined {
     return this.#workers.get(destinationId);
+  }
+
+  /** True while the shared reader is paused because no destination runs here. */
+  get idle(): boolean {
+    return this.#idle;
   }
 
   /** Partitions this engine reads now. */
@@ -238,6 +252,7 @@ export class DeliveryEngine implements EngineApi {
       retry: { retries: 5, restartOnFailure: async () => !this.#stopped },
     });
     this.#consumer = consumer;
+    this.#idle = false;
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       this.#assigned(payload.memberAssignment[this.#deps.topic] ?? []);
     });
@@ -256,6 +271,64 @@ export class DeliveryEngine implements EngineApi {
       eachBatchAutoResolve: false,
       eachBatch: (payload) => this.#onBatch(payload),
     });
+    this.#syncIdle();
+  }
+
+  /** Pauses the shared reader when the last worker is gone and wakes it when the first one comes. */
+  #syncIdle(): void {
+    const consumer = this.#consumer;
+    if (!consumer || this.#stopped || this.#waking) return;
+    if (this.#workers.size === 0 && !this.#idle) {
+      this.#idle = true;
+      consumer.pause([{ topic: this.#deps.topic }]);
+      this.#log.debug("no destination runs here: the shared reader is paused");
+    } else if (this.#workers.size > 0 && this.#idle) {
+      void this.#wake(consumer);
+    }
+  }
+
+  /**
+   * Resumes the shared reader at the end of the topic, not where it paused: what arrived while it slept is
+   * read only for the destinations that need it, by the catch-up readers of their cursors (each behind the
+   * new position, so detached) — never the whole backlog by the shared reader.
+   */
+  async #wake(consumer: Consumer): Promise<void> {
+    const topic = this.#deps.topic;
+    this.#waking = true;
+    try {
+      let ends: Map<number, number> | undefined;
+      while (ends === undefined) {
+        try {
+          ends = await this.#deps.log.endOffsets(topic);
+        } catch (err) {
+          this.#log.warn({ err }, "could not read the topic's end to wake the shared reader; retrying");
+          await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
+        }
+        if (this.#stopped || this.#consumer !== consumer) return;
+      }
+      // Every worker went away again meanwhile: stay paused.
+      if (this.#workers.size === 0) return;
+      for (const [partition, state] of this.#partitions) {
+        const end = ends.get(partition);
+        const at = state.sharedNext ?? state.sharedStart;
+        if (end === undefined || (at !== undefined && at >= end)) continue;
+        consumer.seek({ topic, partition, offset: String(end) });
+        state.seekTo = end;
+        state.sharedNext = end;
+        state.highWatermark = Math.max(state.highWatermark, end);
+        for (const w of this.#workers.values()) {
+          const c = w.cursors.get(partition);
+          if (c?.attached && c.next < end) this.#detach(w, c);
+        }
+      }
+      this.#idle = false;
+      consumer.resume([{ topic }]);
+      this.#log.debug("a destination runs here: the shared reader reads again");
+    } finally {
+      this.#waking = false;
+      // Workers added or removed while waking.
+      if (this.#consumer === consumer) this.#syncIdle();
+    }
   }
 
   async #restartConsumer(old: Consumer): Promise<void> {
@@ -482,19 +555,28 @@ export class DeliveryEngine implements EngineApi {
     const partition = batch.partition;
     const state = this.#partitions.get(partition);
     if (!state || batch.messages.length === 0 || this.#stopped) return;
+    // Fetched just before the reader paused: left unresolved (waking sends the reader on anyway). Never a
+    // partition pause here while idle: kafkajs would lift the topic's pause for every other partition.
+    if (this.#idle) return;
     if (!state.isReady) {
       // Cursors are still being placed. Never wait inside the handler (kafkajs would hold every partition of
       // this broker, heartbeats and stop() behind it): leave the batch unresolved, so it is fetched again,
       // and pause the partition until its cursors exist.
       pause();
       void state.ready.then(() => {
-        if (this.#partitions.get(partition) === state && !this.#stopped) {
+        // An idle reader stays paused; waking resumes every partition (one not ready pauses itself again).
+        if (this.#partitions.get(partition) === state && !this.#stopped && !this.#idle) {
           this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
         }
       });
       return;
     }
     const fetched = Number((batch as unknown as { fetchedOffset: string }).fetchedOffset);
+    if (state.seekTo !== undefined) {
+      // Fetched before the reader was sent ahead on waking: those records are the catch-up readers' now.
+      if (Number((batch.messages[0] as { offset: string }).offset) < state.seekTo) return;
+      state.seekTo = undefined;
+    }
     state.highWatermark = Math.max(state.highWatermark, Number(batch.highWatermark));
     let anyAttached = false;
     for (const w of this.#workers.values()) if (w.cursors.get(partition)?.attached) anyAttached = true;
@@ -786,12 +868,14 @@ export class DeliveryEngine implements EngineApi {
     }
     this.#workers.set(destination.id, w);
     this.#index(w);
+    this.#syncIdle();
     return w;
   }
 
   async #removeWorker(w: DestinationWorker, graceMs: number, commit: boolean): Promise<void> {
     if (this.#workers.get(w.id) === w) this.#workers.delete(w.id);
     this.#unindex(w);
+    this.#syncIdle();
     const cursors = [...w.cursors.values()];
     await w.stop(graceMs);
     await this.#recorder.drain();
