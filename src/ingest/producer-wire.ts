@@ -38,13 +38,10 @@ export type FromThread =
 export function packPublish(wire: PublishWire, seq: number, topic: string, messages: Message[]): void {
   wire.push(seq, topic, messages.length);
   for (const m of messages) {
-    const headers = m.headers;
-    if (headers === undefined) {
-      wire.push(m.key, m.value, 0);
-      continue;
-    }
     const at = wire.length + 2;
     wire.push(m.key, m.value, 0);
+    const headers = m.headers;
+    if (headers === undefined) continue;
     let count = 0;
     for (const name in headers) {
       wire.push(name, headers[name] as string | Buffer);
