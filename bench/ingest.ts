@@ -5,9 +5,11 @@
  * (so RSS is that server's alone):
  *   (a) a bare Hono endpoint that parses JSON and answers 202 — the HTTP ceiling — at the highest rate and
  *       at the offered rate of (d), the ceiling (d)'s CPU per event is compared with;
- *   (b) each Kafka client (the gateway's BatchSender of kafkajs and of @platformatic/kafka: idempotent,
- *       acks=-1) sending the same records straight to the broker — the Kafka ceilings;
- *   then for each of --variants (kafkajs, kafkajs+thread = INGEST_PRODUCER_THREAD=true):
+ *   (b) each way to send (the gateway's BatchSender: its own Produce requests, kafkajs's producer and
+ *       @platformatic/kafka's: idempotent, acks=-1) sending the same records straight to the broker — the
+ *       Kafka ceilings;
+ *   then for each of --variants (own, kafkajs = INGEST_SENDER; +thread = INGEST_PRODUCER_THREAD=true;
+ *   default own+thread,own,kafkajs+thread):
  *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
  *   (d) the gateway at an offered 5,000 events/s (autocannon overallRate, latency corrected for
  *       coordinated omission) for p99;
@@ -180,10 +182,13 @@ async function childKafka(): Promise<void> {
   const kafka = createKafka({ brokers, clientId: "bench-kafka-ceiling" });
   // The gateway's own BatchSender of each client: the same records, partitioner and acknowledgement check.
   const { kafkajsSender, platformaticSender } = await import("../src/ingest/batch-sender.ts");
+  const { wireSender } = await import("../src/ingest/wire-sender.ts");
   const producer =
     process.env.BENCH_CLIENT === "platformatic"
       ? platformaticSender({ brokers, clientId: "bench-kafka-ceiling", requestTimeoutMs: 30_000 })
-      : kafkajsSender(kafka);
+      : process.env.BENCH_CLIENT === "own"
+        ? wireSender(kafka)
+        : kafkajsSender(kafka);
   await producer.connect();
   trackRss();
   let n = 0;
@@ -375,7 +380,7 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "3" },
       batch: { type: "string", default: "100" },
       "batch-connections": { type: "string", default: "32" },
-      variants: { type: "string", default: "kafkajs,kafkajs+thread" },
+      variants: { type: "string", default: "own+thread,own,kafkajs+thread" },
       "server-cpus": { type: "string" },
     },
   });
@@ -385,10 +390,12 @@ async function main(): Promise<void> {
   const connections = Number(values.connections);
   const rate = Number(values.rate);
   const warmup = Number(values.warmup);
-  // Gateway settings to measure: kafkajs[+thread] (INGEST_PRODUCER_THREAD=true). The gateway produces with
-  // kafkajs only; @platformatic/kafka is measured as a ceiling, (b) (bench/README.md "Issue 16" says why).
+  // Gateway settings to measure: own|kafkajs (INGEST_SENDER) [+thread] (INGEST_PRODUCER_THREAD=true).
+  // @platformatic/kafka is measured as a ceiling only, (b) (bench/README.md "Issue 16" says why).
   const variants = (values.variants ?? "").split(",").map((v) => {
-    const [client = "kafkajs", thread] = v.trim().split("+");
+    const [client = "own", thread] = v.trim().split("+");
+    if (client !== "own" && client !== "kafkajs")
+      throw new Error(`--variants: ${client} is not own or kafkajs`);
     return { client, thread: thread === "thread" };
   });
   const serverCpus = values["server-cpus"];
@@ -444,7 +451,7 @@ async function main(): Promise<void> {
     await admin.createTopics({ topics: [{ topic: "bench-kafka", numPartitions: 12 }], waitForLeaders: true });
     await admin.disconnect();
     const sendBatch = process.env.BATCH_MAX_RECORDS ?? "1000";
-    for (const client of ["kafkajs", "platformatic"]) {
+    for (const client of ["own", "kafkajs", "platformatic"]) {
       const kc = spawnChild("kafka", {
         KAFKA_BROKERS: brokers.join(","),
         BENCH_TOPIC: "bench-kafka",
@@ -454,7 +461,7 @@ async function main(): Promise<void> {
       });
       const k = await nextMessage(kc, "kafka-result");
       rows.push({
-        name: `(b) ${client} straight to the broker, ${sendBatch} records/batch, acks=-1, idempotent`,
+        name: `(b) ${client === "own" ? "own Produce requests" : client} straight to the broker, ${sendBatch} records/batch, acks=-1, idempotent`,
         eventsPerSec: k.events / k.seconds,
         p50: k.p50,
         p99: k.p99,
@@ -482,6 +489,7 @@ async function main(): Promise<void> {
         DEAD_LETTER_TOPIC: `${topic}.dead-letter`,
         CONSUMER_GROUP_PREFIX: `bench-${i}`,
         INGEST_PRODUCER_THREAD: String(variant.thread),
+        INGEST_SENDER: variant.client,
       });
       const gwUrl = (await nextMessage(gw, "ready")).url as string;
       accepted += (await cannon(gwUrl, { duration: warmup, connections }))["2xx"];

@@ -107,6 +107,12 @@ const EnvSchema = z.object({
    * HTTP thread; false: on the HTTP thread. bench/README.md "Ingest" has both measured.
    */
   INGEST_PRODUCER_THREAD: bool.default(true),
+  /**
+   * How ingest's producer writes to Kafka: `own` encodes record batches and Produce requests itself and
+   * sends them over kafkajs's connections (src/ingest/wire-sender.ts); `kafkajs` uses kafkajs's idempotent
+   * producer. Same promises either way; bench/README.md "Issue 16" has both measured.
+   */
+  INGEST_SENDER: z.enum(["own", "kafkajs"], { message: "must be own or kafkajs" }).default("own"),
   IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
   /** Attempt rows, and ledger rows of delivered or dead events, older than this are deleted. */
   RETENTION_DAYS: int(1, 3650).default(30),

@@ -91,6 +91,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     maxBytes: config.BATCH_MAX_BYTES,
     lingerMs: config.BATCH_LINGER_MS,
     ackTimeoutMs: config.INGEST_ACK_TIMEOUT_MS,
+    sender: config.INGEST_SENDER,
     onBatch: (records: number, seconds: number, ok: boolean) => {
       metrics.ingestBatchSize.observe(records);
       if (ok) metrics.ingestAckSeconds.observe(seconds);

@@ -256,3 +256,12 @@ test("ingest producer settings: INGEST_PRODUCER_THREAD is a boolean, on by defau
     /INGEST_PRODUCER_THREAD: must be true or false/,
   );
 });
+
+test("ingest producer settings: INGEST_SENDER is own (default) or kafkajs", () => {
+  assert.equal(loadConfig(BROKERS).INGEST_SENDER, "own");
+  assert.equal(loadConfig({ ...BROKERS, INGEST_SENDER: "kafkajs" }).INGEST_SENDER, "kafkajs");
+  assert.match(
+    problems({ ...BROKERS, INGEST_SENDER: "platformatic" }),
+    /INGEST_SENDER: must be own or kafkajs/,
+  );
+});

@@ -45,6 +45,7 @@ const producer = new GroupCommitProducer(
     maxBytes: data.maxBytes,
     lingerMs: data.lingerMs,
     ackTimeoutMs: data.ackTimeoutMs,
+    sender: data.sender,
     logger,
     onBatch: (records, seconds, good) => {
       batches.push([records, seconds, good]);

@@ -1,5 +1,6 @@
 import type { KafkaSecurity } from "../kafka/client.ts";
 import type { Message } from "../kafka/sink.ts";
+import type { IngestSenderKind } from "./producer.ts";
 
 /** What a producer thread is started with (`workerData`). */
 export interface ProducerThreadData {
@@ -11,6 +12,7 @@ export interface ProducerThreadData {
   maxBytes: number;
   lingerMs: number;
   ackTimeoutMs: number;
+  sender: IngestSenderKind;
 }
 
 /**

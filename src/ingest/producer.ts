@@ -3,6 +3,7 @@ import { KafkaUnavailableError, type Message } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
 import { type BatchSender, kafkajsSender } from "./batch-sender.ts";
 import type { IngestProducer } from "./producer-port.ts";
+import { wireSender } from "./wire-sender.ts";
 
 export interface GroupCommitOptions {
   /** Flush a batch once it holds this many records. */
@@ -14,6 +15,11 @@ export interface GroupCommitOptions {
   /** A batch without acknowledgement after this long fails (its publishes reject). */
   ackTimeoutMs: number;
   logger: Logger;
+  /**
+   * With a kafkajs client as the source: `own` (default) sends Produce requests encoded here
+   * (src/ingest/wire-sender.ts) over its connections, `kafkajs` uses its idempotent producer.
+   */
+  sender?: IngestSenderKind;
   /** Passed to kafkajs's producer; only the idempotent lock's queue depth, see KAFKA-NOTES. */
   maxInFlightRequests?: number;
   /** Called after each batch with its size and how long Kafka took to answer (metrics). */
@@ -21,6 +27,8 @@ export interface GroupCommitOptions {
   /** Called when the producer becomes ready (connected) and when it stops being ready. */
   onReadyChange?: (ready: boolean) => void;
 }
+
+export type IngestSenderKind = "own" | "kafkajs";
 
 interface Waiter {
   resolve(): void;
@@ -62,12 +70,13 @@ function sizeOf(messages: Message[]): number {
 type State = "idle" | "connecting" | "ready" | "closed";
 
 /**
- * Group commit over one kafkajs idempotent producer (acks=-1, no compression).
+ * Group commit over one idempotent producer (acks=-1, no compression): by default the gateway's own Produce
+ * requests over kafkajs's connections (wire-sender.ts), or kafkajs's producer (`sender: "kafkajs"`).
  *
- * kafkajs sends one Produce request per send() and, for an idempotent producer, holds a lock per broker
- * around each request, so concurrent sends queue up one by one. Here concurrent publish() calls are
- * gathered into one sendBatch (which may span topics) that leaves when it reaches `maxRecords` or
- * `maxBytes`, or `lingerMs` after its first record; one batch is in flight at a time while the next fills.
+ * Concurrent publish() calls are gathered into one batch (which may span topics), one Produce request per
+ * leader broker, that leaves when it reaches `maxRecords` or `maxBytes`, or `lingerMs` after its first
+ * record; one batch is in flight at a time while the next fills. (kafkajs's producer sends one request per
+ * send() and holds a lock per broker around each, so concurrent sends would only queue up one by one.)
  *
  * After any failed or timed-out batch the producer is thrown away and a new one (a new producer id) is
  * connected in the background. Reusing it would be unsafe: kafkajs rolls its sequence numbers back when a
@@ -97,12 +106,16 @@ export class GroupCommitProducer implements IngestProducer {
   #drained: (() => void) | undefined;
   #lastError = "";
   /**
-   * @param source a kafkajs client (its idempotent producer sends the batches), or a function making a
-   *   BatchSender of another client. A new sender is made after every failed batch.
+   * @param source a kafkajs client (`opts.sender` says how batches are sent through it), or a function
+   *   making a BatchSender of another client. A new sender is made after every failed batch.
    */
   constructor(source: Kafka | (() => BatchSender), opts: GroupCommitOptions) {
     this.#newSender =
-      typeof source === "function" ? source : () => kafkajsSender(source, opts.maxInFlightRequests);
+      typeof source === "function"
+        ? source
+        : opts.sender === "kafkajs"
+          ? () => kafkajsSender(source, opts.maxInFlightRequests)
+          : () => wireSender(source);
     this.#opts = opts;
     this.#log = opts.logger.child({ component: "producer" });
   }

@@ -25,18 +25,10 @@
  * - fetch: 20,000 records of ≈ 550 B in 20 calls (maxBytes 1 MiB) in 150–400 ms.
  * For comparison, kafkajs's admin.setOffsets took 5.1–5.7 s per group (it runs a throwaway consumer).
  */
-import { createRequire } from "node:module";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Kafka } from "kafkajs";
 import type { Logger } from "../log.ts";
-
-const KAFKAJS_VERSION: string = (() => {
-  try {
-    return (createRequire(import.meta.url)("kafkajs/package.json") as { version: string }).version;
-  } catch {
-    return "unknown";
-  }
-})();
+import { kafkajsCluster } from "./kafkajs-internals.ts";
 
 export interface LogRecord {
   offset: number;
@@ -172,35 +164,6 @@ interface InternalCluster {
   findGroupCoordinator(opts: { groupId: string }): Promise<InternalBroker>;
 }
 
-type ClusterFactory = (opts: {
-  metadataMaxAge: number;
-  allowAutoTopicCreation: boolean;
-  maxInFlightRequests: number | null;
-  instrumentationEmitter: null;
-  isolationLevel: number;
-}) => InternalCluster;
-
-const CREATE_CLUSTER = "private:Kafka:createCluster";
-
-/** A kafkajs Cluster for exactly the client config of `kafka` (its brokers, ssl, sasl, timeouts, retry). */
-function clusterOf(kafka: Kafka): InternalCluster {
-  const symbol = Object.getOwnPropertySymbols(kafka).find((s) => s.description === CREATE_CLUSTER);
-  const factory = symbol ? (kafka as unknown as Record<symbol, unknown>)[symbol] : undefined;
-  if (typeof factory !== "function") {
-    throw new Error(
-      `KafkaLog needs kafkajs's private cluster factory (Symbol '${CREATE_CLUSTER}'), which kafkajs ` +
-        `${KAFKAJS_VERSION} does not have; src/kafka/log-client.ts was written against kafkajs 2.2.4`,
-    );
-  }
-  return (factory as ClusterFactory)({
-    metadataMaxAge: 300_000,
-    allowAutoTopicCreation: false,
-    maxInFlightRequests: null,
-    instrumentationEmitter: null,
-    isolationLevel: READ_COMMITTED,
-  });
-}
-
 const READ_UNCOMMITTED = 0;
 const READ_COMMITTED = 1;
 const LATEST = -1;
@@ -330,7 +293,11 @@ export class KafkaLog {
   #closing: Promise<void> | undefined;
 
   constructor(kafka: Kafka, opts: { logger?: Logger } = {}) {
-    this.#cluster = clusterOf(kafka);
+    this.#cluster = kafkajsCluster<InternalCluster>(
+      kafka,
+      "KafkaLog (src/kafka/log-client.ts)",
+      READ_COMMITTED,
+    );
     this.#logger = opts.logger?.child({ component: "kafka-log" });
   }
 
