@@ -105,6 +105,8 @@ const CONNECTION_ERRORS = new Set([
 /** Kafka 0.11+: a duplicate of a batch already written (older brokers); the Java client counts it as written. */
 const DUPLICATE_SEQUENCE_NUMBER = 46;
 const READ_UNCOMMITTED = 0;
+/** Tries of InitProducerId against retriable errors (a broker loading its transaction state): ≈ 4.5 s. */
+const INIT_ATTEMPTS = 10;
 
 /** One partition's share of a send: its records, encoded once, sent as often as needed. */
 interface PartitionBatch {
@@ -163,11 +165,21 @@ class WireSender implements BatchSender {
   async connect(): Promise<void> {
     await this.#cluster.connect();
     await this.#cluster.refreshMetadata();
-    // A producer id without a transactional id may come from any broker.
-    const broker = await this.#cluster.findControllerBroker();
-    this.#brokers.add(broker);
-    const { producerId, producerEpoch } = await broker.initProducerId({ transactionTimeout: 60_000 });
-    this.#producer = { producerId: BigInt(producerId), producerEpoch };
+    // A producer id without a transactional id may come from any broker. A broker that is still loading its
+    // transaction state answers with a retriable error (as kafkajs's own producer does, try again).
+    for (let attempt = 1; ; attempt++) {
+      const broker = await this.#cluster.findControllerBroker();
+      this.#brokers.add(broker);
+      try {
+        const { producerId, producerEpoch } = await broker.initProducerId({ transactionTimeout: 60_000 });
+        this.#producer = { producerId: BigInt(producerId), producerEpoch };
+        return;
+      } catch (err) {
+        if (this.#closed || attempt >= INIT_ATTEMPTS || !(err as { retriable?: boolean }).retriable)
+          throw err;
+        await sleep(100 * attempt);
+      }
+    }
   }
 
   async disconnect(): Promise<void> {
