@@ -106,7 +106,7 @@ const EnvSchema = z.object({
    * true: the group-commit producer (record encoding and sending) runs on a thread of its own beside the
    * HTTP thread; false: on the HTTP thread. bench/README.md "Ingest" has both measured.
    */
-  INGEST_PRODUCER_THREAD: bool.default(false),
+  INGEST_PRODUCER_THREAD: bool.default(true),
   /**
    * How ingest's producer writes to Kafka: `own` encodes record batches and Produce requests itself and
    * sends them over kafkajs's connections (src/ingest/wire-sender.ts); `kafkajs` uses kafkajs's idempotent
