@@ -12,9 +12,10 @@
  * - any other error rejects; GroupCommitProducer then throws this sender away (a new one takes a new producer
  *   id), so sequence numbers never have to be recovered.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Kafka } from "kafkajs";
 import { describeKafkaError } from "../kafka/client.ts";
-import { KAFKA_ERROR_CODES, kafkajsCluster } from "../kafka/kafkajs-internals.ts";
+import { KAFKA_ERROR_CODES, KAFKAJS_CONNECTION_ERRORS, kafkajsCluster } from "../kafka/kafkajs-internals.ts";
 import { partitionForKey } from "../kafka/murmur2.ts";
 import {
   type BatchProducer,
@@ -95,13 +96,7 @@ export interface InternalCluster {
 }
 
 /** Errors of a request that reached no broker or no answer: the partitions are sent again. */
-const CONNECTION_ERRORS = new Set([
-  "KafkaJSConnectionError",
-  "KafkaJSConnectionClosedError",
-  "KafkaJSBrokerNotFound",
-  "KafkaJSRequestTimeoutError",
-  "KafkaJSLockTimeout",
-]);
+const CONNECTION_ERRORS = new Set([...KAFKAJS_CONNECTION_ERRORS, "KafkaJSLockTimeout"]);
 /** Kafka 0.11+: a duplicate of a batch already written (older brokers); the Java client counts it as written. */
 const DUPLICATE_SEQUENCE_NUMBER = 46;
 const READ_UNCOMMITTED = 0;
@@ -118,16 +113,8 @@ interface PartitionBatch {
   lastError: string;
 }
 
-function kafkaErrorName(code: number): string {
-  return KAFKA_ERROR_CODES.get(code)?.type ?? `error code ${code}`;
-}
-
 function errorName(err: unknown): string {
   return (err as { name?: string } | null)?.name ?? "Error";
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((done) => setTimeout(done, ms));
 }
 
 /** Sequence numbers wrap to 0 after Int32 max (Kafka's DefaultRecordBatch.incrementSequence). */
@@ -298,12 +285,13 @@ class WireSender implements BatchSender {
         continue;
       }
       const known = KAFKA_ERROR_CODES.get(code);
+      const name = known?.type ?? `error code ${code}`;
       if (!known?.retriable) {
         throw new KafkaUnavailableError(
-          `Kafka refused ${p.topic}/${p.partition}: ${kafkaErrorName(code)}${known ? ` (${known.message})` : ""}`,
+          `Kafka refused ${p.topic}/${p.partition}: ${name}${known ? ` (${known.message})` : ""}`,
         );
       }
-      p.lastError = kafkaErrorName(code);
+      p.lastError = name;
       retry.push(p);
     }
     return retry;

@@ -51,6 +51,14 @@ export function kafkajsCluster<C>(kafka: Kafka, user: string, isolationLevel: nu
   return (factory as (opts: ClusterFactoryOptions) => C)(options);
 }
 
+/** kafkajs error classes of a request that reached no usable broker or got no answer: worth trying again. */
+export const KAFKAJS_CONNECTION_ERRORS: ReadonlySet<string> = new Set([
+  "KafkaJSConnectionError",
+  "KafkaJSConnectionClosedError",
+  "KafkaJSBrokerNotFound",
+  "KafkaJSRequestTimeoutError",
+]);
+
 interface KafkaErrorCode {
   type: string;
   code: number;

@@ -28,7 +28,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Kafka } from "kafkajs";
 import type { Logger } from "../log.ts";
-import { kafkajsCluster } from "./kafkajs-internals.ts";
+import { KAFKAJS_CONNECTION_ERRORS, kafkajsCluster } from "./kafkajs-internals.ts";
 
 export interface LogRecord {
   offset: number;
@@ -201,18 +201,12 @@ function describe(err: unknown): string {
   return `${errorType(err)}: ${err instanceof Error ? err.message : String(err)}`;
 }
 
-// The request reached no usable broker: refresh what we cached and try again.
-const CONNECTION_ERRORS = new Set([
-  "KafkaJSConnectionError",
-  "KafkaJSConnectionClosedError",
-  "KafkaJSBrokerNotFound",
-  "KafkaJSRequestTimeoutError",
-]);
 const COORDINATOR_ERRORS = new Set([
   "NOT_COORDINATOR_FOR_GROUP",
   "GROUP_COORDINATOR_NOT_AVAILABLE",
   "GROUP_LOAD_IN_PROGRESS",
-  ...CONNECTION_ERRORS,
+  // The request reached no usable broker: refresh what we cached and try again.
+  ...KAFKAJS_CONNECTION_ERRORS,
 ]);
 const LEADER_ERRORS = new Set([
   "NOT_LEADER_FOR_PARTITION",
@@ -220,7 +214,8 @@ const LEADER_ERRORS = new Set([
   "LEADER_NOT_AVAILABLE",
   "FENCED_LEADER_EPOCH",
   "UNKNOWN_LEADER_EPOCH",
-  ...CONNECTION_ERRORS,
+  // The request reached no usable broker: refresh what we cached and try again.
+  ...KAFKAJS_CONNECTION_ERRORS,
 ]);
 // What Kafka answers a generation −1, member-less request when the group has members (ClassicGroup).
 const HAS_MEMBERS_ERRORS = new Set(["UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS"]);
