@@ -45,6 +45,11 @@ export interface DeliveryFixture {
   publish(userID: string, payload: unknown, type?: string): Promise<string>;
   /** Stops the engine and starts a new one on the same database (a gateway restart). */
   restartEngine(): Promise<DeliveryEngine>;
+  /**
+   * Starts one more engine in the delivery group (another replica's, on the same database): Kafka splits
+   * the partitions between them. Stopped at the end of the test if the test has not stopped it.
+   */
+  startEngine(): Promise<DeliveryEngine>;
 }
 
 const silent = pino({ level: "silent" });
@@ -61,7 +66,7 @@ interface FixtureOptions {
 
 type FixtureBase = Omit<
   DeliveryFixture,
-  "delivery" | "engine" | "addDestination" | "publish" | "restartEngine"
+  "delivery" | "engine" | "addDestination" | "publish" | "restartEngine" | "startEngine"
 >;
 
 function newEngine(f: FixtureBase, onGone: (id: string, reason: string) => void, opts: FixtureOptions = {}) {
@@ -194,11 +199,19 @@ export async function deliveryFixture(
       await fixture.engine.start();
       return fixture.engine;
     },
+    async startEngine() {
+      const engine = newEngine(base, onGone, opts);
+      others.push(engine);
+      await engine.start();
+      return engine;
+    },
   };
+  const others: DeliveryEngine[] = [];
   state.start(fixture.delivery);
   await state.ready;
   await fixture.engine.start();
   t.after(async () => {
+    await Promise.all(others.map((e) => e.stop()));
     await fixture.engine.stop();
     await state.stop();
     await log.close();

@@ -112,6 +112,45 @@ test("a key is starving only when a slot is free and its next job waits behind t
   await scheduler.idle();
 });
 
+test("a lowered slot limit (a partition handed away) never strands a waiting job", async () => {
+  // A destination's limit is its share of maxConcurrency: it drops when this engine loses partitions. The
+  // jobs already waiting for a slot must still run once the running ones end.
+  const release: Array<() => void> = [];
+  let running = 0;
+  let peak = 0;
+  const scheduler = new KeyedScheduler<string>(8, async () => {
+    await scheduler.slot(async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise<void>((done) => release.push(done));
+      running--;
+    });
+  });
+  for (let i = 0; i < 40; i++) scheduler.push(`user-${i}`, `job-${i}`);
+  await sleep(0);
+  assert.equal(running, 8, "8 slots taken, 32 jobs wait");
+  scheduler.limit = 2;
+  peak = running;
+  let rounds = 0;
+  while (scheduler.size > 0 && rounds++ < 200) {
+    for (const done of release.splice(0)) done();
+    await sleep(1);
+    if (running > 0)
+      assert.ok(running <= 2 || rounds <= 1, `at most 2 at once after the drop, saw ${running}`);
+  }
+  assert.equal(scheduler.size, 0, `every job ran (${scheduler.size} stranded)`);
+  await scheduler.idle();
+  scheduler.limit = 4;
+  for (let i = 0; i < 12; i++) scheduler.push(`again-${i}`, `again-${i}`);
+  await sleep(0);
+  assert.equal(running, 4, "the raised limit is used in full");
+  while (scheduler.size > 0) {
+    for (const done of release.splice(0)) done();
+    await sleep(1);
+  }
+  await scheduler.idle();
+});
+
 /** The attempt row and ledger update of one first-try delivery, as a worker hands them to the recorder. */
 const recorderRow = (eventId: string) =>
   [

@@ -324,6 +324,66 @@ test("a full worker detaches from the shared reader, catches up on its own and a
   }
 });
 
+test("a destination behind on its slots keeps every waiting event when its share of the partitions drops", async (t) => {
+  // A destination's slots are its share of maxConcurrency: another engine taking half the partitions halves
+  // them. Attempts already waiting for a slot must still run (they were once dropped for good: their
+  // users' events never arrived, and the destination's progress stopped there).
+  const f = await deliveryFixture(t, 2);
+  const held: Array<() => void> = [];
+  let open = false;
+  const receiver = await startReceiver();
+  receiver.behaviour = (req, res) => {
+    const answer = () => {
+      receiver.delivered.push(JSON.parse(req.body));
+      res.end("ok");
+    };
+    if (open) answer();
+    else held.push(answer);
+    return "handled";
+  };
+  t.after(() => receiver.close());
+  const dest = await f.addDestination(receiver.url, { maxConcurrency: 16 });
+  const first = await publishPerUser(f, 64, 1);
+  await waitFor(() => held.length === 16, "16 attempts in flight, the other 48 waiting for a slot");
+  const second = await f.startEngine();
+  await waitFor(
+    () => f.engine.partitions.length === 1 && second.partitions.length === 1,
+    "the other engine to take one partition",
+    30_000,
+  );
+  // 16 attempts end while this engine's share is 8 slots: 8 slots go away, no waiter with them.
+  open = true;
+  for (const answer of held.splice(0)) answer();
+  await second.stop();
+  await waitFor(() => f.engine.partitions.length === 2, "this engine to read both partitions again", 30_000);
+  // Each user's next events queue behind its first: a user whose first attempt lost its slot gets none.
+  const later: string[] = [];
+  await Promise.all(
+    Array.from({ length: 64 }, async (_, u) => {
+      for (let seq = 1; seq <= 3; seq++) later.push(await f.publish(`user-${u}`, { seq }));
+    }),
+  );
+  const all = [...first, ...later];
+  const arrived = () => new Set(receiver.delivered.map((e) => e.id));
+  await waitFor(
+    () => all.every((id) => arrived().has(id)),
+    "every event, the ones that waited for a slot included",
+    30_000,
+  ).catch((err: Error) => {
+    const got = arrived();
+    throw new Error(`${err.message}: ${all.filter((id) => !got.has(id)).length} of ${all.length} missing`);
+  });
+  // The handed-over partition's events may come twice (its new owner resumed from the last commit); the
+  // first copies keep each user's order.
+  for (const [user, seqs] of sequencesByUser(receiver)) {
+    const firsts = seqs.filter((seq, i) => seqs.indexOf(seq) === i);
+    assert.deepEqual(firsts, [0, 1, 2, 3], `order of ${user}`);
+  }
+  const worker = f.engine.worker(dest.id);
+  assert.ok(worker);
+  await waitFor(() => worker.buffered === 0, "nothing left queued or in flight", 10_000);
+});
+
 test("with no destination the shared reader sleeps; it wakes at the topic's end, and a backfill catches up on its own", async (t) => {
   const f = await deliveryFixture(t, 2);
   const group = sharedGroupId(f.groupPrefix, f.topic);

@@ -432,7 +432,13 @@ export class DeliveryEngine implements EngineApi {
       offsets.map(
         ({ worker, offset }) =>
           () =>
-            this.#commitGroup(worker.id, [{ partition, offset }]),
+            this.#commitGroup(worker.id, [{ partition, offset }]).catch((err: unknown) => {
+              // Its next owner resumes from the previous commit: events since are delivered again, not lost.
+              this.#log.warn(
+                { err, destinationId: worker.id, partition, offset },
+                "could not commit a handed-over partition's progress",
+              );
+            }),
       ),
       16,
     );
@@ -566,7 +572,12 @@ export class DeliveryEngine implements EngineApi {
       void state.ready.then(() => {
         // An idle reader stays paused; waking resumes every partition (one not ready pauses itself again).
         if (this.#partitions.get(partition) === state && !this.#stopped && !this.#idle) {
-          this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
+          try {
+            this.#consumer?.resume([{ topic: this.#deps.topic, partitions: [partition] }]);
+          } catch (err) {
+            // kafkajs is restarting a crashed consumer (it has no group now): the new one is not paused.
+            this.#log.debug({ err, partition }, "could not resume a partition whose cursors are placed");
+          }
         }
       });
       return;

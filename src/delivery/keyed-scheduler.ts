@@ -74,8 +74,10 @@ export class KeyedScheduler<J> {
     try {
       return await fn();
     } finally {
-      const next = this.#waiting.shift();
-      if (next && this.#active <= this.#limit) next();
+      // Hand the slot to the next waiter, unless the limit was lowered below the slots in use: then the
+      // slot goes away and the waiter stays queued (taking it off the queue without waking it would strand
+      // its job, and every later job of its key, for good).
+      if (this.#active <= this.#limit && this.#waiting.length > 0) (this.#waiting.shift() as () => void)();
       else this.#active--;
     }
   }

@@ -1,15 +1,20 @@
 /**
  * Fault 1 — broker loss. A 3-node KRaft cluster (RF 3, min.insync.replicas=2), the gateway as its own
- * process, ingest from many users, two healthy destinations. One broker is SIGKILLed and restarted, then
+ * process, ingest from many users, two healthy destinations (one slow through the first loss, so it is
+ * behind and catching up on its own readers meanwhile). One broker is SIGKILLed and restarted, then
  * the broker leading the most partitions of the events topic. Every 202 must be in the topic and
  * delivered to both destinations in per-user order; every other answer must be a 503.
  */
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { partitionForKey } from "../../src/kafka/murmur2.ts";
 import { gatewayEnv, startGateway } from "../child-gateway.ts";
 import { waitUntil } from "../helpers.ts";
-import { type Receiver, startReceiver } from "../receiver.ts";
+import { type Behaviour, type Receiver, startReceiver } from "../receiver.ts";
 import {
   acceptedEvents,
   analyseDeliveries,
@@ -51,8 +56,23 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   // Every log line kept: the diagnostics below count warnings over the whole run.
   const gw = await startGateway(t, env, { keepLines: Number.POSITIVE_INFINITY });
 
-  file.receivers.push(await startReceiver(), await startReceiver());
-  for (const r of file.receivers) await gw.registerDestination({ url: r.url, maxConcurrency: 32 });
+  // Destination b answers slowly through the first broker loss: it falls behind, its cursors leave the
+  // shared reader, and its own catch-up readers (and its queue of waiting attempts) go through the fault.
+  let slowB = true;
+  const slow: Behaviour = (req, res) => {
+    if (!slowB) return;
+    setTimeout(() => {
+      b.delivered.push(JSON.parse(req.body));
+      res.end("ok");
+    }, 80);
+    return "handled";
+  };
+  const b = await startReceiver(slow);
+  file.receivers.push(await startReceiver(), b);
+  const destinations = [];
+  for (const r of file.receivers) {
+    destinations.push(await gw.registerDestination({ url: r.url, maxConcurrency: 32 }));
+  }
 
   const topic = env.EVENTS_TOPIC;
   const partitions = await topicPartitions(k, topic);
@@ -95,6 +115,10 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   // Fault 1a: an arbitrary broker (node 2), SIGKILLed while it leads some partitions and follows others.
   await sleep(5000);
   await loseBroker(2, `leaders per node ${JSON.stringify([...(await partitionLeaders(k, topic))])}`);
+  slowB = false;
+  const behind = await gw.get<{ lag: number | null }>(`/api/destinations/${destinations[1]?.id}`);
+  // Above 5,000 queued events a destination's cursors leave the shared reader (DEFAULT_BUFFER_LIMITS).
+  mark(`destination b answers at full speed again; its lag ${behind.lag}`);
   await sleep(3000);
 
   // Fault 1b: the broker that leads the most partitions of the events topic.
@@ -187,6 +211,46 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   for (const line of gw.logs().filter((l) => typeof l.level === "number" && l.level >= 50)) {
     const err = line.err as { message?: string } | undefined;
     t.diagnostic(`gateway error: ${String(line.msg)}${err?.message ? `: ${err.message}` : ""}`);
+  }
+
+  // A loss says where: per partition, what the destination's lag is now, and what the delivery engine
+  // logged (the whole gateway log goes to a file).
+  if (reports.some((r) => r.lost.length > 0)) {
+    const userOf = new Map(accepted.map((a) => [a.id, a.userID]));
+    for (const [i, report] of reports.entries()) {
+      if (report.lost.length === 0) continue;
+      const perPartition = new Map<number, number>();
+      for (const id of report.lost) {
+        const p = partitionForKey(userOf.get(id) as string, 6);
+        perPartition.set(p, (perPartition.get(p) ?? 0) + 1);
+      }
+      const view = await gw.get<{ lag: unknown }>(`/api/destinations/${destinations[i]?.id}`).catch((e) => e);
+      t.diagnostic(
+        `destination ${"ab"[i]} (${destinations[i]?.id}) lost per partition: ${JSON.stringify([...perPartition].sort())}; ` +
+          `lag now: ${JSON.stringify((view as { lag?: unknown }).lag ?? String(view))}`,
+      );
+    }
+    const engine = /catch-up|crash|assigned|Restart|consumer|cursor|shared|rebalanc|group/i;
+    for (const line of gw.logs()) {
+      const component = String(line.component ?? "");
+      if (component !== "delivery-engine" && !engine.test(String(line.msg ?? ""))) continue;
+      const at = typeof line.time === "number" ? `+${((line.time - started) / 1000).toFixed(1)} s` : "";
+      const err = line.err as { message?: string } | undefined;
+      t.diagnostic(
+        `gateway ${at} [${line.level}] ${String(line.msg)}${err?.message ? `: ${err.message}` : ""} ${JSON.stringify(
+          { partitions: line.partitions, destinationId: line.destinationId, partition: line.partition },
+        )}`,
+      );
+    }
+    const logFile = join(tmpdir(), `broker-loss-${process.pid}-${Date.now()}.log`);
+    writeFileSync(
+      logFile,
+      gw
+        .logs()
+        .map((l) => JSON.stringify(l))
+        .join("\n"),
+    );
+    t.diagnostic(`gateway log: ${logFile}`);
   }
 
   assert.ok(counts.accepted >= MIN_ACCEPTED);
