@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { partitionForKey } from "../../src/kafka/murmur2.ts";
-import { gatewayEnv, startGateway } from "../child-gateway.ts";
+import { type Destination, gatewayEnv, startGateway } from "../child-gateway.ts";
 import { waitUntil } from "../helpers.ts";
 import { type Behaviour, type Receiver, startReceiver } from "../receiver.ts";
 import {
@@ -69,7 +69,7 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
   };
   const b = await startReceiver(slow);
   file.receivers.push(await startReceiver(), b);
-  const destinations = [];
+  const destinations: Destination[] = [];
   for (const r of file.receivers) {
     destinations.push(await gw.registerDestination({ url: r.url, maxConcurrency: 32 }));
   }
@@ -229,6 +229,20 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
         `destination ${"ab"[i]} (${destinations[i]?.id}) lost per partition: ${JSON.stringify([...perPartition].sort())}; ` +
           `lag now: ${JSON.stringify((view as { lag?: unknown }).lag ?? String(view))}`,
       );
+      // Attempted and failed (dead-lettered), or never attempted?
+      const dead = await gw
+        .get(`/api/destinations/${destinations[i]?.id}/dead-letters`)
+        .catch((e) => String(e));
+      t.diagnostic(`destination ${"ab"[i]} dead letters: ${JSON.stringify(dead).slice(0, 600)}`);
+      for (const id of report.lost.slice(0, 3)) {
+        const answer = await gw
+          .get<{ attempts: Array<Record<string, unknown>> }>(`/api/events/${id}/attempts`)
+          .catch((e): { attempts: Array<Record<string, unknown>> } => ({ attempts: [{ error: String(e) }] }));
+        const here = answer.attempts
+          .filter((a) => a.destinationId === undefined || a.destinationId === destinations[i]?.id)
+          .map((a) => `#${a.attemptNumber} ${a.startedAt} ${a.statusCode} ${a.outcome} ${a.error ?? ""}`);
+        t.diagnostic(`lost ${id} (user ${userOf.get(id)}): attempts here: ${here.join("; ") || "none"}`);
+      }
     }
     const engine = /catch-up|crash|assigned|Restart|consumer|cursor|shared|rebalanc|group/i;
     for (const line of gw.logs()) {
