@@ -8,7 +8,7 @@ import { getDestination, updateDestination } from "../src/store/destinations.ts"
 import { attempts, deliveries } from "../src/store/schema.ts";
 import { deliveryFixture, publishPerUser, sequencesByUser } from "./delivery-fixture.ts";
 import { uniqueName } from "./helpers.ts";
-import { startReceiver, waitFor } from "./receiver.ts";
+import { startHoldingReceiver, startReceiver, waitFor } from "./receiver.ts";
 
 function ledger(store: { db: import("../src/store/db.ts").Db }, destinationId: string, status: string) {
   return store.db
@@ -284,18 +284,8 @@ test("a restarted worker resumes from its committed offsets and skips what the l
 test("a full worker detaches from the shared reader, catches up on its own and attaches again, order kept", async (t) => {
   const buffer = { events: 40, bytes: 1024 * 1024, fetchBytes: 16 * 1024, fetchBytesPerPartition: 16 * 1024 };
   const f = await deliveryFixture(t, 1, { buffer });
-  const held: Array<() => void> = [];
-  let open = false;
-  const receiver = await startReceiver();
-  receiver.behaviour = (req, res) => {
-    const answer = () => {
-      receiver.delivered.push(JSON.parse(req.body));
-      res.end("ok");
-    };
-    if (open) answer();
-    else held.push(answer);
-    return "handled";
-  };
+  const receiver = await startHoldingReceiver();
+  const held = receiver.held;
   t.after(() => receiver.close());
   const dest = await f.addDestination(receiver.url, { maxConcurrency: 4 });
   const ids = await publishPerUser(f, 10, 30);
@@ -314,8 +304,7 @@ test("a full worker detaches from the shared reader, catches up on its own and a
   assert.ok(buffered > buffer.events, `filled up to the bound (${buffered})`);
   assert.ok(buffered <= buffer.events + 80, `bounded by the limit plus one 16 KiB fetch, got ${buffered}`);
 
-  open = true;
-  for (const answer of held.splice(0)) answer();
+  receiver.release();
   await waitFor(() => receiver.delivered.length >= ids.length, "every event once the receiver answers");
   await waitFor(() => [...worker.cursors.values()].every((c) => c.attached), "the cursor attached again");
   assert.deepEqual(new Set(receiver.delivered.map((e) => e.id)), new Set(ids));
@@ -329,18 +318,8 @@ test("a destination behind on its slots keeps every waiting event when its share
   // them. Attempts already waiting for a slot must still run (they were once dropped for good: their
   // users' events never arrived, and the destination's progress stopped there).
   const f = await deliveryFixture(t, 2);
-  const held: Array<() => void> = [];
-  let open = false;
-  const receiver = await startReceiver();
-  receiver.behaviour = (req, res) => {
-    const answer = () => {
-      receiver.delivered.push(JSON.parse(req.body));
-      res.end("ok");
-    };
-    if (open) answer();
-    else held.push(answer);
-    return "handled";
-  };
+  const receiver = await startHoldingReceiver();
+  const held = receiver.held;
   t.after(() => receiver.close());
   const dest = await f.addDestination(receiver.url, { maxConcurrency: 16 });
   const first = await publishPerUser(f, 64, 1);
@@ -352,8 +331,7 @@ test("a destination behind on its slots keeps every waiting event when its share
     30_000,
   );
   // 16 attempts end while this engine's share is 8 slots: 8 slots go away, no waiter with them.
-  open = true;
-  for (const answer of held.splice(0)) answer();
+  receiver.release();
   await second.stop();
   await waitFor(() => f.engine.partitions.length === 2, "this engine to read both partitions again", 30_000);
   // Each user's next events queue behind its first: a user whose first attempt lost its slot gets none.

@@ -11,7 +11,7 @@ import { startLocalKafka } from "../src/kafka/runner.ts";
 import { loadOffsets } from "../src/store/offsets.ts";
 import { deliveries } from "../src/store/schema.ts";
 import { deliveryFixture, publishPerUser, sequencesByUser } from "./delivery-fixture.ts";
-import { startReceiver, waitFor } from "./receiver.ts";
+import { startHoldingReceiver, startReceiver, waitFor } from "./receiver.ts";
 
 test("registration pins the destination's own group at the topic's end in Kafka, visible to standard tooling", async (t) => {
   const f = await deliveryFixture(t, 4);
@@ -54,20 +54,9 @@ test("a destination that falls behind under load detaches, catches up on its own
   // A small buffer so the held destination overflows it quickly and detaches from the shared reader.
   const f = await deliveryFixture(t, 2, { buffer: { events: 30, bytes: 1024 * 1024 } });
   const fast = await startReceiver();
-  const slow = await startReceiver();
+  const slow = await startHoldingReceiver();
   t.after(() => fast.close());
   t.after(() => slow.close());
-  const held: Array<() => void> = [];
-  let open = false;
-  slow.behaviour = (req, res) => {
-    const answer = () => {
-      slow.delivered.push(JSON.parse(req.body));
-      res.end("ok");
-    };
-    if (open) answer();
-    else held.push(answer);
-    return "handled";
-  };
   await f.addDestination(fast.url);
   const lagging = await f.addDestination(slow.url, { maxConcurrency: 4 });
 
@@ -94,11 +83,10 @@ test("a destination that falls behind under load detaches, catches up on its own
   const all = [...first, ...second];
   // Isolation: every event reached the fast destination while the slow one still held its first answers.
   await waitFor(() => fast.delivered.length >= all.length, "every event at the fast destination");
-  assert.equal(open, false);
+  assert.equal(slow.released, false);
   assert.ok(worker.buffered <= 30 + 200, `the slow destination's buffer stayed bounded (${worker.buffered})`);
 
-  open = true;
-  for (const answer of held.splice(0)) answer();
+  slow.release();
   await waitFor(
     () => new Set(slow.delivered.map((e) => e.id)).size >= all.length,
     "every event at the slow one",

@@ -64,6 +64,37 @@ export async function startReceiver(behaviour: Behaviour = () => {}): Promise<Re
   return receiver;
 }
 
+/** A receiver that holds every answer (its requests stay open) until `release()`, then answers at once. */
+export interface HoldingReceiver extends Receiver {
+  /** Answers of the requests held so far, oldest first. */
+  held: Array<() => void>;
+  /** True once released. */
+  readonly released: boolean;
+  /** Answers every held request 200 and every later one at once. */
+  release(): void;
+}
+
+export async function startHoldingReceiver(): Promise<HoldingReceiver> {
+  const receiver = (await startReceiver()) as HoldingReceiver;
+  let released = false;
+  receiver.held = [];
+  Object.defineProperty(receiver, "released", { get: () => released });
+  receiver.release = () => {
+    released = true;
+    for (const answer of receiver.held.splice(0)) answer();
+  };
+  receiver.behaviour = (req, res) => {
+    const answer = () => {
+      receiver.delivered.push(JSON.parse(req.body));
+      res.end("ok");
+    };
+    if (released) answer();
+    else receiver.held.push(answer);
+    return "handled";
+  };
+  return receiver;
+}
+
 /** Polls `check` every 50 ms until it returns true or the deadline passes (then fails with `what`). */
 export function waitFor(
   check: () => boolean | Promise<boolean>,
