@@ -285,13 +285,12 @@ test("a full worker detaches from the shared reader, catches up on its own and a
   const buffer = { events: 40, bytes: 1024 * 1024, fetchBytes: 16 * 1024, fetchBytesPerPartition: 16 * 1024 };
   const f = await deliveryFixture(t, 1, { buffer });
   const receiver = await startHoldingReceiver();
-  const held = receiver.held;
   t.after(() => receiver.close());
   const dest = await f.addDestination(receiver.url, { maxConcurrency: 4 });
   const ids = await publishPerUser(f, 10, 30);
   // The receiver holds the first 4 requests: nothing finishes. Unbounded, the worker would fetch all 300
   // within a fetch or two (maxWaitTimeInMs 500); bounded, it stops at the limit plus at most one fetch.
-  await waitFor(() => held.length === 4, "the first attempts");
+  await waitFor(() => receiver.held.length === 4, "the first attempts");
   await new Promise((r) => setTimeout(r, 1500));
   const worker = f.engine.worker(dest.id);
   assert.ok(worker);
@@ -319,11 +318,10 @@ test("a destination behind on its slots keeps every waiting event when its share
   // users' events never arrived, and the destination's progress stopped there).
   const f = await deliveryFixture(t, 2);
   const receiver = await startHoldingReceiver();
-  const held = receiver.held;
   t.after(() => receiver.close());
   const dest = await f.addDestination(receiver.url, { maxConcurrency: 16 });
   const first = await publishPerUser(f, 64, 1);
-  await waitFor(() => held.length === 16, "16 attempts in flight, the other 48 waiting for a slot");
+  await waitFor(() => receiver.held.length === 16, "16 attempts in flight, the other 48 waiting for a slot");
   const second = await f.startEngine();
   await waitFor(
     () => f.engine.partitions.length === 1 && second.partitions.length === 1,

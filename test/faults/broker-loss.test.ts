@@ -221,7 +221,7 @@ test("broker loss: SIGKILL a broker, then the partition leaders' broker — noth
       if (report.lost.length === 0) continue;
       const perPartition = new Map<number, number>();
       for (const id of report.lost) {
-        const p = partitionForKey(userOf.get(id) as string, 6);
+        const p = partitionForKey(userOf.get(id) as string, partitions.length);
         perPartition.set(p, (perPartition.get(p) ?? 0) + 1);
       }
       const view = await gw.get<{ lag: unknown }>(`/api/destinations/${destinations[i]?.id}`).catch((e) => e);
