@@ -306,17 +306,30 @@ async function cannon(url: string, opts: CannonOptions) {
   return result;
 }
 
+/**
+ * One autocannon run against `url`, served by `server` (a process, or several sharing the port: their RSS,
+ * CPU time and per-thread split are added up).
+ */
 async function measureServer(
-  child: ChildProcess,
+  server: ChildProcess | ChildProcess[],
   url: string,
   name: string,
   opts: CannonOptions,
 ): Promise<{ row: Row; accepted: number }> {
   const perRequest = opts.batch ?? 1;
-  child.send({ type: "rss-reset" });
+  const children = Array.isArray(server) ? server : [server];
+  for (const child of children) child.send({ type: "rss-reset" });
   const r = await cannon(url, opts);
-  child.send({ type: "rss" });
-  const { rssMb, cpuUs, threads } = await nextMessage(child, "rss");
+  let rssMb = 0;
+  let cpuUs = 0;
+  const threads: Record<string, number> = {};
+  for (const child of children) {
+    child.send({ type: "rss" });
+    const m = await nextMessage(child, "rss");
+    rssMb += m.rssMb;
+    cpuUs += m.cpuUs;
+    for (const [thread, us] of Object.entries(m.threads)) threads[thread] = (threads[thread] ?? 0) + us;
+  }
   const refused = r.non2xx + r.errors + r.timeouts;
   const answered = r["2xx"] + r.non2xx;
   // Where the CPU went, µs per event by thread (threads under 1 µs/event left out).
@@ -390,13 +403,13 @@ async function main(): Promise<void> {
   const connections = Number(values.connections);
   const rate = Number(values.rate);
   const warmup = Number(values.warmup);
-  // Gateway settings to measure: own|kafkajs (INGEST_SENDER) [+thread] (INGEST_PRODUCER_THREAD=true).
+  // Gateway settings to measure: own|kafkajs (INGEST_SENDER) [+thread] (INGEST_PRODUCER_THREAD=true)
+  // [*N] (N gateway processes of one deployment sharing the port, HTTP_REUSE_PORT=true).
   // @platformatic/kafka is measured as a ceiling only, (b) (bench/README.md "Issue 16" says why).
   const variants = (values.variants ?? "").split(",").map((v) => {
-    const [client = "own", thread] = v.trim().split("+");
-    if (client !== "own" && client !== "kafkajs")
-      throw new Error(`--variants: ${client} is not own or kafkajs`);
-    return { client, thread: thread === "thread" };
+    const match = /^(own|kafkajs)(\+thread)?(?:\*([1-9]))?$/.exec(v.trim());
+    if (!match) throw new Error(`--variants: ${v} is not own|kafkajs[+thread][*N]`);
+    return { client: match[1] ?? "own", thread: match[2] !== undefined, processes: Number(match[3] ?? 1) };
   });
   const serverCpus = values["server-cpus"];
   const pinned: Record<string, string> = serverCpus ? { BENCH_CPUS: serverCpus } : {};
@@ -407,7 +420,7 @@ async function main(): Promise<void> {
       .join(" ");
 
   log(`load average before: ${load()}`);
-  const { startLocalKafka } = await import("../src/kafka/runner.ts");
+  const { freePort, startLocalKafka } = await import("../src/kafka/runner.ts");
   const kafka = await startLocalKafka({ log });
   const brokers = kafka.brokers;
   const rows: Row[] = [];
@@ -476,22 +489,36 @@ async function main(): Promise<void> {
     let inTopic = 0;
     const verdicts: string[] = [];
     for (const [i, variant] of variants.entries()) {
-      const label = `${variant.client}, ${variant.thread ? "producer thread" : "on the HTTP thread"}`;
+      const label =
+        `${variant.client}, ${variant.thread ? "producer thread" : "on the HTTP thread"}` +
+        (variant.processes > 1 ? `, ${variant.processes} processes on one port` : "");
       log(`(c, d, e) the gateway, ${label} …`);
       const topic = `bench-events-${i}`;
-      const gw = spawnChild("gateway", {
-        ...pinned,
-        KAFKA_BROKERS: brokers.join(","),
-        PORT: "0",
-        DB_PATH: `${dbPath}-${i}`,
-        LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
-        EVENTS_TOPIC: topic,
-        DEAD_LETTER_TOPIC: `${topic}.dead-letter`,
-        CONSUMER_GROUP_PREFIX: `bench-${i}`,
-        INGEST_PRODUCER_THREAD: String(variant.thread),
-        INGEST_SENDER: variant.client,
-      });
-      const gwUrl = (await nextMessage(gw, "ready")).url as string;
+      // Several processes: replicas of one deployment (same topics and groups, a database each) listening
+      // on one port with SO_REUSEPORT; the kernel spreads autocannon's connections over them.
+      const port = variant.processes > 1 ? await freePort() : 0;
+      const gw: ChildProcess[] = [];
+      const urls: string[] = [];
+      for (let k = 0; k < variant.processes; k++) {
+        gw.push(
+          spawnChild("gateway", {
+            ...pinned,
+            KAFKA_BROKERS: brokers.join(","),
+            PORT: String(port),
+            HTTP_REUSE_PORT: String(variant.processes > 1),
+            DB_PATH: `${dbPath}-${i}-${k}`,
+            LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+            EVENTS_TOPIC: topic,
+            DEAD_LETTER_TOPIC: `${topic}.dead-letter`,
+            CONSUMER_GROUP_PREFIX: `bench-${i}`,
+            INGEST_PRODUCER_THREAD: String(variant.thread),
+            INGEST_SENDER: variant.client,
+          }),
+        );
+        // One at a time: the first creates the topics the others then find.
+        urls.push((await nextMessage(gw[k] as ChildProcess, "ready")).url as string);
+      }
+      const gwUrl = urls[0] as string;
       accepted += (await cannon(gwUrl, { duration: warmup, connections }))["2xx"];
       const max = await measureServer(
         gw,
@@ -520,7 +547,7 @@ async function main(): Promise<void> {
       );
       rows.push(batched.row);
       accepted += batched.accepted;
-      await stopChild(gw);
+      await Promise.all(gw.map((child) => stopChild(child)));
       inTopic += await countTopic(brokers, topic);
       const ratio = max.row.eventsPerSec / (bare.eventsPerSec || 1);
       const cpuRatio = (paced.row.cpuUsPerEvent ?? 0) / (barePaced.cpuUsPerEvent ?? 1);
@@ -546,8 +573,10 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join("\n")}\n`);
   } finally {
     await kafka.stop();
-    for (let i = 0; i < variants.length; i++) {
-      for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}-${i}${suffix}`, { force: true });
+    for (const [i, variant] of variants.entries()) {
+      for (let k = 0; k < variant.processes; k++) {
+        for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}-${i}-${k}${suffix}`, { force: true });
+      }
     }
   }
 }

@@ -12,6 +12,12 @@ const topicName = z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, "must be a Kafka t
 const EnvSchema = z.object({
   PORT: int(0, 65535).default(8080),
   HOST: z.string().min(1).default("127.0.0.1"),
+  /**
+   * Listen with SO_REUSEPORT, so that several gateway processes (replicas of one deployment, each with its
+   * own DB_PATH) can share one port on one host and the kernel spreads connections over them (Linux 3.9+,
+   * FreeBSD 12+; elsewhere the listen fails with a clear error). bench/README.md "Issue 16" has it measured.
+   */
+  HTTP_REUSE_PORT: bool.default(false),
   KAFKA_BROKERS: z
     .string()
     .optional()

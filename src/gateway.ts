@@ -261,7 +261,45 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     },
   });
 
-  const server = await serveApp(app.fetch, { port: config.PORT, hostname: config.HOST, logger });
+  /** Everything started above, stopped in order: workers, the view, then the producer and the rest. */
+  const release = async () => {
+    stopping = true;
+    // Workers first: their last dead letters and outcomes still need the producer.
+    await coordinator.stop();
+    await state.stop();
+    // In-flight ingest requests have been answered; send what is queued, then disconnect.
+    kafkaSetup.stop();
+    ingest.close();
+    await rollup.close();
+    await producer.close();
+    await probe.close();
+    await retention.stop();
+    store.close();
+    await embedded?.stop();
+    // Last: the spans of everything above are exported before the process may exit.
+    await tracing?.shutdown();
+  };
+
+  let server: Awaited<ReturnType<typeof serveApp>>;
+  try {
+    server = await serveApp(app.fetch, {
+      port: config.PORT,
+      hostname: config.HOST,
+      reusePort: config.HTTP_REUSE_PORT,
+      logger,
+    });
+  } catch (err) {
+    // A port another process holds (or a host not on this machine): nothing started may outlive this.
+    await release().catch((e: unknown) => logger.warn({ err: e }, "stopping after a failed listen"));
+    const code = (err as NodeJS.ErrnoException).code;
+    const hint =
+      code === "EADDRINUSE" && !config.HTTP_REUSE_PORT
+        ? " (to run several gateways on one port, set HTTP_REUSE_PORT=true on every one of them)"
+        : "";
+    throw new Error(`cannot listen on ${config.HOST}:${config.PORT}: ${(err as Error).message}${hint}`, {
+      cause: err,
+    });
+  }
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST}:${port}`;
   logger.info({ url }, "gateway listening");
@@ -286,20 +324,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
         // Open live tails would hold the server's close until their consoles left.
         live.close();
         await closed;
-        // Workers first: their last dead letters and outcomes still need the producer.
-        await coordinator.stop();
-        await state.stop();
-        // In-flight ingest requests have been answered; send what is queued, then disconnect.
-        kafkaSetup.stop();
-        ingest.close();
-        await rollup.close();
-        await producer.close();
-        await probe.close();
-        await retention.stop();
-        store.close();
-        await embedded?.stop();
-        // Last: the spans of everything above are exported before the process may exit.
-        await tracing?.shutdown();
+        await release();
       })();
       return stopped;
     },

@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createKafka } from "../src/kafka/client.ts";
 
@@ -19,18 +18,7 @@ export function createTestKafka() {
   return createKafka({ brokers: testBrokers(), clientId: uniqueName("test") });
 }
 
-/** A loopback port nobody listens on right now (for a broker or gateway that is started later). */
-export async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => done(port));
-    });
-  });
-}
+export { freePort } from "../src/kafka/runner.ts";
 
 /** The fields of an attempt in the API, sorted: nothing more (no request headers, no secrets). */
 export const ATTEMPT_FIELDS = [

@@ -4,11 +4,12 @@
  * Kafka; each one's SQLite is a view a fresh database rebuilds.
  */
 import assert from "node:assert/strict";
+import { request } from "node:http";
 import { test } from "node:test";
 import { loadConfig } from "../src/config.ts";
 import { ensureTopics } from "../src/ingest/topics.ts";
 import { stateTopicSpecs } from "../src/state/shared-state.ts";
-import { createTestKafka, uniqueName } from "./helpers.ts";
+import { createTestKafka, freePort, uniqueName } from "./helpers.ts";
 import { type IngestGateway, startIngestGateway } from "./ingest-fixture.ts";
 import { startReceiver, waitFor } from "./receiver.ts";
 
@@ -127,6 +128,67 @@ test("replicas share destinations, idempotency keys and attempts; a writer reads
       "deleted everywhere",
     );
   }
+});
+
+/** POST /api/singleEvent on a connection of its own (no keep-alive): the kernel picks the listener anew. */
+function postOnNewConnection(port: number, userID: string): Promise<number> {
+  return new Promise((done, fail) => {
+    const body = JSON.stringify({ userID, payload: { n: 1 } });
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        method: "POST",
+        path: "/api/singleEvent",
+        agent: false,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => done(res.statusCode ?? 0));
+      },
+    );
+    req.on("error", fail);
+    req.end(body);
+  });
+}
+
+async function acceptedBy(g: IngestGateway): Promise<number> {
+  const metric = await g.gateway.metrics.ingestEvents.get();
+  return metric.values.find((v) => v.labels.outcome === "accepted")?.value ?? 0;
+}
+
+test("replicas on one host share a port with HTTP_REUSE_PORT; one stops and the other keeps taking events", async (t) => {
+  const port = await freePort();
+  const shared = { HTTP_REUSE_PORT: "true", PORT: String(port) };
+  const g1 = await startIngestGateway({ ...shared, TOPIC_PARTITIONS: "4" });
+  t.after(() => g1.stop());
+  const g2 = await replicaOf(g1, shared);
+  t.after(() => g2.stop());
+  assert.equal(g1.gateway.port, port);
+  assert.equal(g2.gateway.port, port);
+
+  // Without the setting the port is refused to a third gateway: the two really hold it together.
+  await assert.rejects(replicaOf(g1, { PORT: String(port) }), /EADDRINUSE/);
+
+  // Each request on a new connection: the kernel spreads them over both listeners.
+  const statuses = await Promise.all(
+    Array.from({ length: 60 }, (_, i) => postOnNewConnection(port, `user-${i % 7}`)),
+  );
+  assert.deepEqual(new Set(statuses), new Set([202]));
+  const [a1, a2] = [await acceptedBy(g1), await acceptedBy(g2)];
+  assert.equal(a1 + a2, 60);
+  assert.ok(a1 > 0 && a2 > 0, `both replicas took events (${a1} and ${a2})`);
+
+  // One replica stops (a rolling restart on one host): the other takes every new connection.
+  await g1.gateway.stop();
+  const after = await Promise.all(
+    Array.from({ length: 20 }, (_, i) => postOnNewConnection(port, `late-${i}`)),
+  );
+  assert.deepEqual(new Set(after), new Set([202]));
+  assert.equal(await acceptedBy(g2), a2 + 20);
+  // (The fixture of g1 knows the deployment's topic: a replica's fixture names one of its own.)
+  assert.equal(await g1.countRecords(), 80);
 });
 
 test("dead letters replayed on one replica are sent by the replica that reads their partition", async (t) => {

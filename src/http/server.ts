@@ -13,6 +13,8 @@ import { HttpProblem, problemDocument } from "./problem.ts";
 export interface ServeOptions {
   port: number;
   hostname: string;
+  /** SO_REUSEPORT: other processes may listen on the same port; the kernel spreads connections. */
+  reusePort?: boolean;
   logger: Logger;
 }
 
@@ -151,7 +153,7 @@ export function serveApp(fetch: Fetch, opts: ServeOptions): Promise<Server> {
 
   return new Promise((done, fail) => {
     server.once("error", fail);
-    server.listen(opts.port, opts.hostname, () => {
+    server.listen({ port: opts.port, host: opts.hostname, reusePort: opts.reusePort ?? false }, () => {
       server.off("error", fail);
       done(server);
     });

@@ -65,7 +65,8 @@ interface NodeState extends LocalKafkaNode {
 
 const DIR_PREFIX = "webhook-gateway-kafka-";
 
-async function freePort(): Promise<number> {
+/** A loopback port nobody listens on right now (for a server started later). */
+export async function freePort(): Promise<number> {
   return new Promise((done, fail) => {
     const server = createServer();
     server.unref();
