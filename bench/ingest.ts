@@ -9,7 +9,7 @@
  *       @platformatic/kafka's: idempotent, acks=-1) sending the same records straight to the broker — the
  *       Kafka ceilings;
  *   then for each of --variants (own, kafkajs = INGEST_SENDER; +thread = INGEST_PRODUCER_THREAD=true;
- *   default own+thread,own,kafkajs+thread):
+ *   default own,own+thread,own*2,kafkajs; *N = N processes sharing the port, HTTP_REUSE_PORT=true):
  *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
  *   (d) the gateway at an offered 5,000 events/s (autocannon overallRate, latency corrected for
  *       coordinated omission) for p99;
@@ -393,7 +393,7 @@ async function main(): Promise<void> {
       warmup: { type: "string", default: "3" },
       batch: { type: "string", default: "100" },
       "batch-connections": { type: "string", default: "32" },
-      variants: { type: "string", default: "own+thread,own,kafkajs+thread" },
+      variants: { type: "string", default: "own,own+thread,own*2,kafkajs" },
       "server-cpus": { type: "string" },
     },
   });

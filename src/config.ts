@@ -110,9 +110,10 @@ const EnvSchema = z.object({
   BATCH_LINGER_MS: int(0, 1000).default(2),
   /**
    * true: the group-commit producer (record encoding and sending) runs on a thread of its own beside the
-   * HTTP thread; false: on the HTTP thread. bench/README.md "Ingest" has both measured.
+   * HTTP thread; false, the default: on the HTTP thread, which cost less CPU per event in every run since
+   * ingest encodes its own records, and won by half on one core. bench/README.md "Issue 16" has both.
    */
-  INGEST_PRODUCER_THREAD: bool.default(true),
+  INGEST_PRODUCER_THREAD: bool.default(false),
   /**
    * How ingest's producer writes to Kafka: `own` encodes record batches and Produce requests itself and
    * sends them over kafkajs's connections (src/ingest/wire-sender.ts); `kafkajs` uses kafkajs's idempotent

@@ -248,9 +248,9 @@ test("TLS or SASL without KAFKA_BROKERS is refused: the embedded broker is plain
   assert.ok(!message.includes(PASSWORD));
 });
 
-test("ingest producer settings: INGEST_PRODUCER_THREAD is a boolean, on by default", () => {
-  assert.equal(loadConfig(BROKERS).INGEST_PRODUCER_THREAD, true);
-  assert.equal(loadConfig({ ...BROKERS, INGEST_PRODUCER_THREAD: "false" }).INGEST_PRODUCER_THREAD, false);
+test("ingest producer settings: INGEST_PRODUCER_THREAD is a boolean, off by default", () => {
+  assert.equal(loadConfig(BROKERS).INGEST_PRODUCER_THREAD, false);
+  assert.equal(loadConfig({ ...BROKERS, INGEST_PRODUCER_THREAD: "true" }).INGEST_PRODUCER_THREAD, true);
   assert.match(
     problems({ ...BROKERS, INGEST_PRODUCER_THREAD: "maybe" }),
     /INGEST_PRODUCER_THREAD: must be true or false/,

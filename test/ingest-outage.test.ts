@@ -29,11 +29,11 @@ async function postUntilAccepted(g: IngestGateway, body: unknown, timeoutMs = 90
   }
 }
 
-// Every producer setting keeps the promise: the default (the gateway's own Produce requests, on a producer
-// thread of its own), the producer on the HTTP thread, and kafkajs's producer.
+// Every producer setting keeps the promise: the default (the gateway's own Produce requests, on the HTTP
+// thread), the producer on a thread of its own, and kafkajs's producer.
 const VARIANTS: Array<[string, Record<string, string>]> = [
   ["", {}],
-  [" (producer on the HTTP thread)", { INGEST_PRODUCER_THREAD: "false" }],
+  [" (producer thread)", { INGEST_PRODUCER_THREAD: "true" }],
   [" (kafkajs's producer)", { INGEST_SENDER: "kafkajs" }],
 ];
 

@@ -6,8 +6,8 @@ import { startIngestGateway } from "./ingest-fixture.ts";
 // A graceful stop under load loses nothing it accepted: every 202 answered before or during the stop is in
 // the topic afterwards — for each place the producer can run (the HTTP thread, its own thread).
 const VARIANTS: Array<[string, Record<string, string>]> = [
-  ["producer thread (the default)", {}],
-  ["producer on the HTTP thread", { INGEST_PRODUCER_THREAD: "false" }],
+  ["producer on the HTTP thread (the default)", {}],
+  ["producer thread", { INGEST_PRODUCER_THREAD: "true" }],
 ];
 
 for (const [label, settings] of VARIANTS) {

@@ -40,11 +40,11 @@ test("the test's murmur2 is Kafka's (vectors from Kafka's UtilsTest)", () => {
   for (const [input, expected] of vectors) assert.equal(javaMurmur2(Buffer.from(input)), expected, input);
 });
 
-// Every producer setting writes the same records: the default (the gateway's own Produce requests, on a
-// producer thread of its own), the producer on the HTTP thread, and kafkajs's producer.
+// Every producer setting writes the same records: the default (the gateway's own Produce requests, on the
+// HTTP thread), the producer on a thread of its own, and kafkajs's producer.
 const VARIANTS: Array<[string, Record<string, string>]> = [
   ["", {}],
-  [" (producer on the HTTP thread)", { INGEST_PRODUCER_THREAD: "false" }],
+  [" (producer thread)", { INGEST_PRODUCER_THREAD: "true" }],
   [" (kafkajs's producer)", { INGEST_SENDER: "kafkajs" }],
 ];
 
