@@ -229,6 +229,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   // join the delivery group with every destination known.
   void kafkaReady
     .then(() => {
+      // Stopped (or a failed listen) while Kafka was being set up: the view must not start after its stop.
+      if (stopping) return;
       state.start(coordinator);
       return state.ready;
     })
