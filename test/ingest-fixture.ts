@@ -49,8 +49,10 @@ export async function startIngestGateway(
     awaitState?: boolean;
   } = {},
 ): Promise<IngestGateway> {
-  const topic = uniqueName("ingest");
-  const deadLetterTopic = uniqueName("ingest-dead");
+  // A replica or a restart passes the deployment's topics; the fixture deletes only topics it named itself.
+  const ownsTopics = env.EVENTS_TOPIC === undefined && env.DEAD_LETTER_TOPIC === undefined;
+  const topic = env.EVENTS_TOPIC ?? uniqueName("ingest");
+  const deadLetterTopic = env.DEAD_LETTER_TOPIC ?? uniqueName("ingest-dead");
   const dbPath = join(tmpdir(), `${uniqueName("ingest")}.db`);
   const partitions = Number(env.TOPIC_PARTITIONS ?? 12);
   const config = loadConfig({
@@ -156,14 +158,16 @@ export async function startIngestGateway(
     countRecords,
     async stop() {
       await gateway.stop();
-      const admin = kafka.admin();
-      try {
-        await admin.connect();
-        await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => {});
-      } catch {
-        // A broker the test already stopped: nothing to delete.
-      } finally {
-        await admin.disconnect().catch(() => {});
+      if (ownsTopics) {
+        const admin = kafka.admin();
+        try {
+          await admin.connect();
+          await admin.deleteTopics({ topics: [topic, deadLetterTopic] }).catch(() => {});
+        } catch {
+          // A broker the test already stopped: nothing to delete.
+        } finally {
+          await admin.disconnect().catch(() => {});
+        }
       }
       for (const suffix of ["", "-wal", "-shm"]) rmSync(`${dbPath}${suffix}`, { force: true });
     },
