@@ -1,16 +1,10 @@
 import type { ConnectionOptions } from "node:tls";
 import { Kafka, type KafkaConfig, type logCreator, logLevel, type SASLOptions } from "kafkajs";
 import type { Logger } from "../log.ts";
+import { stopRequestQueueSpin } from "./kafkajs-internals.ts";
 
-// kafkajs 2.2.4 arms timers with negative durations in its request queue; Node >= 23 warns about each
-// one (TimeoutNegativeWarning). The timers still fire at once, as kafkajs expects, so the warning is
-// noise: drop that one kind and let every other warning through.
-const originalEmitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  const name = typeof warning === "object" ? warning.name : typeof rest[0] === "string" ? rest[0] : "";
-  if (name === "TimeoutNegativeWarning") return;
-  (originalEmitWarning as (...args: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
+// Before any client exists: kafkajs's request queues would otherwise each spin a 1 ms timer loop.
+stopRequestQueueSpin();
 
 const LEVELS: Record<number, "error" | "warn" | "info" | "debug"> = {
   [logLevel.ERROR]: "error",

@@ -75,3 +75,59 @@ export const KAFKA_ERROR_CODES: ReadonlyMap<number, KafkaErrorCode> = (() => {
     return new Map();
   }
 })();
+
+/** The slice of kafkajs's RequestQueue (network/requestQueue/index.js) the fix below touches. */
+interface RequestQueueInternals {
+  pending: unknown[];
+  throttledUntil: number;
+  throttleCheckTimeoutId: NodeJS.Timeout | null;
+  checkPendingRequests(): void;
+  scheduleCheckPendingRequests(): void;
+}
+
+/** kafkajs's interval for re-checking queued requests (CHECK_PENDING_REQUESTS_INTERVAL). */
+const CHECK_PENDING_MS = 10;
+
+/**
+ * Stops kafkajs 2.2.4's request queues from spinning. After every check of its queued requests a queue arms
+ * a timer for the next check, also when nothing is queued, with a delay of `throttledUntil - Date.now()`:
+ * `-1 - Date.now()` until a broker has throttled the connection, so Node fires it after 1 ms and the check
+ * re-arms it. Every connection thus ran a 1 ms timer loop for as long as it lived (tulios/kafkajs#1556,
+ * #1704; fixes proposed in #1667 and #1768, none released). An idle gateway woke about 1,700 times a
+ * second and used 4–5 % of a core doing it (bench/README.md, session 13).
+ *
+ * The replacement arms the timer only when something waits for it: a queued request (checked again when a
+ * throttle ends, else every 10 ms, as before) or a throttle still running. With nothing queued nothing is
+ * lost: push() checks at once and arms the timer when it has to queue, and an answered or timed-out
+ * request checks the queue again (fulfillRequest, the socket request's timeout). Idempotent.
+ */
+export function stopRequestQueueSpin(): void {
+  let RequestQueue: { prototype: RequestQueueInternals };
+  try {
+    RequestQueue = require("kafkajs/src/network/requestQueue/index.js") as typeof RequestQueue;
+  } catch (err) {
+    throw new Error(
+      `kafkajs ${KAFKAJS_VERSION} has no network/requestQueue module; the gateway was written against 2.2.4`,
+      { cause: err },
+    );
+  }
+  const proto = RequestQueue.prototype;
+  if (
+    typeof proto.scheduleCheckPendingRequests !== "function" ||
+    typeof proto.checkPendingRequests !== "function"
+  ) {
+    throw new Error(
+      `kafkajs ${KAFKAJS_VERSION}'s RequestQueue has no scheduleCheckPendingRequests; the gateway was written against 2.2.4`,
+    );
+  }
+  proto.scheduleCheckPendingRequests = function scheduleCheckPendingRequests(this: RequestQueueInternals) {
+    if (this.throttleCheckTimeoutId) return;
+    const throttledFor = this.throttledUntil - Date.now();
+    if (this.pending.length === 0 && throttledFor <= 0) return;
+    const delay = throttledFor > 0 ? throttledFor : CHECK_PENDING_MS;
+    this.throttleCheckTimeoutId = setTimeout(() => {
+      this.throttleCheckTimeoutId = null;
+      this.checkPendingRequests();
+    }, delay);
+  };
+}
