@@ -4,7 +4,8 @@
  * Starts its own local Kafka broker, then measures in one run, each server in a child process of its own
  * (so RSS is that server's alone):
  *   (a) a bare Hono endpoint that parses JSON and answers 202 — the HTTP ceiling — at the highest rate and
- *       at the offered rate of (d), the ceiling (d)'s CPU per event is compared with;
+ *       at the offered rate of (d); measured again just before each variant's (c) and (d), and each
+ *       verdict compares the gateway with those adjacent rows (the machine's speed drifts within minutes);
  *   (b) each way to send (the gateway's BatchSender: its own Produce requests, kafkajs's producer and
  *       @platformatic/kafka's: idempotent, acks=-1) sending the same records straight to the broker — the
  *       Kafka ceilings;
@@ -425,9 +426,11 @@ async function main(): Promise<void> {
   const brokers = kafka.brokers;
   const rows: Row[] = [];
   const dbPath = join(tmpdir(), `bench-ingest-${process.pid}.db`);
+  // The bare endpoint runs to the end: each gateway variant is compared with it measured just before.
+  let hono: ChildProcess | undefined;
   try {
     log("(a) bare Hono endpoint …");
-    const hono = spawnChild("hono", pinned);
+    hono = spawnChild("hono", pinned);
     const honoUrl = (await nextMessage(hono, "ready")).url as string;
     await cannon(honoUrl, { duration: warmup, connections });
     const bare = (
@@ -455,8 +458,6 @@ async function main(): Promise<void> {
         batch,
       },
     );
-    await stopChild(hono);
-
     log("(b) each client straight to the broker …");
     const { createKafka } = await import("../src/kafka/client.ts");
     const admin = createKafka({ brokers, clientId: "bench-admin" }).admin();
@@ -520,6 +521,15 @@ async function main(): Promise<void> {
       }
       const gwUrl = urls[0] as string;
       accepted += (await cannon(gwUrl, { duration: warmup, connections }))["2xx"];
+      // The machine's speed drifts within minutes (bench/README.md, session 13): each verdict compares
+      // the gateway with the bare endpoint measured just before it, at the same load.
+      const bareBeside = (
+        await measureServer(hono, honoUrl, `(a) bare Hono, max rate, just before ${label}`, {
+          duration,
+          connections,
+        })
+      ).row;
+      rows.push(bareBeside);
       const max = await measureServer(
         gw,
         gwUrl,
@@ -531,6 +541,19 @@ async function main(): Promise<void> {
       );
       rows.push(max.row);
       accepted += max.accepted;
+      const barePacedBeside = (
+        await measureServer(
+          hono,
+          honoUrl,
+          `(a) bare Hono, offered ${rate.toLocaleString("en-US")}/s, just before ${label}`,
+          {
+            duration,
+            connections: Math.min(connections, 100),
+            overallRate: rate,
+          },
+        )
+      ).row;
+      rows.push(barePacedBeside);
       const paced = await measureServer(
         gw,
         gwUrl,
@@ -549,9 +572,9 @@ async function main(): Promise<void> {
       accepted += batched.accepted;
       await Promise.all(gw.map((child) => stopChild(child)));
       inTopic += await countTopic(brokers, topic);
-      const ratio = max.row.eventsPerSec / (bare.eventsPerSec || 1);
-      const cpuRatio = (paced.row.cpuUsPerEvent ?? 0) / (barePaced.cpuUsPerEvent ?? 1);
-      const cpuRatioMax = (max.row.cpuUsPerEvent ?? 0) / (bare.cpuUsPerEvent ?? 1);
+      const ratio = max.row.eventsPerSec / (bareBeside.eventsPerSec || 1);
+      const cpuRatio = (paced.row.cpuUsPerEvent ?? 0) / (barePacedBeside.cpuUsPerEvent ?? 1);
+      const cpuRatioMax = (max.row.cpuUsPerEvent ?? 0) / (bareBeside.cpuUsPerEvent ?? 1);
       verdicts.push(
         `${label}: ${ratio.toFixed(2)}× the bare endpoint (≥ 0.7×: ${ratio >= 0.7 ? "met" : "NOT met"}); ` +
           `p99 ${paced.row.p99} ms at ${rate.toLocaleString("en-US")}/s (≤ 25: ${paced.row.p99 <= 25 ? "met" : "NOT met"}); ` +
@@ -572,6 +595,7 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(`${out.join("\n")}\n`);
   } finally {
+    if (hono && hono.exitCode === null) await stopChild(hono);
     await kafka.stop();
     for (const [i, variant] of variants.entries()) {
       for (let k = 0; k < variant.processes; k++) {
