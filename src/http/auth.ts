@@ -45,9 +45,21 @@ export interface BearerOptions {
  * logged.
  */
 export function requireBearer<E extends Env = Env>(opts: BearerOptions): MiddlewareHandler<E> {
+  const check = bearerCheck(opts);
+  return (c, next) => {
+    check(c);
+    return next();
+  };
+}
+
+/**
+ * requireBearer's check as a plain function, for a route that runs it inside a middleware of its own:
+ * throws the 401, or returns (after onMatch) when a configured token was presented.
+ */
+export function bearerCheck(opts: BearerOptions): (c: Context) => void {
   const expected = opts.tokens.map(digest);
   const challenge = `Bearer realm="${opts.realm}"`;
-  return async (c, next) => {
+  return (c) => {
     const value = header(c, "authorization");
     if (value === undefined) {
       throw new HttpProblem(401, "Unauthorized", `this route needs ${opts.needs}`, {
@@ -69,7 +81,6 @@ export function requireBearer<E extends Env = Env>(opts: BearerOptions): Middlew
       );
     }
     opts.onMatch?.(c, presented);
-    await next();
   };
 }
 

@@ -10,7 +10,7 @@ import {
   RESERVED,
   reserveIdempotencyKey,
 } from "../store/idempotency.ts";
-import { activeTracer, endWithError, SpanKind, startSpan, traceparentOf } from "../telemetry.ts";
+import { activeTracer, endWithError, SpanKind, startSpan, type Tracer, traceparentOf } from "../telemetry.ts";
 import { uuidv7 } from "./event-id.ts";
 import { type EventInput, toRecord } from "./events.ts";
 
@@ -113,14 +113,17 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
     throw new KafkaUnavailableError("Kafka is not available");
   }
 
-  async function send(messages: Message[]): Promise<void> {
-    try {
-      await sink.publish(topic, messages);
-    } catch (err) {
-      opts.onOutcome?.("refused", messages.length);
-      throw err;
-    }
-    opts.onOutcome?.("accepted", messages.length);
+  /** Publishes, counting the outcome. A plain promise chain: this is on every request's path. */
+  function send(messages: Message[]): Promise<void> {
+    return sink.publish(topic, messages).then(
+      () => {
+        opts.onOutcome?.("accepted", messages.length);
+      },
+      (err: unknown) => {
+        opts.onOutcome?.("refused", messages.length);
+        throw err;
+      },
+    );
   }
 
   async function acceptIdempotent(
@@ -201,7 +204,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   const purgeTimer = setInterval(purge, PURGE_EVERY_MS);
   purgeTimer.unref();
 
-  async function acceptUntraced(
+  function acceptUntraced(
     kind: IngestKind,
     events: EventInput[],
     idempotency: IdempotencyRequest | undefined,
@@ -209,44 +212,60 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   ): Promise<Accepted> {
     if (idempotency) return acceptIdempotent(kind, events, idempotency, traceparent);
     const now = Date.now();
-    const receivedAt = new Date(now).toISOString();
-    const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
-    const messages = recordsOf(events, answer, traceparent);
-    assertKafkaReady(events.length);
-    await send(messages);
-    opts.onAccepted?.(events, answer.ids, now);
-    return { ...answer, replayed: false };
+    let answer: StoredAnswer;
+    let messages: Message[];
+    try {
+      answer = { ids: events.map(() => uuidv7(now)), receivedAt: new Date(now).toISOString() };
+      messages = recordsOf(events, answer, traceparent);
+      assertKafkaReady(events.length);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return send(messages).then(() => {
+      opts.onAccepted?.(events, answer.ids, now);
+      return { ids: answer.ids, receivedAt: answer.receivedAt, replayed: false };
+    });
+  }
+
+  async function acceptTraced(
+    tracer: Tracer,
+    kind: IngestKind,
+    events: EventInput[],
+    idempotency: IdempotencyRequest | undefined,
+    parent: string | undefined,
+  ): Promise<Accepted> {
+    const span = startSpan(tracer, `ingest ${kind}`, {
+      kind: SpanKind.PRODUCER,
+      parent,
+      attributes: {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+        "messaging.batch.message_count": events.length,
+        "webhook.ingest.route": kind,
+      },
+    });
+    try {
+      const accepted = await acceptUntraced(kind, events, idempotency, traceparentOf(span));
+      // The ids of a batch, up to 100 of them (the count is messaging.batch.message_count).
+      span.setAttribute(
+        "webhook.event.ids",
+        accepted.ids.length <= 100 ? accepted.ids : accepted.ids.slice(0, 100),
+      );
+      if (accepted.replayed) span.setAttribute("webhook.idempotent_replay", true);
+      span.end();
+      return accepted;
+    } catch (err) {
+      endWithError(span, err);
+      throw err;
+    }
   }
 
   return {
-    async accept(kind, events, idempotency, parent) {
+    accept(kind, events, idempotency, parent) {
       const tracer = activeTracer();
       if (tracer === undefined) return acceptUntraced(kind, events, idempotency, undefined);
-      const span = startSpan(tracer, `ingest ${kind}`, {
-        kind: SpanKind.PRODUCER,
-        parent,
-        attributes: {
-          "messaging.system": "kafka",
-          "messaging.operation.type": "send",
-          "messaging.destination.name": topic,
-          "messaging.batch.message_count": events.length,
-          "webhook.ingest.route": kind,
-        },
-      });
-      try {
-        const accepted = await acceptUntraced(kind, events, idempotency, traceparentOf(span));
-        // The ids of a batch, up to 100 of them (the count is messaging.batch.message_count).
-        span.setAttribute(
-          "webhook.event.ids",
-          accepted.ids.length <= 100 ? accepted.ids : accepted.ids.slice(0, 100),
-        );
-        if (accepted.replayed) span.setAttribute("webhook.idempotent_replay", true);
-        span.end();
-        return accepted;
-      } catch (err) {
-        endWithError(span, err);
-        throw err;
-      }
+      return acceptTraced(tracer, kind, events, idempotency, parent);
     },
     close() {
       clearInterval(purgeTimer);
