@@ -17,13 +17,14 @@
  *   (e) batch ingest: POST /api/events with --batch (100) events per request at the highest rate
  *       --batch-connections (32) connections drive, beside (a') the bare Hono endpoint taking the same body.
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:ingest …).
- * --server-cpus 0 pins the bare endpoint and the gateways (every thread) to those cores (taskset), to
- * measure them on one core while autocannon and the broker run elsewhere.
+ * --server-cpus 0 pins the bare endpoint and the gateways (every thread) to those cores (taskset), and
+ * this process (autocannon) and the broker to the other cores, so the servers have their cores to
+ * themselves: the CPU per event then varies far less from run to run than with everything sharing cores.
  */
 import { type ChildProcess, execFileSync, fork } from "node:child_process";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
-import { loadavg, tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PAYLOAD } from "./payload.ts";
@@ -130,7 +131,26 @@ function trackRss() {
 /** BENCH_CPUS (e.g. "0"): this process and every thread it starts later run on those cores only. */
 function pinToCpus(): void {
   const cpus = process.env.BENCH_CPUS;
-  if (cpus) execFileSync("taskset", ["-a", "-p", "-c", cpus, String(process.pid)], { stdio: "ignore" });
+  if (cpus) pin(process.pid, cpus);
+}
+
+/** Moves every thread of `pid` (and those it starts later) to the cores in `cpus` (taskset's list). */
+function pin(pid: number, cpus: string): void {
+  execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
+}
+
+/** The cores of this machine not in `cpus` (a taskset list such as "0", "0,2" or "0-1"). */
+function otherCpus(cpus: string): string {
+  const taken = new Set<number>();
+  for (const part of cpus.split(",")) {
+    const [from, to = from] = part.split("-").map((n) => Number(n.trim()));
+    if (!Number.isInteger(from) || !Number.isInteger(to)) throw new Error(`--server-cpus: bad list ${cpus}`);
+    for (let c = from as number; c <= (to as number); c++) taken.add(c);
+  }
+  const rest = Array.from({ length: availableParallelism() }, (_, c) => c).filter((c) => !taken.has(c));
+  if (rest.length === 0)
+    throw new Error(`--server-cpus ${cpus} leaves no core for autocannon and the broker`);
+  return rest.join(",");
 }
 
 async function childHono(): Promise<void> {
@@ -424,6 +444,13 @@ async function main(): Promise<void> {
   const { freePort, startLocalKafka } = await import("../src/kafka/runner.ts");
   const kafka = await startLocalKafka({ log });
   const brokers = kafka.brokers;
+  if (serverCpus) {
+    // The servers get their cores to themselves: the load generator (this process) and the broker move off.
+    const rest = otherCpus(serverCpus);
+    pin(process.pid, rest);
+    for (const node of kafka.nodes) if (node.pid !== undefined) pin(node.pid, rest);
+    log(`servers on cores ${serverCpus}; autocannon and the broker on ${rest}`);
+  }
   const rows: Row[] = [];
   const dbPath = join(tmpdir(), `bench-ingest-${process.pid}.db`);
   // The bare endpoint runs to the end: each gateway variant is compared with it measured just before.
