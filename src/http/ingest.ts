@@ -142,7 +142,7 @@ export function ingestRoutes(deps: IngestDeps) {
   // synchronous middleware: each async one would cost the hot path a frame and a promise per request.
   const authCheck: (c: Context<IngestEnv>) => void =
     deps.apiKeys.length === 0
-      ? (c: Context<IngestEnv>) => c.set("ingestScope", "-")
+      ? (c) => c.set("ingestScope", "-")
       : bearerCheck({
           tokens: deps.apiKeys,
           realm: "ingest",

@@ -204,7 +204,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   const purgeTimer = setInterval(purge, PURGE_EVERY_MS);
   purgeTimer.unref();
 
-  function acceptUntraced(
+  async function acceptUntraced(
     kind: IngestKind,
     events: EventInput[],
     idempotency: IdempotencyRequest | undefined,
@@ -212,19 +212,13 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   ): Promise<Accepted> {
     if (idempotency) return acceptIdempotent(kind, events, idempotency, traceparent);
     const now = Date.now();
-    let answer: StoredAnswer;
-    let messages: Message[];
-    try {
-      answer = { ids: events.map(() => uuidv7(now)), receivedAt: new Date(now).toISOString() };
-      messages = recordsOf(events, answer, traceparent);
-      assertKafkaReady(events.length);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return send(messages).then(() => {
-      opts.onAccepted?.(events, answer.ids, now);
-      return { ids: answer.ids, receivedAt: answer.receivedAt, replayed: false };
-    });
+    const receivedAt = new Date(now).toISOString();
+    const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
+    const messages = recordsOf(events, answer, traceparent);
+    assertKafkaReady(events.length);
+    await send(messages);
+    opts.onAccepted?.(events, answer.ids, now);
+    return { ...answer, replayed: false };
   }
 
   async function acceptTraced(

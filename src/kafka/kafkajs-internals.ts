@@ -117,7 +117,7 @@ export function stopRequestQueueSpin(): void {
     typeof proto.checkPendingRequests !== "function"
   ) {
     throw new Error(
-      `kafkajs ${KAFKAJS_VERSION}'s RequestQueue has no scheduleCheckPendingRequests; the gateway was written against 2.2.4`,
+      `kafkajs ${KAFKAJS_VERSION}'s RequestQueue lacks scheduleCheckPendingRequests or checkPendingRequests; the gateway was written against 2.2.4`,
     );
   }
   proto.scheduleCheckPendingRequests = function scheduleCheckPendingRequests(this: RequestQueueInternals) {
