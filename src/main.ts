@@ -1,3 +1,4 @@
+import "./v8-flags.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { startGateway } from "./gateway.ts";
 import { assertJava, MissingToolError } from "./kafka/jars.ts";
