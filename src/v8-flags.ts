@@ -8,9 +8,9 @@
  * its Kafka request live for a few milliseconds, and whether a scavenge happened to find them alive
  * depends on the warm-up. Once such a site is tenured, each dead old object keeps the young objects it
  * points to (the requests waiting on the batch) alive through every scavenge until the next full
- * collection. Measured at 5,000 events/s on one core (bench/README.md, session 15): 8–9.5 MB survived
- * each scavenge instead of 2.3–3.4 MB, scavenges took 17–28 ms instead of 5–8 ms, and the process used
- * 15–25 % more CPU. It happened in about a third of the runs with pretenuring and in none without.
+ * collection. Measured at 5,000 events/s on one core (bench/README.md, session 15): then 8–9.5 MB survived
+ * each scavenge instead of 2.2–3.5 MB, scavenges took 17–28 ms instead of 5–9 ms, and the process used
+ * about a sixth more CPU. It happened in 5 of 23 runs with pretenuring and in none of 18 without.
  */
 import { setFlagsFromString } from "node:v8";
 
