@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import type { Context, MiddlewareHandler } from "hono";
+import type { Context } from "hono";
 import type { EventTypeCatalog, SchemaError } from "../ingest/event-types.ts";
 import {
   AcceptedBatchSchema,
@@ -152,10 +152,15 @@ export function ingestRoutes(deps: IngestDeps) {
             c.set("ingestScope", tokenDigest.subarray(0, 12).toString("base64url")),
         });
   const bodyGuard = jsonBodyGuard({ maxBytes: deps.maxBodyBytes });
-  const guard: MiddlewareHandler<IngestEnv> = (c, next) => {
-    authCheck(c);
-    return bodyGuard(c, next);
-  };
+  // The checks run inside the route's one handler rather than as a middleware in front of it: hono calls
+  // a route with a single handler directly, and composes one with several through a promise per step.
+  const guarded =
+    (handler: (c: Context<IngestEnv>) => Promise<Response>) =>
+    (c: Context<IngestEnv>): Promise<Response> => {
+      authCheck(c);
+      // Either check passes the handler's own promise back (hono's bodyLimit returns next()'s result).
+      return bodyGuard(c, () => handler(c) as Promise<never>) as Promise<Response>;
+    };
   const security = deps.apiKeys.length > 0 ? [{ IngestApiKey: [] }] : [];
   if (deps.apiKeys.length > 0) {
     app.openAPIRegistry.registerComponent("securitySchemes", "IngestApiKey", {
@@ -217,41 +222,47 @@ export function ingestRoutes(deps: IngestDeps) {
   app.openAPIRegistry.registerPath(singleEvent);
   app.openAPIRegistry.registerPath(events);
 
-  app.post(singleEvent.path, guard, async (c) => {
-    const event = validate(EventInputSchema, await readJson(c));
-    checkTypes(deps.eventTypes, [event], false);
-    const idempotency = idempotencyOf(c);
-    let accepted: Accepted;
-    try {
-      accepted = await deps.service.accept("singleEvent", [event], idempotency, clientTraceparent(c));
-    } catch (err) {
-      throw toProblem(err, deps.retryAfterSeconds);
-    }
-    replayHeader(c, accepted);
-    return c.json(
-      {
-        id: accepted.ids[0] as string,
-        userID: event.userID,
-        type: event.type,
-        receivedAt: accepted.receivedAt,
-      },
-      202,
-    );
-  });
+  app.post(
+    singleEvent.path,
+    guarded(async (c) => {
+      const event = validate(EventInputSchema, await readJson(c));
+      checkTypes(deps.eventTypes, [event], false);
+      const idempotency = idempotencyOf(c);
+      let accepted: Accepted;
+      try {
+        accepted = await deps.service.accept("singleEvent", [event], idempotency, clientTraceparent(c));
+      } catch (err) {
+        throw toProblem(err, deps.retryAfterSeconds);
+      }
+      replayHeader(c, accepted);
+      return c.json(
+        {
+          id: accepted.ids[0] as string,
+          userID: event.userID,
+          type: event.type,
+          receivedAt: accepted.receivedAt,
+        },
+        202,
+      );
+    }),
+  );
 
-  app.post(events.path, guard, async (c) => {
-    const body = validate(EventBatchSchema, await readJson(c));
-    checkTypes(deps.eventTypes, body.events, true);
-    const idempotency = idempotencyOf(c);
-    let accepted: Accepted;
-    try {
-      accepted = await deps.service.accept("events", body.events, idempotency, clientTraceparent(c));
-    } catch (err) {
-      throw toProblem(err, deps.retryAfterSeconds);
-    }
-    replayHeader(c, accepted);
-    return c.json({ ids: accepted.ids, receivedAt: accepted.receivedAt }, 202);
-  });
+  app.post(
+    events.path,
+    guarded(async (c) => {
+      const body = validate(EventBatchSchema, await readJson(c));
+      checkTypes(deps.eventTypes, body.events, true);
+      const idempotency = idempotencyOf(c);
+      let accepted: Accepted;
+      try {
+        accepted = await deps.service.accept("events", body.events, idempotency, clientTraceparent(c));
+      } catch (err) {
+        throw toProblem(err, deps.retryAfterSeconds);
+      }
+      replayHeader(c, accepted);
+      return c.json({ ids: accepted.ids, receivedAt: accepted.receivedAt }, 202);
+    }),
+  );
 
   return app;
 }
