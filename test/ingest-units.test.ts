@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import pino from "pino";
-import { UUIDV7_PATTERN, uuidv7, uuidv7Time } from "../src/ingest/event-id.ts";
+import { isoTime, UUIDV7_PATTERN, uuidv7, uuidv7Time } from "../src/ingest/event-id.ts";
 import { GroupCommitProducer } from "../src/ingest/producer.ts";
 import { type PublishWire, packPublish, unpackPublishes } from "../src/ingest/producer-wire.ts";
 import { ensureTopics } from "../src/ingest/topics.ts";
@@ -36,6 +36,13 @@ test("uuidv7: RFC 9562 layout, the current time, strictly increasing, unique", (
   const sameMs = Array.from({ length: 10_000 }, () => uuidv7(1_700_000_000_000));
   for (let i = 1; i < sameMs.length; i++) assert.ok((sameMs[i - 1] as string) < (sameMs[i] as string));
   assert.equal(uuidv7Time("017f22e2-79b0-7cc3-98c4-dc0c0c07398f"), 0x017f22e279b0);
+});
+
+test("isoTime: the same text as toISOString for every millisecond, asked in any order", () => {
+  const base = Date.UTC(2026, 11, 4, 23, 59, 59, 998);
+  for (const ms of [base, base, base + 1, base + 2, base, 0, -1, 8.64e15, base + 2]) {
+    assert.equal(isoTime(ms), new Date(ms).toISOString());
+  }
 });
 
 test("producer thread wire: publishes survive packing and a structured clone unchanged, Buffers as Buffers", () => {

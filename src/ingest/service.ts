@@ -11,7 +11,7 @@ import {
   reserveIdempotencyKey,
 } from "../store/idempotency.ts";
 import { activeTracer, endWithError, SpanKind, startSpan, type Tracer, traceparentOf } from "../telemetry.ts";
-import { uuidv7 } from "./event-id.ts";
+import { isoTime, uuidv7 } from "./event-id.ts";
 import { type EventInput, toRecord } from "./events.ts";
 
 /** Which route a request came through; an Idempotency-Key is scoped to it. */
@@ -152,7 +152,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
       assertKafkaReady(events.length);
       messages = recordsOf(events, answer, traceparent);
     } else {
-      answer = { ids: events.map(() => uuidv7(now)), receivedAt: new Date(now).toISOString() };
+      answer = { ids: events.map(() => uuidv7(now)), receivedAt: isoTime(now) };
       messages = recordsOf(events, answer, traceparent);
       assertKafkaReady(events.length);
       const reserved = reserveIdempotencyKey(db, {
@@ -212,7 +212,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   ): Promise<Accepted> {
     if (idempotency) return acceptIdempotent(kind, events, idempotency, traceparent);
     const now = Date.now();
-    const receivedAt = new Date(now).toISOString();
+    const receivedAt = isoTime(now);
     const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
     const messages = recordsOf(events, answer, traceparent);
     assertKafkaReady(events.length);
