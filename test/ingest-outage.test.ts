@@ -14,6 +14,13 @@ async function expectUnavailable(res: Response): Promise<void> {
   assert.equal((JSON.parse(text) as { title: string }).title, "Kafka unavailable");
 }
 
+/** Group-commit batches the gateway has sent to Kafka so far (its `ingest_batch_size` histogram's count). */
+async function batchesSent(g: IngestGateway): Promise<number> {
+  const text = await (await fetch(`${g.gateway.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("ingest_batch_size_count"));
+  return Number(line?.split(" ")[1] ?? 0);
+}
+
 /** Posts until a 202 (each try may 503 while the producer reconnects); never a 2xx other than 202. */
 async function postUntilAccepted(g: IngestGateway, body: unknown, timeoutMs = 90_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
@@ -65,6 +72,14 @@ for (const [label, settings] of VARIANTS) {
       const before = await g.post("/api/singleEvent", { userID: "u", payload: "before" });
       assert.equal(before.status, 202);
       const beforeId = ((await before.json()) as { id: string }).id;
+      // The stats roll-up of that event goes out through the same producer within a second. Sent after the
+      // kill, its failure (not the batch below) would tell the producer of the outage, and the batch would
+      // be refused before its key is reserved: wait until it has gone out.
+      const sent = await batchesSent(g);
+      for (let waited = 0; (await batchesSent(g)) <= sent; waited += 50) {
+        assert.ok(waited < 10_000, "the roll-up of the accepted event was not published");
+        await sleep(50);
+      }
 
       await kafka.killNode(1);
       // The producer learns of the outage from this batch: the key is reserved with its event ids, then the
