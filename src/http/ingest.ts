@@ -138,8 +138,8 @@ function replayHeader(c: Context, accepted: Accepted): void {
 /** `POST /api/singleEvent` and `POST /api/events`: validate, produce with acks=all, answer 202. */
 export function ingestRoutes(deps: IngestDeps) {
   const app = createRouter<IngestEnv>();
-  // Cheapest refusals first: no key, then wrong media type, then size — all before the body is read. One
-  // synchronous middleware: each async one would cost the hot path a frame and a promise per request.
+  // Cheapest refusals first: no key, then wrong media type, then size — all before the body is read, and
+  // all synchronous (see `guarded` below for where they run).
   const authCheck: (c: Context<IngestEnv>) => void =
     deps.apiKeys.length === 0
       ? (c) => c.set("ingestScope", "-")
@@ -154,11 +154,11 @@ export function ingestRoutes(deps: IngestDeps) {
   const bodyGuard = jsonBodyGuard({ maxBytes: deps.maxBodyBytes });
   // The checks run inside the route's one handler rather than as a middleware in front of it: hono calls
   // a route with a single handler directly, and composes one with several through a promise per step.
+  // The body guard hands back what its `next` returns (hono's bodyLimit too): the handler's response.
   const guarded =
     (handler: (c: Context<IngestEnv>) => Promise<Response>) =>
     (c: Context<IngestEnv>): Promise<Response> => {
       authCheck(c);
-      // Either check passes the handler's own promise back (hono's bodyLimit returns next()'s result).
       return bodyGuard(c, () => handler(c) as Promise<never>) as Promise<Response>;
     };
   const security = deps.apiKeys.length > 0 ? [{ IngestApiKey: [] }] : [];

@@ -87,6 +87,11 @@ function requestHash(kind: IngestKind, events: EventInput[]): string {
   return createHash("sha256").update(kind).update("\n").update(JSON.stringify(events)).digest("base64url");
 }
 
+/** New event ids (one per event) and the receive time of a request accepted at `now`. */
+function freshAnswer(events: EventInput[], now: number): StoredAnswer {
+  return { ids: events.map(() => uuidv7(now)), receivedAt: isoTime(now) };
+}
+
 const PURGE_EVERY_MS = 10 * 60_000;
 
 export function createIngestService(opts: IngestServiceOptions): IngestService {
@@ -152,7 +157,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
       assertKafkaReady(events.length);
       messages = recordsOf(events, answer, traceparent);
     } else {
-      answer = { ids: events.map(() => uuidv7(now)), receivedAt: isoTime(now) };
+      answer = freshAnswer(events, now);
       messages = recordsOf(events, answer, traceparent);
       assertKafkaReady(events.length);
       const reserved = reserveIdempotencyKey(db, {
@@ -212,8 +217,7 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
   ): Promise<Accepted> {
     if (idempotency) return acceptIdempotent(kind, events, idempotency, traceparent);
     const now = Date.now();
-    const receivedAt = isoTime(now);
-    const answer = { ids: events.map(() => uuidv7(now)), receivedAt };
+    const answer = freshAnswer(events, now);
     const messages = recordsOf(events, answer, traceparent);
     assertKafkaReady(events.length);
     await send(messages);
