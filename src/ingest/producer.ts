@@ -184,21 +184,23 @@ export class GroupCommitProducer implements IngestProducer {
   #openBatch(): Batch {
     const batch = new Batch();
     this.#open = batch;
-    const due = () => {
-      this.#cancelLinger = undefined;
-      batch.due = true;
-      this.#pump();
-    };
     // setImmediate for 0 still gathers every request parsed in the same I/O tick.
     if (this.#opts.lingerMs > 0) {
-      const timer = setTimeout(due, this.#opts.lingerMs);
+      const timer = setTimeout(this.#lingerDone, this.#opts.lingerMs);
       this.#cancelLinger = () => clearTimeout(timer);
     } else {
-      const immediate = setImmediate(due);
+      const immediate = setImmediate(this.#lingerDone);
       this.#cancelLinger = () => clearImmediate(immediate);
     }
     return batch;
   }
+
+  /** The open batch's linger ran out (a sealed batch cancels its timer, so the open one is the batch). */
+  #lingerDone = (): void => {
+    this.#cancelLinger = undefined;
+    if (this.#open) this.#open.due = true;
+    this.#pump();
+  };
 
   /** The open batch stops taking records and leaves as soon as nothing is in flight. */
   #seal(): void {
