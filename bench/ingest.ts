@@ -12,8 +12,9 @@
  *   then for each of --variants (own, kafkajs = INGEST_SENDER; +thread = INGEST_PRODUCER_THREAD=true;
  *   default own,own+thread,own*2,kafkajs; *N = N processes sharing the port, HTTP_REUSE_PORT=true):
  *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
- *   (d) the gateway at an offered 5,000 events/s (autocannon overallRate, latency corrected for
- *       coordinated omission) for p99;
+ *   (d) the gateway at an offered 5,000 events/s for p99, from an open-loop generator (bench/open-loop.ts:
+ *       evenly spaced requests, latency from each one's due time); autocannon's overallRate sends each
+ *       second's requests in one burst, which measures draining a burst instead;
  *   (e) batch ingest: POST /api/events with --batch (100) events per request at the highest rate
  *       --batch-connections (32) connections drive, beside (a') the bare Hono endpoint taking the same body.
  * Each gateway is driven for --warmup (3) seconds before it is measured; the first for --broker-warmup
@@ -29,6 +30,7 @@ import { createRequire } from "node:module";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { type OpenLoopResult, openLoop } from "./open-loop.ts";
 import { PAYLOAD } from "./payload.ts";
 
 // autocannon ships no types; only this call of it is used.
@@ -66,6 +68,7 @@ interface Row {
 
 type ChildMessage =
   | { type: "ready"; url?: string }
+  | { type: "open-loop-result"; result: OpenLoopResult }
   | { type: "rss"; rssMb: number; cpuUs: number; threads: Record<string, number> }
   | {
       type: "kafka-result";
@@ -310,12 +313,77 @@ interface CannonResult {
 interface CannonOptions {
   duration: number;
   connections: number;
-  overallRate?: number;
+  /** Evenly paced at this many requests a second (bench/open-loop.ts) instead of as fast as answered. */
+  pacedRate?: number;
   /** POST /api/events with this many events per request instead of /api/singleEvent. */
   batch?: number;
 }
 
-async function cannon(url: string, opts: CannonOptions) {
+/** Seconds of a paced run sent before its measured part (the generator's own warm-up, see open-loop.ts). */
+const PACED_WARMUP_S = 2;
+let pacedRuns = 0;
+/** The paced runs' generator: a process of its own, so this one's heap and timers do not stall it. */
+let generator: ChildProcess | undefined;
+
+interface OpenLoopRun {
+  type: "open-loop";
+  url: string;
+  rate: number;
+  duration: number;
+  warmup: number;
+  connections: number;
+  tag: string;
+}
+
+async function childOpenLoop(): Promise<void> {
+  process.on("message", (m: OpenLoopRun | { type: "stop" }) => {
+    if (m.type === "stop") process.exit(0);
+    const url = new URL(m.url);
+    void openLoop({
+      host: url.hostname,
+      port: Number(url.port),
+      path: "/api/singleEvent",
+      rate: m.rate,
+      duration: m.duration,
+      warmup: m.warmup,
+      connections: m.connections,
+      body: (n) => BODY.replace("[<id>]", `${m.tag}-${n}`),
+    }).then((result) => process.send?.({ type: "open-loop-result", result }));
+  });
+  process.send?.({ type: "ready" });
+}
+
+async function cannon(url: string, opts: CannonOptions): Promise<CannonResult & { note?: string }> {
+  if (opts.pacedRate !== undefined) {
+    if (!generator) {
+      generator = spawnChild("open-loop", {});
+      await nextMessage(generator, "ready");
+    }
+    const run: OpenLoopRun = {
+      type: "open-loop",
+      url,
+      rate: opts.pacedRate,
+      duration: opts.duration,
+      warmup: PACED_WARMUP_S,
+      connections: opts.connections,
+      tag: `ol${process.pid}-${pacedRuns++}`,
+    };
+    generator.send(run);
+    const r = (await nextMessage(generator, "open-loop-result")).result;
+    return {
+      requests: { average: r["2xx"] / r.duration, total: r.sent },
+      latency: { p50: r.latency.p50, p99: r.latency.p99 },
+      non2xx: r.non2xx,
+      errors: r.errors,
+      timeouts: r.timeouts,
+      "2xx": r["2xx"],
+      duration: r.duration,
+      note:
+        `open loop over ${r.connectionsUsed} connections, ${PACED_WARMUP_S} s warm-up outside the latencies; ` +
+        `p99.9 ${r.latency.p999.toFixed(1)} ms, max ${r.latency.max.toFixed(1)} ms; ` +
+        `at most ${r.peakPer100Ms} requests left in any 100 ms`,
+    };
+  }
   const result = (await autocannon({
     url: `${url}${opts.batch ? "/api/events" : "/api/singleEvent"}`,
     method: "POST",
@@ -324,7 +392,6 @@ async function cannon(url: string, opts: CannonOptions) {
     idReplacement: true,
     connections: opts.connections,
     duration: opts.duration,
-    ...(opts.overallRate ? { overallRate: opts.overallRate } : {}),
   })) as unknown as CannonResult;
   return result;
 }
@@ -363,6 +430,7 @@ async function measureServer(
     .map(([thread, us]) => `${thread} ${us.toFixed(0)}`)
     .join(" / ");
   const notes = [
+    r.note ?? "",
     perRequest > 1 ? `${perRequest} events a request, latency per request` : "",
     refused > 0 ? `${refused} non-2xx/errors` : "",
     split ? `CPU by thread: ${split}` : "",
@@ -474,7 +542,7 @@ async function main(): Promise<void> {
       await measureServer(hono, honoUrl, `(a) bare Hono, offered ${rate.toLocaleString("en-US")} events/s`, {
         duration,
         connections: Math.min(connections, 100),
-        overallRate: rate,
+        pacedRate: rate,
       })
     ).row;
     rows.push(barePaced);
@@ -584,7 +652,7 @@ async function main(): Promise<void> {
           {
             duration,
             connections: Math.min(connections, 100),
-            overallRate: rate,
+            pacedRate: rate,
           },
         )
       ).row;
@@ -593,7 +661,7 @@ async function main(): Promise<void> {
         gw,
         gwUrl,
         `(d) gateway, ${label}, offered ${rate.toLocaleString("en-US")} events/s`,
-        { duration, connections: Math.min(connections, 100), overallRate: rate },
+        { duration, connections: Math.min(connections, 100), pacedRate: rate },
       );
       rows.push(paced.row);
       accepted += paced.accepted;
@@ -631,6 +699,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${out.join("\n")}\n`);
   } finally {
     if (hono && hono.exitCode === null) await stopChild(hono);
+    if (generator) await stopChild(generator);
     await kafka.stop();
     for (const [i, variant] of variants.entries()) {
       for (let k = 0; k < variant.processes; k++) {
@@ -644,4 +713,5 @@ const childKind = process.argv[2] === CHILD_FLAG ? process.argv[3] : undefined;
 if (childKind === "hono") await childHono();
 else if (childKind === "gateway") await childGateway();
 else if (childKind === "kafka") await childKafka();
+else if (childKind === "open-loop") await childOpenLoop();
 else await main();

@@ -1,0 +1,239 @@
+/**
+ * An open-loop load generator: requests leave at evenly spaced times (rate per second), whether or not
+ * earlier ones were answered, and each latency counts from the time its request was due, so a stalled
+ * server is charged for the requests that queued behind the stall (no coordinated omission).
+ *
+ * Why not autocannon's `overallRate`: each of its connections sends its share of a second's requests as
+ * fast as answers come back, then waits for the next second. At 5,000/s over 100 connections every request
+ * of a second arrived within about 150 ms and nothing in the other 850 ms (bench/README.md, session 17), so
+ * its "offered 5,000/s" measured how fast a server drains a burst, not how it serves a steady 5,000/s.
+ *
+ * HTTP/1.1 over plain sockets, one request at a time per keep-alive connection: a client library costs
+ * several times more CPU per request, and this runs on the cores the broker uses too. It reads only what
+ * the bench's servers send: a status line and a Content-Length body.
+ */
+import { connect, type Socket } from "node:net";
+
+export interface OpenLoopOptions {
+  host: string;
+  port: number;
+  path: string;
+  /** Requests per second. */
+  rate: number;
+  /** Seconds to send for, measured. */
+  duration: number;
+  /**
+   * Seconds of the same load first, answered and counted but outside the latency figures (this process's
+   * code and the connections warm up: a cold first second alone put p99 at 60 ms).
+   */
+  warmup?: number;
+  /** Most connections open at once; one is opened when every open one is busy. */
+  connections: number;
+  /** The JSON body of request number `n` (0-based): a new userID each, like autocannon's [<id>]. */
+  body: (n: number) => string;
+  /** Give up on a request after this long (counted as a timeout; its connection is closed). */
+  timeoutMs?: number;
+}
+
+export interface OpenLoopResult {
+  /** Every request sent, the warm-up's included (so are the counts below). */
+  sent: number;
+  "2xx": number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  /** Seconds from the first request due (the warm-up's) to the last one answered. */
+  duration: number;
+  /** Milliseconds from each request's due time to its whole answer, over the measured answered requests. */
+  latency: { p50: number; p99: number; p999: number; max: number };
+  /** Most requests sent in any 100 ms of the measured part: rate / 10 when the pacing held. */
+  peakPer100Ms: number;
+  /** Connections opened. */
+  connectionsUsed: number;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+}
+
+const IDLE_CLOSE_MS = 4000;
+const CONTENT_LENGTH = /\r\ncontent-length:[ \t]*(\d+)/i;
+
+interface Pending {
+  n: number;
+  due: number;
+}
+
+/** Sends `rate × (warmup + duration)` requests evenly spaced in time; resolves when each is answered or failed. */
+export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
+  const warm = Math.round(opts.rate * (opts.warmup ?? 0));
+  const total = warm + Math.round(opts.rate * opts.duration);
+  const interval = 1000 / opts.rate;
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const head = `POST ${opts.path} HTTP/1.1\r\nhost: ${opts.host}:${opts.port}\r\ncontent-type: application/json\r\n`;
+  const latencies = new Float64Array(total);
+  const sentAt = new Float64Array(total);
+  let measured = 0;
+  let ok = 0;
+  let non2xx = 0;
+  let errors = 0;
+  let timeouts = 0;
+  let settled = 0;
+  let lastDone = 0;
+  let opened = 0;
+  const idle: Conn[] = [];
+  const queue: Pending[] = [];
+  let queueAt = 0;
+  const start = performance.now();
+  let allSettled: () => void = () => {};
+
+  const finish = (p: Pending, status: number | "error" | "timeout") => {
+    const done = performance.now();
+    if (status === "error") errors++;
+    else if (status === "timeout") timeouts++;
+    else {
+      if (status >= 200 && status < 300) ok++;
+      else non2xx++;
+      if (p.n >= warm) latencies[measured++] = done - p.due;
+      lastDone = done;
+    }
+    if (++settled === total) allSettled();
+  };
+
+  class Conn {
+    readonly socket: Socket;
+    current: Pending | undefined;
+    buf: Buffer | undefined;
+    timer: NodeJS.Timeout | undefined;
+    /** When it last went idle: Node servers close a connection idle for 5 s (keepAliveTimeout). */
+    idleSince = 0;
+
+    constructor() {
+      opened++;
+      this.socket = connect({ host: opts.host, port: opts.port, noDelay: true });
+      this.socket.on("connect", () => this.next());
+      this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+      this.socket.on("error", () => {});
+      this.socket.on("close", () => {
+        opened--;
+        this.fail("error");
+        // Nothing left to take the queue (the server refuses connections): those requests fail too.
+        if (opened === 0)
+          for (; queueAt < queue.length; queueAt++) finish(queue[queueAt] as Pending, "error");
+      });
+    }
+
+    send(p: Pending): void {
+      this.current = p;
+      const body = opts.body(p.n);
+      this.socket.write(`${head}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      this.timer = setTimeout(() => {
+        this.fail("timeout");
+        this.socket.destroy();
+      }, timeoutMs);
+    }
+
+    /** Takes the next queued request, or waits among the idle connections. */
+    next(): void {
+      const p = queueAt < queue.length ? queue[queueAt++] : undefined;
+      if (queueAt === queue.length) {
+        queue.length = 0;
+        queueAt = 0;
+      }
+      if (p) this.send(p);
+      else {
+        this.idleSince = performance.now();
+        idle.push(this);
+      }
+    }
+
+    onData(chunk: Buffer): void {
+      this.buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+      const end = this.buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const length = CONTENT_LENGTH.exec(this.buf.toString("latin1", 0, end));
+      if (!length) {
+        this.socket.destroy();
+        return;
+      }
+      if (this.buf.length < end + 4 + Number(length[1])) return;
+      const status = Number(this.buf.toString("latin1", 9, 12));
+      this.buf = undefined;
+      const p = this.current as Pending;
+      this.current = undefined;
+      clearTimeout(this.timer);
+      finish(p, status);
+      this.next();
+    }
+
+    fail(status: "error" | "timeout"): void {
+      clearTimeout(this.timer);
+      const i = idle.indexOf(this);
+      if (i >= 0) idle.splice(i, 1);
+      const p = this.current;
+      this.current = undefined;
+      if (p) finish(p, status);
+    }
+  }
+
+  const dispatch = (p: Pending) => {
+    let conn = idle.pop();
+    // One idle for 4 s is closed rather than used: the server may be closing it at this very moment (its
+    // 5 s keep-alive timeout), and a request written into that race fails. Real clients do the same.
+    while (conn && performance.now() - conn.idleSince > IDLE_CLOSE_MS) {
+      conn.socket.end();
+      conn = idle.pop();
+    }
+    if (conn) conn.send(p);
+    else {
+      queue.push(p);
+      if (opened < opts.connections) new Conn();
+    }
+  };
+
+  const settledAll = new Promise<void>((done) => {
+    allSettled = done;
+  });
+  await new Promise<void>((finished) => {
+    let sent = 0;
+    // A 1 ms tick sends every request that has come due; each one's latency counts from its due time.
+    const tick = () => {
+      const now = performance.now();
+      const due = Math.min(total, Math.floor((now - start) / interval) + 1);
+      for (; sent < due; sent++) {
+        sentAt[sent] = now - start;
+        dispatch({ n: sent, due: start + sent * interval });
+      }
+      if (sent < total) setTimeout(tick, 1);
+      else finished();
+    };
+    tick();
+  });
+  await settledAll;
+  for (const conn of idle) conn.socket.end();
+
+  // How even the sending was: the most requests that left in any 100 ms window.
+  let peak = 0;
+  for (let i = warm, j = warm; i < total; i++) {
+    while ((sentAt[i] as number) - (sentAt[j] as number) >= 100) j++;
+    peak = Math.max(peak, i - j + 1);
+  }
+  const sorted = latencies.subarray(0, measured).sort();
+  return {
+    sent: total,
+    "2xx": ok,
+    non2xx,
+    errors,
+    timeouts,
+    duration: ((lastDone || performance.now()) - start) / 1000,
+    latency: {
+      p50: percentile(sorted, 50),
+      p99: percentile(sorted, 99),
+      p999: percentile(sorted, 99.9),
+      max: percentile(sorted, 100),
+    },
+    peakPer100Ms: peak,
+    connectionsUsed: opened,
+  };
+}
