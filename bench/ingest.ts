@@ -381,7 +381,7 @@ async function cannon(url: string, opts: CannonOptions): Promise<CannonResult & 
       note:
         `open loop over ${r.connectionsUsed} connections, ${PACED_WARMUP_S} s warm-up outside the latencies; ` +
         `p99.9 ${r.latency.p999.toFixed(1)} ms, max ${r.latency.max.toFixed(1)} ms; ` +
-        `at most ${r.peakPer100Ms} requests left in any 100 ms`,
+        `at most ${r.peakPer100Ms} requests left in any 100 ms, up to ${r.maxSendLag.toFixed(1)} ms late`,
     };
   }
   const result = (await autocannon({

@@ -50,6 +50,12 @@ export interface OpenLoopResult {
   peakPer100Ms: number;
   /** Connections opened. */
   connectionsUsed: number;
+  /**
+   * Milliseconds this process itself was late sending (its tick ran after a request's due time), the
+   * worst of the measured part: beyond a few ms it, not the server, was stalled (another process took the
+   * core), and the latencies include that.
+   */
+  maxSendLag: number;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -82,6 +88,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
   let settled = 0;
   let lastDone = 0;
   let opened = 0;
+  let maxSendLag = 0;
   const idle: Conn[] = [];
   const queue: Pending[] = [];
   let queueAt = 0;
@@ -203,6 +210,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
       const due = Math.min(total, Math.floor((now - start) / interval) + 1);
       for (; sent < due; sent++) {
         sentAt[sent] = now - start;
+        if (sent >= warm) maxSendLag = Math.max(maxSendLag, now - (start + sent * interval));
         dispatch({ n: sent, due: start + sent * interval });
       }
       if (sent < total) setTimeout(tick, 1);
@@ -235,5 +243,6 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
     },
     peakPer100Ms: peak,
     connectionsUsed: opened,
+    maxSendLag,
   };
 }
