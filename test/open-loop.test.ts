@@ -26,6 +26,19 @@ function answer(res: ServerResponse, status: number): void {
   res.end(body);
 }
 
+/** 600 requests at 400/s over at most `connections` connections, each with the userID `u-<n>`. */
+function sendFor1500Ms(port: number, connections: number) {
+  return openLoop({
+    host: "127.0.0.1",
+    port,
+    path: "/api/singleEvent",
+    rate: 400,
+    duration: 1.5,
+    connections,
+    body: (n) => JSON.stringify({ userID: `u-${n}`, payload: {} }),
+  });
+}
+
 async function close(server: Server): Promise<void> {
   server.closeAllConnections();
   await new Promise((done) => server.close(done));
@@ -42,15 +55,7 @@ test("the open-loop generator sends every request once, spread evenly, and count
     answer(res, Number(userID.split("-")[1]) % 10 === 0 ? 503 : 202);
   });
   try {
-    const result = await openLoop({
-      host: "127.0.0.1",
-      port,
-      path: "/api/singleEvent",
-      rate: 400,
-      duration: 1.5,
-      connections: 10,
-      body: (n) => JSON.stringify({ userID: `u-${n}`, payload: {} }),
-    });
+    const result = await sendFor1500Ms(port, 10);
     assert.equal(result.sent, 600);
     assert.equal(seen.size, 600, "each request arrived once, with its own body");
     assert.equal(result["2xx"], 540);
@@ -92,15 +97,7 @@ test("a stalled server is charged for the requests that waited behind the stall"
     else answer(res, 202);
   });
   try {
-    const result = await openLoop({
-      host: "127.0.0.1",
-      port,
-      path: "/api/singleEvent",
-      rate: 400,
-      duration: 1.5,
-      connections: 2,
-      body: (n) => JSON.stringify({ userID: `u-${n}`, payload: {} }),
-    });
+    const result = await sendFor1500Ms(port, 2);
     assert.equal(result["2xx"], 600);
     assert.ok(result.latency.p50 < 100, `p50 ${result.latency.p50} ms`);
     // About 120 requests came due during the stall (20 %), waiting 300 ms down to 0: p99 well over 100 ms.
