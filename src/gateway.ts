@@ -7,6 +7,7 @@ import { engineFromConfig } from "./delivery/from-config.ts";
 import { operationalMessage } from "./delivery/operational.ts";
 import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
+import { ingestHttp } from "./http/ingest.ts";
 import { serveApp } from "./http/server.ts";
 import { EventTypeCatalog } from "./ingest/event-types.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
@@ -237,6 +238,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     .then(() => startDelivery())
     .catch((err: unknown) => logger.error({ err }, "delivery failed to start"));
 
+  const ingestEndpoints = ingestHttp({
+    service: ingest,
+    eventTypes,
+    apiKeys: config.INGEST_API_KEYS,
+    maxBodyBytes: config.MAX_BODY_BYTES,
+    retryAfterSeconds: config.INGEST_RETRY_AFTER_S,
+    logger,
+  });
   const app = createApp({
     config,
     logger,
@@ -254,13 +263,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     eventTypes: { catalog: eventTypes, state },
     live,
     findEvent: (id) => findEvent({ log, db: store.db, topic: config.EVENTS_TOPIC }, id),
-    ingest: {
-      service: ingest,
-      eventTypes,
-      apiKeys: config.INGEST_API_KEYS,
-      maxBodyBytes: config.MAX_BODY_BYTES,
-      retryAfterSeconds: config.INGEST_RETRY_AFTER_S,
-    },
+    ingest: ingestEndpoints,
   });
 
   /** Everything started above, stopped in order: workers, the view, then the producer and the rest. */
@@ -289,6 +292,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       hostname: config.HOST,
       reusePort: config.HTTP_REUSE_PORT,
       logger,
+      direct: ingestEndpoints.direct,
     });
   } catch (err) {
     // A port another process holds (or a host not on this machine): nothing started may outlive this.

@@ -6,6 +6,7 @@ import pino from "pino";
 import { loadConfig } from "../src/config.ts";
 import { type Gateway, startGateway } from "../src/gateway.ts";
 import { createKafka } from "../src/kafka/client.ts";
+import type { Logger } from "../src/log.ts";
 import { testBrokers, uniqueName } from "./helpers.ts";
 
 export interface TopicRecord {
@@ -47,6 +48,8 @@ export async function startIngestGateway(
      * client waiting for /readyz would. Tests that start the gateway before Kafka pass false.
      */
     awaitState?: boolean;
+    /** The gateway's logger (silent by default); a test reading what was logged passes its own. */
+    logger?: Logger;
   } = {},
 ): Promise<IngestGateway> {
   // A replica or a restart passes the deployment's topics; the fixture deletes only topics it named itself.
@@ -69,7 +72,7 @@ export async function startIngestGateway(
     ...env,
   });
   const brokers = config.KAFKA_BROKERS ?? [];
-  const gateway = await startGateway(config, pino({ level: "silent" }));
+  const gateway = await startGateway(config, opts.logger ?? pino({ level: "silent" }));
   if (opts.awaitState !== false) await gateway.state.ready;
   const kafka = createKafka({
     brokers,

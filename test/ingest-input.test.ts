@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { after, before, test } from "node:test";
+import pino from "pino";
 import { openStore } from "../src/store/db.ts";
 import { type IngestGateway, startIngestGateway } from "./ingest-fixture.ts";
 
@@ -14,9 +15,12 @@ interface Problem {
 
 let g: IngestGateway;
 const MAX_BODY = 4096;
+/** What the gateway logged at warn and above: no refusal of a client's input is the gateway's error. */
+const logged: Array<{ level: number; msg: string }> = [];
 
 before(async () => {
-  g = await startIngestGateway({ MAX_BODY_BYTES: String(MAX_BODY) });
+  const logger = pino({ level: "warn" }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  g = await startIngestGateway({ MAX_BODY_BYTES: String(MAX_BODY) }, { logger });
   await g.gateway.kafkaReady;
 });
 
@@ -157,6 +161,35 @@ test("body over the limit → 413, answered without reading the whole body", asy
     duplex: "half",
   } as RequestInit);
   await problemOf(chunked, 413);
+});
+
+test("a client that goes away before its body is complete: nothing is accepted, the next request is served", async () => {
+  const url = new URL(g.gateway.url);
+  for (const headers of [
+    { "content-type": "application/json", "content-length": "200" },
+    { "content-type": "application/json", "transfer-encoding": "chunked" },
+  ]) {
+    await new Promise<void>((done, fail) => {
+      const req = request({
+        host: url.hostname,
+        port: url.port,
+        method: "POST",
+        path: "/api/singleEvent",
+        headers,
+      });
+      req.on("error", () => done());
+      req.on("response", (res) => fail(new Error(`answered ${res.statusCode} to half a body`)));
+      req.write(`{"userID":"gone","payload":`, () => setTimeout(() => req.destroy(), 50));
+      req.on("close", () => done());
+    });
+  }
+  // Still serving; the after() hook checks that nothing reached the topic.
+  await problemOf(await g.post("/api/singleEvent", { payload: 1 }), 400);
+  assert.deepEqual(
+    logged.filter((l) => l.level >= 50).map((l) => l.msg),
+    [],
+    "a client going away is not the gateway's error",
+  );
 });
 
 test("wrong or missing content type → 415", async () => {

@@ -173,6 +173,60 @@ for (const [label, settings] of VARIANTS) {
   });
 }
 
+test("ingest answers alike on its direct routes and through the app's router (a percent-encoded path)", async () => {
+  await withGateway({}, async (g) => {
+    // serveApp answers "/api/singleEvent" (any query) itself; only the app's router decodes "%45" to "E".
+    const paths = ["/api/singleEvent", "/api/singleEvent?from=test", "/api/single%45vent"];
+    const answers: Accepted[] = [];
+    for (const [i, path] of paths.entries()) {
+      const res = await g.post(path, { userID: `route-${i}`, type: "order.paid", payload: { i } });
+      const text = await res.text();
+      assert.equal(res.status, 202, `${path}: ${text}`);
+      assert.equal(res.headers.get("content-type"), "application/json", path);
+      const a = JSON.parse(text) as Accepted;
+      assert.deepEqual(Object.keys(a), ["id", "userID", "type", "receivedAt"], path);
+      assert.equal(a.userID, `route-${i}`);
+      assert.equal(a.type, "order.paid");
+      answers.push(a);
+    }
+    const replay = await g.post(
+      "/api/single%45vent",
+      { userID: "route-0", payload: 1 },
+      {
+        "idempotency-key": "routed-key",
+      },
+    );
+    assert.equal(replay.status, 202);
+    const again = await g.post(
+      "/api/singleEvent",
+      { userID: "route-0", payload: 1 },
+      {
+        "idempotency-key": "routed-key",
+      },
+    );
+    assert.equal(again.headers.get("idempotent-replayed"), "true", "the key is shared by both ways in");
+    assert.deepEqual(await again.json(), await replay.json());
+
+    // A refusal through the router is the same problem, with the path the router saw as its instance.
+    for (const path of ["/api/singleEvent", "/api/single%45vent"]) {
+      const res = await g.post(path, { payload: 1 });
+      assert.equal(res.status, 400);
+      assert.equal(res.headers.get("content-type"), "application/problem+json");
+      const p = (await res.json()) as { instance: string; errors: Array<{ field: string }> };
+      assert.equal(p.instance, "/api/singleEvent");
+      assert.equal(p.errors[0]?.field, "userID");
+    }
+    const batch = await g.post("/api/%65vents", { events: [{ userID: "route-b", payload: 2 }] });
+    assert.equal(batch.status, 202, await batch.clone().text());
+    const { ids } = (await batch.json()) as { ids: string[] };
+
+    const records = await g.readTopic();
+    const inTopic = new Set(records.map((r) => (JSON.parse(r.value) as { id: string }).id));
+    for (const id of [...answers.map((a) => a.id), ids[0] as string]) assert.ok(inTopic.has(id), id);
+    assert.equal(records.length, paths.length + 2, "three singles, the keyed one once, one batch event");
+  });
+});
+
 test("an Idempotency-Key repeat returns the original answer and writes nothing new", async () => {
   await withGateway({}, async (g) => {
     const body = { userID: "idem-user", payload: { amount: 10 } };

@@ -18,7 +18,7 @@ import { destinationControlRoutes } from "./destination-controls.ts";
 import { destinationRoutes } from "./destinations.ts";
 import { type EventTypeDeps, eventTypeRoutes, eventTypesInOpenApi } from "./event-types.ts";
 import { documentHealthRoutes, type HealthDeps, healthRoutes } from "./health.ts";
-import { type IngestDeps, ingestRoutes } from "./ingest.ts";
+import type { IngestHttp } from "./ingest.ts";
 import { liveRoutes } from "./live.ts";
 import { documentMetricsRoute, type MetricsRouteOptions, metricsRoutes } from "./metrics.ts";
 import { operationalDestinationRoutes } from "./operational-destinations.ts";
@@ -41,8 +41,11 @@ export interface AppDeps {
   state: AdminState;
   /** The event-type catalog's routes (/api/event-types); absent in apps built without it (some tests). */
   eventTypes?: Omit<EventTypeDeps, "store" | "logger">;
-  /** POST /api/singleEvent and /api/events; absent in apps built without ingest (some tests). */
-  ingest?: IngestDeps;
+  /**
+   * POST /api/singleEvent and /api/events (their documentation; serveApp answers them as direct routes);
+   * absent in apps built without ingest (some tests).
+   */
+  ingest?: IngestHttp;
   /** The console's live tail (GET /api/live); absent in apps built without it (some tests). */
   live?: LiveBus;
   /** An accepted event's record from the events topic (GET /api/events/{id}); absent in some tests. */
@@ -70,7 +73,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
 
   app.route("/", healthRoutes(deps.health));
   documentHealthRoutes(app);
-  if (deps.ingest) app.route("/", ingestRoutes(deps.ingest));
+  if (deps.ingest) app.route("/", deps.ingest.routes());
   app.route(
     "/",
     metricsRoutes({

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context, Env, MiddlewareHandler } from "hono";
-import { header } from "./body.ts";
+import type { Env, MiddlewareHandler } from "hono";
+import { type HeaderSource, header } from "./body.ts";
 import { HttpProblem } from "./problem.ts";
 
 /** Name of the bearer security scheme in the OpenAPI document; admin routes list it under `security`. */
@@ -32,8 +32,6 @@ export interface BearerOptions {
   realm: string;
   /** What the 401's detail says the route needs, e.g. "Authorization: Bearer <ADMIN_TOKEN>". */
   needs: string;
-  /** Called with the matched token's SHA-256 digest (ingest scopes idempotency keys by it). */
-  onMatch?: (c: Context, tokenDigest: Buffer) => void;
 }
 
 /**
@@ -53,14 +51,14 @@ export function requireBearer<E extends Env = Env>(opts: BearerOptions): Middlew
 }
 
 /**
- * requireBearer's check as a plain function, for a route that runs it inside a middleware of its own:
- * throws the 401, or returns (after onMatch) when a configured token was presented.
+ * requireBearer's check as a plain function, for a route that runs it itself (ingest's direct routes):
+ * throws the 401, or returns the presented token's SHA-256 digest (ingest scopes idempotency keys by it).
  */
-export function bearerCheck(opts: BearerOptions): (c: Context) => void {
+export function bearerCheck(opts: BearerOptions): (source: HeaderSource) => Buffer {
   const expected = opts.tokens.map(digest);
   const challenge = `Bearer realm="${opts.realm}"`;
-  return (c) => {
-    const value = header(c, "authorization");
+  return (source) => {
+    const value = header(source, "authorization");
     if (value === undefined) {
       throw new HttpProblem(401, "Unauthorized", `this route needs ${opts.needs}`, {
         headers: { "www-authenticate": challenge },
@@ -80,7 +78,7 @@ export function bearerCheck(opts: BearerOptions): (c: Context) => void {
         },
       );
     }
-    opts.onMatch?.(c, presented);
+    return presented;
   };
 }
 

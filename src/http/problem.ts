@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -66,6 +67,17 @@ export function problemDocument(p: HttpProblem, instance: string | undefined): s
   if (instance !== undefined) body.instance = instance;
   if (p.errors) body.errors = p.errors;
   return JSON.stringify(body);
+}
+
+/** Writes a problem on Node's response: direct routes (ingest) and the refusals made before the app runs. */
+export function sendProblem(res: ServerResponse, p: HttpProblem, instance: string | undefined): void {
+  const body = problemDocument(p, instance);
+  res.writeHead(p.status, {
+    "content-type": "application/problem+json",
+    "content-length": Buffer.byteLength(body),
+    ...p.headers,
+  });
+  res.end(body);
 }
 
 export function problemResponse(c: Context, p: HttpProblem): Response {

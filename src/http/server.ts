@@ -8,7 +8,7 @@ import {
 import type { Duplex } from "node:stream";
 import { getRequestListener, RequestError } from "@hono/node-server";
 import type { Logger } from "../log.ts";
-import { HttpProblem, problemDocument } from "./problem.ts";
+import { HttpProblem, problemDocument, sendProblem } from "./problem.ts";
 
 export interface ServeOptions {
   port: number;
@@ -16,7 +16,17 @@ export interface ServeOptions {
   /** SO_REUSEPORT: other processes may listen on the same port; the kernel spreads connections. */
   reusePort?: boolean;
   logger: Logger;
+  /**
+   * Routes answered straight from Node's request, ahead of the app, keyed "METHOD /path" (the path without
+   * its query): ingest's, where Hono's routing, context and response conversion cost about a tenth of the
+   * CPU per event (bench/README.md, session 18). Every other request, and any form of these paths only the
+   * app's router recognises (percent-encoded, say), goes to the app.
+   */
+  direct?: ReadonlyMap<string, DirectHandler>;
 }
+
+/** A direct route: answers on `res` itself; `path` is the request's path, for problem documents. */
+export type DirectHandler = (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void>;
 
 type Fetch = (request: Request, env: { incoming: IncomingMessage; outgoing: ServerResponse }) => unknown;
 
@@ -63,15 +73,13 @@ function parserProblem(code: string | undefined): HttpProblem {
   }
 }
 
+/** A refusal made before the app runs: answered, then the connection is closed. */
 function writeProblem(res: ServerResponse, p: HttpProblem, instance: string | undefined): void {
-  const body = problemDocument(p, instance);
-  res.writeHead(p.status, {
-    "content-type": "application/problem+json",
-    "content-length": Buffer.byteLength(body),
-    connection: "close",
-    ...p.headers,
-  });
-  res.end(body);
+  sendProblem(
+    res,
+    new HttpProblem(p.status, p.title, p.detail, { headers: { connection: "close", ...p.headers } }),
+    instance,
+  );
 }
 
 /**
@@ -110,6 +118,7 @@ export function serveApp(fetch: Fetch, opts: ServeOptions): Promise<Server> {
     },
   });
 
+  const direct = opts.direct?.size ? opts.direct : undefined;
   // Node would answer a missing Host with a bodiless 400; the check is ours so the 400 is a problem.
   const server = createServer({ requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined && req.httpVersion !== "1.0") {
@@ -119,6 +128,16 @@ export function serveApp(fetch: Fetch, opts: ServeOptions): Promise<Server> {
         req.url,
       );
       return;
+    }
+    if (direct !== undefined) {
+      const url = req.url ?? "";
+      const query = url.indexOf("?");
+      const path = query === -1 ? url : url.slice(0, query);
+      const handler = direct.get(`${req.method} ${path}`);
+      if (handler !== undefined) {
+        void handler(req, res, path);
+        return;
+      }
     }
     void listener(req, res);
   });
