@@ -6,12 +6,15 @@
  *   (a) a bare Hono endpoint that parses JSON and answers 202 — the HTTP ceiling — at the highest rate and
  *       at the offered rate of (d); measured again just before each variant's (c) and (d), and each
  *       verdict compares the gateway with those adjacent rows (the machine's speed drifts within minutes);
+ *       the highest rate from bench/open-loop.ts's closed-loop generator, and again from autocannon (whose
+ *       own core saturated before the bare endpoint's did, bench/README.md session 18);
  *   (b) each way to send (the gateway's BatchSender: its own Produce requests, kafkajs's producer and
  *       @platformatic/kafka's: idempotent, acks=-1) sending the same records straight to the broker — the
  *       Kafka ceilings;
  *   then for each of --variants (own, kafkajs = INGEST_SENDER; +thread = INGEST_PRODUCER_THREAD=true;
  *   default own,own+thread,own*2,kafkajs; *N = N processes sharing the port, HTTP_REUSE_PORT=true):
- *   (c) the gateway's POST /api/singleEvent at the highest rate autocannon can drive;
+ *   (c) the gateway's POST /api/singleEvent at the highest rate at --connections (256), from the closed-loop
+ *       generator and from autocannon, each beside the bare endpoint's under the same generator;
  *   (d) the gateway at an offered 5,000 events/s for p99, from an open-loop generator (bench/open-loop.ts:
  *       evenly spaced requests, latency from each one's due time); autocannon's overallRate sends each
  *       second's requests in one burst, which measures draining a burst instead;
@@ -21,8 +24,9 @@
  * (20) seconds, which also warms up the freshly started broker.
  * Gateway settings come from the environment as usual (BATCH_LINGER_MS=1 npm run bench:ingest …).
  * --server-cpus 0 pins the bare endpoint and the gateways (every thread) to those cores (taskset), and
- * this process (autocannon) and the broker to the other cores, so the servers have their cores to
- * themselves: the CPU per event then varies far less from run to run than with everything sharing cores.
+ * this process (autocannon), the generators' process and the broker to the other cores, so the servers have
+ * their cores to themselves: the CPU per event then varies far less from run to run than with everything
+ * sharing cores. Each row's notes then say how busy those other cores were.
  */
 import { type ChildProcess, execFileSync, fork } from "node:child_process";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
@@ -30,7 +34,13 @@ import { createRequire } from "node:module";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type OpenLoopResult, openLoop } from "./open-loop.ts";
+import {
+  type ClosedLoopResult,
+  closedLoop,
+  type LoadResult,
+  type OpenLoopResult,
+  openLoop,
+} from "./open-loop.ts";
 import { PAYLOAD } from "./payload.ts";
 
 // autocannon ships no types; only this call of it is used.
@@ -69,6 +79,7 @@ interface Row {
 type ChildMessage =
   | { type: "ready"; url?: string }
   | { type: "open-loop-result"; result: OpenLoopResult }
+  | { type: "closed-loop-result"; result: ClosedLoopResult }
   | { type: "rss"; rssMb: number; cpuUs: number; threads: Record<string, number> }
   | {
       type: "kafka-result";
@@ -158,6 +169,23 @@ function otherCpus(cpus: string): string {
   return rest.join(",");
 }
 
+/** Busy and total jiffies of each listed core, from /proc/stat (idle and iowait count as not busy). */
+function coreTimes(cores: number[]): Array<{ busy: number; total: number }> {
+  const lines = readFileSync("/proc/stat", "utf8").split("\n");
+  return cores.map((core) => {
+    const fields = (lines.find((l) => l.startsWith(`cpu${core} `)) ?? "")
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    const total = fields.reduce((a, b) => a + b, 0);
+    return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+  });
+}
+
+/** The load generator's cores (all but the servers'), when --server-cpus pinned them; else none. */
+let generatorCores: number[] = [];
+
 async function childHono(): Promise<void> {
   pinToCpus();
   const { Hono } = await import("hono");
@@ -184,6 +212,9 @@ async function childHono(): Promise<void> {
 }
 
 async function childGateway(): Promise<void> {
+  // The V8 settings main.ts starts the gateway with, before anything else of the gateway loads. Until
+  // session 18 the bench left them out, and its gateways ran with allocation-site pretenuring on.
+  await import("../src/v8-flags.ts");
   pinToCpus();
   const { loadConfig } = await import("../src/config.ts");
   const { startGateway } = await import("../src/gateway.ts");
@@ -317,6 +348,11 @@ interface CannonOptions {
   pacedRate?: number;
   /** POST /api/events with this many events per request instead of /api/singleEvent. */
   batch?: number;
+  /**
+   * As fast as answered from bench/open-loop.ts's closed-loop generator (single events only) instead of
+   * autocannon: a third of autocannon's CPU per request, so the generator's core is not what saturates.
+   */
+  closedLoop?: boolean;
 }
 
 /** Seconds of a paced run sent before its measured part (the generator's own warm-up, see open-loop.ts). */
@@ -327,6 +363,8 @@ let generator: ChildProcess | undefined;
 
 interface OpenLoopRun {
   type: "open-loop";
+  /** open: paced at `rate`; closed: `connections` each sending its next request when answered. */
+  mode: "open" | "closed";
   url: string;
   rate: number;
   duration: number;
@@ -339,51 +377,75 @@ async function childOpenLoop(): Promise<void> {
   process.on("message", (m: OpenLoopRun | { type: "stop" }) => {
     if (m.type === "stop") process.exit(0);
     const url = new URL(m.url);
-    void openLoop({
+    const target = {
       host: url.hostname,
       port: Number(url.port),
       path: "/api/singleEvent",
-      rate: m.rate,
       duration: m.duration,
-      warmup: m.warmup,
       connections: m.connections,
-      body: (n) => BODY.replace("[<id>]", `${m.tag}-${n}`),
-    }).then((result) => process.send?.({ type: "open-loop-result", result }));
+      body: (n: number) => BODY.replace("[<id>]", `${m.tag}-${n}`),
+    };
+    if (m.mode === "closed") {
+      void closedLoop(target).then((result) => process.send?.({ type: "closed-loop-result", result }));
+    } else {
+      void openLoop({ ...target, rate: m.rate, warmup: m.warmup }).then((result) =>
+        process.send?.({ type: "open-loop-result", result }),
+      );
+    }
   });
   process.send?.({ type: "ready" });
 }
 
-async function cannon(url: string, opts: CannonOptions): Promise<CannonResult & { note?: string }> {
-  if (opts.pacedRate !== undefined) {
-    if (!generator) {
-      generator = spawnChild("open-loop", {});
-      await nextMessage(generator, "ready");
-    }
-    const run: OpenLoopRun = {
-      type: "open-loop",
-      url,
-      rate: opts.pacedRate,
-      duration: opts.duration,
-      warmup: PACED_WARMUP_S,
-      connections: opts.connections,
-      tag: `ol${process.pid}-${pacedRuns++}`,
-    };
-    generator.send(run);
-    const r = (await nextMessage(generator, "open-loop-result")).result;
-    return {
-      requests: { average: r["2xx"] / r.duration, total: r.sent },
-      latency: { p50: r.latency.p50, p99: r.latency.p99 },
-      non2xx: r.non2xx,
-      errors: r.errors,
-      timeouts: r.timeouts,
-      "2xx": r["2xx"],
-      duration: r.duration,
-      note:
-        `open loop over ${r.connectionsUsed} connections, ${PACED_WARMUP_S} s warm-up outside the latencies; ` +
-        `p99.9 ${r.latency.p999.toFixed(1)} ms, max ${r.latency.max.toFixed(1)} ms; ` +
-        `at most ${r.peakPer100Ms} requests left in any 100 ms, up to ${r.maxSendLag.toFixed(1)} ms late`,
-    };
+async function generatorChild(): Promise<ChildProcess> {
+  if (!generator) {
+    generator = spawnChild("open-loop", {});
+    await nextMessage(generator, "ready");
   }
+  return generator;
+}
+
+/** One run of bench/open-loop.ts's generators (in their process), closed-loop or paced. */
+async function generate(url: string, opts: CannonOptions): Promise<CannonResult & { note: string }> {
+  const child = await generatorChild();
+  const closed = opts.closedLoop === true;
+  const run: OpenLoopRun = {
+    type: "open-loop",
+    mode: closed ? "closed" : "open",
+    url,
+    rate: opts.pacedRate ?? 0,
+    duration: opts.duration,
+    warmup: closed ? 0 : PACED_WARMUP_S,
+    connections: opts.connections,
+    tag: `${closed ? "cl" : "ol"}${process.pid}-${pacedRuns++}`,
+  };
+  child.send(run);
+  let r: LoadResult;
+  let note: string;
+  if (closed) {
+    r = (await nextMessage(child, "closed-loop-result")).result;
+    note = `closed loop over ${opts.connections} connections (bench/open-loop.ts)`;
+  } else {
+    const o = (await nextMessage(child, "open-loop-result")).result;
+    r = o;
+    note =
+      `open loop over ${o.connectionsUsed} connections, ${PACED_WARMUP_S} s warm-up outside the latencies; ` +
+      `p99.9 ${o.latency.p999.toFixed(1)} ms, max ${o.latency.max.toFixed(1)} ms; ` +
+      `at most ${o.peakPer100Ms} requests left in any 100 ms, up to ${o.maxSendLag.toFixed(1)} ms late`;
+  }
+  return {
+    requests: { average: r["2xx"] / r.duration, total: r.sent },
+    latency: { p50: r.latency.p50, p99: r.latency.p99 },
+    non2xx: r.non2xx,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    "2xx": r["2xx"],
+    duration: r.duration,
+    note,
+  };
+}
+
+async function cannon(url: string, opts: CannonOptions): Promise<CannonResult & { note?: string }> {
+  if (opts.closedLoop || opts.pacedRate !== undefined) return generate(url, opts);
   const result = (await autocannon({
     url: `${url}${opts.batch ? "/api/events" : "/api/singleEvent"}`,
     method: "POST",
@@ -393,7 +455,7 @@ async function cannon(url: string, opts: CannonOptions): Promise<CannonResult & 
     connections: opts.connections,
     duration: opts.duration,
   })) as unknown as CannonResult;
-  return result;
+  return { ...result, note: "autocannon" };
 }
 
 /**
@@ -409,7 +471,17 @@ async function measureServer(
   const perRequest = opts.batch ?? 1;
   const children = Array.isArray(server) ? server : [server];
   for (const child of children) child.send({ type: "rss-reset" });
+  const before = coreTimes(generatorCores);
   const r = await cannon(url, opts);
+  const after = coreTimes(generatorCores);
+  // How busy the load generator's (and the broker's) cores were: near 100 % they, not the server, set the pace.
+  const generatorBusy = generatorCores
+    .map((core, k) => {
+      const b = before[k] as { busy: number; total: number };
+      const a = after[k] as { busy: number; total: number };
+      return `core ${core} ${Math.round((100 * (a.busy - b.busy)) / Math.max(1, a.total - b.total))} %`;
+    })
+    .join(", ");
   let rssMb = 0;
   let cpuUs = 0;
   const threads: Record<string, number> = {};
@@ -434,6 +506,7 @@ async function measureServer(
     perRequest > 1 ? `${perRequest} events a request, latency per request` : "",
     refused > 0 ? `${refused} non-2xx/errors` : "",
     split ? `CPU by thread: ${split}` : "",
+    generatorBusy ? `generator's cores busy: ${generatorBusy}` : "",
   ].filter((n) => n !== "");
   return {
     row: {
@@ -521,7 +594,8 @@ async function main(): Promise<void> {
     const rest = otherCpus(serverCpus);
     pin(process.pid, rest);
     for (const node of kafka.nodes) if (node.pid !== undefined) pin(node.pid, rest);
-    log(`servers on cores ${serverCpus}; autocannon and the broker on ${rest}`);
+    generatorCores = rest.split(",").map(Number);
+    log(`servers on cores ${serverCpus}; the load generators and the broker on ${rest}`);
   }
   const rows: Row[] = [];
   const dbPath = join(tmpdir(), `bench-ingest-${process.pid}.db`);
@@ -533,7 +607,11 @@ async function main(): Promise<void> {
     const honoUrl = (await nextMessage(hono, "ready")).url as string;
     await cannon(honoUrl, { duration: warmup, connections });
     const bare = (
-      await measureServer(hono, honoUrl, "(a) bare Hono: parse JSON, answer 202", { duration, connections })
+      await measureServer(hono, honoUrl, "(a) bare Hono: parse JSON, answer 202", {
+        duration,
+        connections,
+        closedLoop: true,
+      })
     ).row;
     rows.push(bare);
     // The same offered rate as the gateway's (d) row: CPU per event is compared at equal load (at a
@@ -592,6 +670,39 @@ async function main(): Promise<void> {
       const label =
         `${variant.client}, ${variant.thread ? "producer thread" : "on the HTTP thread"}` +
         (variant.processes > 1 ? `, ${variant.processes} processes on one port` : "");
+      // The machine's speed drifts within minutes (bench/README.md, session 13): each verdict compares
+      // the gateway with the bare endpoint measured just before it, at the same load — before the gateway
+      // starts, so that the bare endpoint has core 0 to itself (a gateway just started and warmed up still
+      // works in the background: session 18 saw the bare endpoint pay up to a third more per event beside it).
+      log(`(a) the bare endpoint again, before ${label} …`);
+      const bareBeside = (
+        await measureServer(hono, honoUrl, `(a) bare Hono, max rate, just before ${label}`, {
+          duration,
+          connections,
+          closedLoop: true,
+        })
+      ).row;
+      rows.push(bareBeside);
+      const bareAutocannon = (
+        await measureServer(hono, honoUrl, `(a) bare Hono, max rate, autocannon, just before ${label}`, {
+          duration,
+          connections,
+        })
+      ).row;
+      rows.push(bareAutocannon);
+      const barePacedBeside = (
+        await measureServer(
+          hono,
+          honoUrl,
+          `(a) bare Hono, offered ${rate.toLocaleString("en-US")}/s, just before ${label}`,
+          {
+            duration,
+            connections: Math.min(connections, 100),
+            pacedRate: rate,
+          },
+        )
+      ).row;
+      rows.push(barePacedBeside);
       log(`(c, d, e) the gateway, ${label} …`);
       const topic = `bench-events-${i}`;
       // Several processes: replicas of one deployment (same topics and groups, a database each) listening
@@ -624,39 +735,24 @@ async function main(): Promise<void> {
       // session 16). The first variant warms it up longer, so it does not pay for that alone.
       const warm = i === 0 ? Math.max(warmup, brokerWarmup) : warmup;
       accepted += (await cannon(gwUrl, { duration: warm, connections }))["2xx"];
-      // The machine's speed drifts within minutes (bench/README.md, session 13): each verdict compares
-      // the gateway with the bare endpoint measured just before it, at the same load.
-      const bareBeside = (
-        await measureServer(hono, honoUrl, `(a) bare Hono, max rate, just before ${label}`, {
-          duration,
-          connections,
-        })
-      ).row;
-      rows.push(bareBeside);
       const max = await measureServer(
         gw,
         gwUrl,
         `(c) gateway, ${label}, max rate (${connections} connections)`,
-        {
-          duration,
-          connections,
-        },
+        { duration, connections, closedLoop: true },
       );
       rows.push(max.row);
       accepted += max.accepted;
-      const barePacedBeside = (
-        await measureServer(
-          hono,
-          honoUrl,
-          `(a) bare Hono, offered ${rate.toLocaleString("en-US")}/s, just before ${label}`,
-          {
-            duration,
-            connections: Math.min(connections, 100),
-            pacedRate: rate,
-          },
-        )
-      ).row;
-      rows.push(barePacedBeside);
+      // The same pair driven by autocannon, as every session before 18 measured it: its core saturates
+      // before the bare endpoint's does, so this ratio is partly autocannon's and the broker's sharing a core.
+      const maxAutocannon = await measureServer(
+        gw,
+        gwUrl,
+        `(c) gateway, ${label}, max rate, autocannon (${connections} connections)`,
+        { duration, connections },
+      );
+      rows.push(maxAutocannon.row);
+      accepted += maxAutocannon.accepted;
       const paced = await measureServer(
         gw,
         gwUrl,
@@ -676,11 +772,13 @@ async function main(): Promise<void> {
       await Promise.all(gw.map((child) => stopChild(child)));
       inTopic += await countTopic(brokers, topic);
       const ratio = max.row.eventsPerSec / (bareBeside.eventsPerSec || 1);
+      const ratioAutocannon = maxAutocannon.row.eventsPerSec / (bareAutocannon.eventsPerSec || 1);
       const cpuRatio = (paced.row.cpuUsPerEvent ?? 0) / (barePacedBeside.cpuUsPerEvent ?? 1);
       const cpuRatioMax = (max.row.cpuUsPerEvent ?? 0) / (bareBeside.cpuUsPerEvent ?? 1);
       verdicts.push(
-        `${label}: ${ratio.toFixed(2)}× the bare endpoint (≥ 0.7×: ${ratio >= 0.7 ? "met" : "NOT met"}); ` +
-          `p99 ${paced.row.p99} ms at ${rate.toLocaleString("en-US")}/s (≤ 25: ${paced.row.p99 <= 25 ? "met" : "NOT met"}); ` +
+        `${label}: ${ratio.toFixed(2)}× the bare endpoint (≥ 0.7×: ${ratio >= 0.7 ? "met" : "NOT met"}; ` +
+          `${ratioAutocannon.toFixed(2)}× driven by autocannon); ` +
+          `p99 ${paced.row.p99.toFixed(1)} ms at ${rate.toLocaleString("en-US")}/s (≤ 25: ${paced.row.p99 <= 25 ? "met" : "NOT met"}); ` +
           `CPU ${cpuRatio.toFixed(2)}× the bare endpoint's, both offered ${rate.toLocaleString("en-US")}/s (≤ 1.3×: ${cpuRatio <= 1.3 ? "met" : "NOT met"}; ` +
           `${cpuRatioMax.toFixed(2)}× at max rate, (c) against (a)); ` +
           `batch ${Math.round(batched.row.eventsPerSec).toLocaleString("en-US")} events/s (≥ 50,000: ${batched.row.eventsPerSec >= 50_000 ? "met" : "NOT met"})`,

@@ -35,17 +35,22 @@ export interface OpenLoopOptions {
   timeoutMs?: number;
 }
 
-export interface OpenLoopResult {
-  /** Every request sent, the warm-up's included (so are the counts below). */
+/** What both generators count. */
+export interface LoadResult {
+  /** Requests sent; each was answered, failed or timed out by the time the run resolves. */
   sent: number;
   "2xx": number;
   non2xx: number;
   errors: number;
   timeouts: number;
-  /** Seconds from the first request due (the warm-up's) to the last one answered. */
+  /** Seconds from the start to the last answer. */
   duration: number;
-  /** Milliseconds from each request's due time to its whole answer, over the measured answered requests. */
+  /** Milliseconds to each request's whole answer (open loop: from its due time, closed: from its sending). */
   latency: { p50: number; p99: number; p999: number; max: number };
+}
+
+/** The open loop's counts include its warm-up; its latencies do not. */
+export interface OpenLoopResult extends LoadResult {
   /** Most requests sent in any 100 ms of the measured part: rate / 10 when the pacing held. */
   peakPer100Ms: number;
   /** Connections opened. */
@@ -66,6 +71,45 @@ function percentile(sorted: Float64Array, p: number): number {
 const IDLE_CLOSE_MS = 4000;
 const CONTENT_LENGTH = /\r\ncontent-length:[ \t]*(\d+)/i;
 
+/**
+ * Reads one answer at a time off a connection: the status once its Content-Length body is whole,
+ * undefined while more is to come, "bad" for an answer without a Content-Length (never from these servers).
+ */
+class AnswerReader {
+  #buf: Buffer | undefined;
+
+  push(chunk: Buffer): number | "bad" | undefined {
+    const buf = this.#buf ? Buffer.concat([this.#buf, chunk]) : chunk;
+    this.#buf = buf;
+    const end = buf.indexOf("\r\n\r\n");
+    if (end < 0) return undefined;
+    const length = CONTENT_LENGTH.exec(buf.toString("latin1", 0, end));
+    if (!length) return "bad";
+    if (buf.length < end + 4 + Number(length[1])) return undefined;
+    this.#buf = undefined;
+    return Number(buf.toString("latin1", 9, 12));
+  }
+}
+
+/** The bytes of one POST with a JSON body. */
+function postRequest(head: string, body: string): string {
+  return `${head}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+function requestHead(opts: { host: string; port: number; path: string }): string {
+  return `POST ${opts.path} HTTP/1.1\r\nhost: ${opts.host}:${opts.port}\r\ncontent-type: application/json\r\n`;
+}
+
+function latencyFigures(latencies: Float64Array, count: number): OpenLoopResult["latency"] {
+  const sorted = latencies.subarray(0, count).sort();
+  return {
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    p999: percentile(sorted, 99.9),
+    max: percentile(sorted, 100),
+  };
+}
+
 interface Pending {
   n: number;
   due: number;
@@ -77,7 +121,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
   const total = warm + Math.round(opts.rate * opts.duration);
   const interval = 1000 / opts.rate;
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const head = `POST ${opts.path} HTTP/1.1\r\nhost: ${opts.host}:${opts.port}\r\ncontent-type: application/json\r\n`;
+  const head = requestHead(opts);
   const latencies = new Float64Array(total);
   const sentAt = new Float64Array(total);
   let measured = 0;
@@ -111,7 +155,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
   class Conn {
     readonly socket: Socket;
     current: Pending | undefined;
-    buf: Buffer | undefined;
+    readonly reader = new AnswerReader();
     timer: NodeJS.Timeout | undefined;
     /** When it last went idle: Node servers close a connection idle for 5 s (keepAliveTimeout). */
     idleSince = 0;
@@ -133,8 +177,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
 
     send(p: Pending): void {
       this.current = p;
-      const body = opts.body(p.n);
-      this.socket.write(`${head}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      this.socket.write(postRequest(head, opts.body(p.n)));
       this.timer = setTimeout(() => {
         this.fail("timeout");
         this.socket.destroy();
@@ -156,17 +199,12 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
     }
 
     onData(chunk: Buffer): void {
-      this.buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
-      const end = this.buf.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      const length = CONTENT_LENGTH.exec(this.buf.toString("latin1", 0, end));
-      if (!length) {
+      const status = this.reader.push(chunk);
+      if (status === undefined) return;
+      if (status === "bad") {
         this.socket.destroy();
         return;
       }
-      if (this.buf.length < end + 4 + Number(length[1])) return;
-      const status = Number(this.buf.toString("latin1", 9, 12));
-      this.buf = undefined;
       const p = this.current as Pending;
       this.current = undefined;
       clearTimeout(this.timer);
@@ -227,7 +265,6 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
     while ((sentAt[i] as number) - (sentAt[j] as number) >= 100) j++;
     peak = Math.max(peak, i - j + 1);
   }
-  const sorted = latencies.subarray(0, measured).sort();
   return {
     sent: total,
     "2xx": ok,
@@ -235,14 +272,129 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
     errors,
     timeouts,
     duration: ((lastDone || performance.now()) - start) / 1000,
-    latency: {
-      p50: percentile(sorted, 50),
-      p99: percentile(sorted, 99),
-      p999: percentile(sorted, 99.9),
-      max: percentile(sorted, 100),
-    },
+    latency: latencyFigures(latencies, measured),
     peakPer100Ms: peak,
     connectionsUsed: opened,
     maxSendLag,
+  };
+}
+
+export interface ClosedLoopOptions {
+  host: string;
+  port: number;
+  path: string;
+  /** Keep-alive connections, each with one request at a time: the next leaves when the last is answered. */
+  connections: number;
+  /** Seconds to send for. */
+  duration: number;
+  /** The JSON body of request number `n` (0-based): a new userID each, like autocannon's [<id>]. */
+  body: (n: number) => string;
+  /** Give up on a request after this long (counted as a timeout; its connection is replaced). */
+  timeoutMs?: number;
+}
+
+export interface ClosedLoopResult extends LoadResult {
+  /** Connections opened, replacements of failed ones included. */
+  connectionsOpened: number;
+}
+
+/**
+ * A closed-loop load generator, for the highest rate a server sustains at `connections` connections (what
+ * autocannon measures without a rate), at about a third of autocannon's CPU per request: on these 2-core
+ * machines autocannon saturated its core before the bare endpoint did (bench/README.md, session 18). A
+ * connection that fails is replaced (after 10 ms) until the time is up; its request counts as an error.
+ */
+export async function closedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult> {
+  const head = requestHead(opts);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const start = performance.now();
+  const end = start + opts.duration * 1000;
+  let latencies = new Float64Array(1 << 16);
+  let answered = 0;
+  let sent = 0;
+  let ok = 0;
+  let non2xx = 0;
+  let errors = 0;
+  let timeouts = 0;
+  let opened = 0;
+  let open = 0;
+  let lastDone = start;
+  let allClosed: () => void = () => {};
+  const closed = new Promise<void>((done) => {
+    allClosed = done;
+  });
+
+  const connection = () => {
+    opened++;
+    open++;
+    const socket = connect({ host: opts.host, port: opts.port, noDelay: true });
+    const reader = new AnswerReader();
+    let sentAt = 0;
+    let inFlight = false;
+    let timer: NodeJS.Timeout | undefined;
+    const send = () => {
+      if (performance.now() >= end) {
+        socket.end();
+        return;
+      }
+      inFlight = true;
+      sentAt = performance.now();
+      socket.write(postRequest(head, opts.body(sent++)));
+      timer = setTimeout(() => {
+        timeouts++;
+        inFlight = false;
+        socket.destroy();
+      }, timeoutMs);
+    };
+    socket.on("connect", send);
+    socket.on("data", (chunk: Buffer) => {
+      const status = reader.push(chunk);
+      if (status === undefined) return;
+      clearTimeout(timer);
+      inFlight = false;
+      if (status === "bad") {
+        errors++;
+        socket.destroy();
+        return;
+      }
+      lastDone = performance.now();
+      if (answered === latencies.length) {
+        const grown = new Float64Array(latencies.length * 2);
+        grown.set(latencies);
+        latencies = grown;
+      }
+      latencies[answered++] = lastDone - sentAt;
+      if (status >= 200 && status < 300) ok++;
+      else non2xx++;
+      send();
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      clearTimeout(timer);
+      open--;
+      if (inFlight) errors++;
+      if (performance.now() < end) {
+        // A refused or broken connection is replaced, not retried in a hot loop.
+        if (!inFlight && sentAt === 0) errors++;
+        open++;
+        setTimeout(() => {
+          open--;
+          connection();
+        }, 10);
+      } else if (open === 0) allClosed();
+    });
+  };
+
+  for (let i = 0; i < opts.connections; i++) connection();
+  await closed;
+  return {
+    sent,
+    "2xx": ok,
+    non2xx,
+    errors,
+    timeouts,
+    duration: (lastDone - start) / 1000,
+    latency: latencyFigures(latencies, answered),
+    connectionsOpened: opened,
   };
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { test } from "node:test";
-import { openLoop } from "../bench/open-loop.ts";
+import { closedLoop, openLoop } from "../bench/open-loop.ts";
 
 /** A loopback server; `handle` answers each request (after its body is read). */
 async function serve(
@@ -123,4 +123,63 @@ test("the open-loop generator counts refused connections as errors and does not 
   assert.equal(result.sent, 40);
   assert.equal(result.errors, 40);
   assert.equal(result["2xx"], 0);
+});
+
+test("the closed-loop generator keeps one request in flight per connection, all of them busy, and counts each answer", async () => {
+  const seen = new Set<string>();
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const sockets = new Set<unknown>();
+  const { server, port } = await serve((body, res, req) => {
+    sockets.add(req.socket);
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    const { userID } = JSON.parse(body) as { userID: string };
+    assert.ok(!seen.has(userID), `${userID} sent twice`);
+    seen.add(userID);
+    setTimeout(() => {
+      inFlight--;
+      answer(res, Number(userID.split("-")[1]) % 10 === 0 ? 503 : 202);
+    }, 5);
+  });
+  try {
+    const result = await closedLoop({
+      host: "127.0.0.1",
+      port,
+      path: "/api/singleEvent",
+      connections: 8,
+      duration: 1,
+      body: (n) => JSON.stringify({ userID: `u-${n}`, payload: {} }),
+    });
+    assert.equal(maxInFlight, 8, "every connection busy, never more requests than connections");
+    assert.equal(sockets.size, 8);
+    assert.equal(result.connectionsOpened, 8);
+    assert.equal(result.sent, seen.size, "each request arrived once, with its own body");
+    assert.equal(result["2xx"] + result.non2xx, result.sent);
+    assert.equal(result.non2xx, Math.ceil(result.sent / 10));
+    assert.equal(result.errors + result.timeouts, 0);
+    assert.ok(result.latency.p50 >= 5, `p50 ${result.latency.p50} ms includes the server's 5 ms`);
+  } finally {
+    await close(server);
+  }
+});
+
+test("the closed-loop generator counts refused connections and unanswered requests, and stops on time", async () => {
+  const refused = await serve((_body, res) => answer(res, 202));
+  await close(refused.server);
+  const opts = { host: "127.0.0.1", path: "/api/singleEvent", duration: 0.3, body: () => "{}" };
+  const none = await closedLoop({ ...opts, port: refused.port, connections: 4 });
+  assert.equal(none["2xx"], 0);
+  assert.ok(none.errors >= 4, `${none.errors} errors`);
+  assert.ok(none.connectionsOpened > 4, "refused connections are replaced while the time lasts");
+
+  const silent = await serve(() => {});
+  try {
+    const unanswered = await closedLoop({ ...opts, port: silent.port, connections: 3, timeoutMs: 100 });
+    assert.equal(unanswered["2xx"], 0);
+    assert.ok(unanswered.timeouts >= 3, `${unanswered.timeouts} timeouts`);
+    assert.equal(unanswered.sent, unanswered.timeouts, "every request sent timed out");
+  } finally {
+    await close(silent.server);
+  }
 });
