@@ -39,7 +39,22 @@ export interface JsonBodyOptions {
  * read. Ingest's direct routes make the same checks in readJsonBody.
  */
 export function jsonBody(opts: JsonBodyOptions): MiddlewareHandler[] {
-  return [jsonBodyGuard(opts)];
+  const { maxBytes } = opts;
+  // Chunked bodies (no Content-Length) go through hono's bodyLimit, which counts them as they stream.
+  const streaming = bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw bodyTooLarge(maxBytes);
+    },
+  });
+  const guard: MiddlewareHandler = (c, next) => {
+    if (opts.optional && !hasBody(c)) {
+      const type = header(c, "content-type");
+      if (!type || !JSON_MEDIA_TYPE.test(type)) return next();
+    }
+    return checkJsonHead(c, maxBytes) ? next() : streaming(c, next);
+  };
+  return [guard];
 }
 
 /**
@@ -75,24 +90,6 @@ function checkJsonHead(source: HeaderSource, maxBytes: number): boolean {
   if (length === undefined || header(source, "transfer-encoding") !== undefined) return false;
   if (Number(length) > maxBytes) throw bodyTooLarge(maxBytes);
   return true;
-}
-
-function jsonBodyGuard(opts: JsonBodyOptions): MiddlewareHandler {
-  const { maxBytes } = opts;
-  // Chunked bodies (no Content-Length) go through hono's bodyLimit, which counts them as they stream.
-  const streaming = bodyLimit({
-    maxSize: maxBytes,
-    onError: () => {
-      throw bodyTooLarge(maxBytes);
-    },
-  });
-  return (c, next) => {
-    if (opts.optional && !hasBody(c)) {
-      const type = header(c, "content-type");
-      if (!type || !JSON_MEDIA_TYPE.test(type)) return next();
-    }
-    return checkJsonHead(c, maxBytes) ? next() : streaming(c, next);
-  };
 }
 
 function hasBody(c: Context): boolean {
