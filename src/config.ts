@@ -114,6 +114,14 @@ const EnvSchema = z.object({
    */
   BATCH_LINGER_MS: int(0, 1000).default(5),
   /**
+   * true: a batch leaves before its linger runs out once every open HTTP connection waits for an answer
+   * from Kafka, since nobody else could add to it. A client that sends an event and waits for the answer
+   * before the next gets it in about a millisecond instead of after the whole linger (1 connection: 1,667
+   * against 166 events/s; 16: 11.6k against 2.4k; bench/README.md, session 19). false: batches wait out
+   * the linger (fewer, bigger produce requests when few clients send one event at a time).
+   */
+  BATCH_SEND_EARLY: bool.default(true),
+  /**
    * true: the group-commit producer (record encoding and sending) runs on a thread of its own beside the
    * HTTP thread; false, the default: on the HTTP thread, which cost less CPU per event in every run since
    * ingest encodes its own records, and won by half on one core. bench/README.md "Issue 16" has both.

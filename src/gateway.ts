@@ -8,10 +8,10 @@ import { operationalMessage } from "./delivery/operational.ts";
 import { DeliveryThreads } from "./delivery/threads.ts";
 import { createApp } from "./http/app.ts";
 import { ingestHttp } from "./http/ingest.ts";
-import { serveApp } from "./http/server.ts";
+import { OpenConnections, serveApp } from "./http/server.ts";
 import { EventTypeCatalog } from "./ingest/event-types.ts";
 import { kafkaLogsAtDebug, startKafkaSetup } from "./ingest/kafka-setup.ts";
-import { GroupCommitProducer } from "./ingest/producer.ts";
+import { type BatchTrigger, GroupCommitProducer } from "./ingest/producer.ts";
 import type { IngestProducer } from "./ingest/producer-port.ts";
 import { IngestRollup } from "./ingest/rollup.ts";
 import { createIngestService } from "./ingest/service.ts";
@@ -93,8 +93,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     lingerMs: config.BATCH_LINGER_MS,
     ackTimeoutMs: config.INGEST_ACK_TIMEOUT_MS,
     sender: config.INGEST_SENDER,
-    onBatch: (records: number, seconds: number, ok: boolean) => {
+    onBatch: (records: number, seconds: number, ok: boolean, trigger: BatchTrigger) => {
       metrics.ingestBatchSize.observe(records);
+      metrics.ingestBatches.inc({ trigger });
       if (ok) metrics.ingestAckSeconds.observe(seconds);
     },
   };
@@ -135,8 +136,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     logger,
     onAttempts: (rows) => live.attempts(rows),
   });
+  // The HTTP server counts its connections; ingest sends a batch early once all of them wait on it.
+  const connections = new OpenConnections();
   const ingest = createIngestService({
     db: store.db,
+    clients: config.BATCH_SEND_EARLY ? connections : undefined,
     sink: producer,
     topic: config.EVENTS_TOPIC,
     kafkaReady: kafkaSetup.isReady,
@@ -293,6 +297,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       reusePort: config.HTTP_REUSE_PORT,
       logger,
       direct: ingestEndpoints.direct,
+      connections,
     });
   } catch (err) {
     // A port another process holds (or a host not on this machine): nothing started may outlive this.

@@ -13,6 +13,8 @@ export interface Metrics {
   ingestEvents: Counter<"outcome">;
   /** Records per group-commit batch sent to Kafka. */
   ingestBatchSize: Histogram;
+  /** Batches sent, by what sent them (src/ingest/producer.ts BatchTrigger). */
+  ingestBatches: Counter<"trigger">;
   /** Time from a batch's send to Kafka's acknowledgement. */
   ingestAckSeconds: Histogram;
   /** Events a destination finished: delivered, or dead (dead-lettered). */
@@ -57,6 +59,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     name: "ingest_batch_size",
     help: "Records per group-commit batch sent to Kafka.",
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+    registers,
+  });
+  const ingestBatches = new Counter({
+    name: "ingest_batches_total",
+    help: "Group-commit batches sent to Kafka, by what sent them: size (full), linger (its time ran out), all_waiting (every connection waited for it), shutdown.",
+    labelNames: ["trigger"] as const,
     registers,
   });
   const ingestAckSeconds = new Histogram({
@@ -124,6 +132,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     lagSource: undefined,
     ingestEvents,
     ingestBatchSize,
+    ingestBatches,
     ingestAckSeconds,
     deliveries,
     deliveryAttempts,

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { test } from "node:test";
+import { Client } from "undici";
 import { UUIDV7_PATTERN } from "../src/ingest/event-id.ts";
 import { openStore } from "../src/store/db.ts";
 import { type IngestGateway, javaMurmur2, javaPartition, startIngestGateway } from "./ingest-fixture.ts";
@@ -329,6 +331,76 @@ test("ingest API keys: a bearer key is required when INGEST_API_KEYS is set", as
       components: { securitySchemes: Record<string, unknown> };
     };
     assert.ok(doc.components.securitySchemes.IngestApiKey);
+  });
+});
+
+/** `ingest_batches_total` by trigger, read over `client` (one connection: the test counts the gateway's). */
+async function batchTriggers(client: Client): Promise<Record<string, number>> {
+  const res = await client.request({ method: "GET", path: "/metrics" });
+  const text = await res.body.text();
+  const counts: Record<string, number> = {};
+  for (const m of text.matchAll(/^ingest_batches_total\{trigger="(\w+)"\} (\d+)$/gm)) {
+    counts[m[1] as string] = Number(m[2]);
+  }
+  return counts;
+}
+
+/** Posts one event (or a batch of two) over `client` and returns how each trigger's count moved. */
+async function postCountingTriggers(client: Client, path: "/api/singleEvent" | "/api/events") {
+  const before = await batchTriggers(client);
+  const event = { userID: "early-user", payload: { n: 1 } };
+  const res = await client.request({
+    method: "POST",
+    path,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(path === "/api/events" ? { events: [event, event] } : event),
+  });
+  const text = await res.body.text();
+  assert.equal(res.statusCode, 202, text);
+  const after = await batchTriggers(client);
+  const moved: Record<string, number> = {};
+  for (const [trigger, n] of Object.entries(after)) {
+    if (n !== (before[trigger] ?? 0)) moved[trigger] = n - (before[trigger] ?? 0);
+  }
+  return moved;
+}
+
+for (const [label, env] of [
+  ["", {}],
+  [" (producer thread)", { INGEST_PRODUCER_THREAD: "true" }],
+] as const) {
+  test(`a batch leaves before its linger once every open connection waits on it${label}`, async () => {
+    // A linger no test would sit through unnoticed: every batch below says what sent it.
+    await withGateway({ BATCH_LINGER_MS: "1000", ...env }, async (g) => {
+      const client = new Client(g.gateway.url, { pipelining: 1 });
+      try {
+        for (const path of ["/api/singleEvent", "/api/events", "/api/singleEvent"] as const) {
+          assert.deepEqual(await postCountingTriggers(client, path), { all_waiting: 1 }, path);
+        }
+        // Another client's connection is open (idle): it could still add to the batch, so the linger runs.
+        const idle = connect(Number(new URL(g.gateway.url).port), "127.0.0.1");
+        await new Promise<void>((done, fail) => idle.once("connect", done).once("error", fail));
+        try {
+          assert.deepEqual(await postCountingTriggers(client, "/api/singleEvent"), { linger: 1 });
+        } finally {
+          idle.destroy();
+        }
+        assert.equal(await g.countRecords(), 5);
+      } finally {
+        await client.close();
+      }
+    });
+  });
+}
+
+test("BATCH_SEND_EARLY=false: a batch waits out its linger even when its only client waits on it", async () => {
+  await withGateway({ BATCH_LINGER_MS: "200", BATCH_SEND_EARLY: "false" }, async (g) => {
+    const client = new Client(g.gateway.url, { pipelining: 1 });
+    try {
+      assert.deepEqual(await postCountingTriggers(client, "/api/singleEvent"), { linger: 1 });
+    } finally {
+      await client.close();
+    }
   });
 });
 

@@ -23,6 +23,24 @@ export interface ServeOptions {
    * app's router recognises (percent-encoded, say), goes to the app.
    */
   direct?: ReadonlyMap<string, DirectHandler>;
+  /** Counts the server's open connections (ingest reads it: see IngestServiceOptions.clients). */
+  connections?: OpenConnections;
+}
+
+/** A server's open connections, counted as they open and close. */
+export class OpenConnections {
+  #count = 0;
+
+  get count(): number {
+    return this.#count;
+  }
+
+  track(server: Server): void {
+    server.on("connection", (socket: Duplex) => {
+      this.#count++;
+      socket.once("close", () => this.#count--);
+    });
+  }
 }
 
 /** A direct route: answers on `res` itself; `path` is the request's path, for problem documents. */
@@ -142,6 +160,7 @@ export function serveApp(fetch: Fetch, opts: ServeOptions): Promise<Server> {
     void listener(req, res);
   });
 
+  opts.connections?.track(server);
   const answered = new WeakSet<Duplex>();
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Node calls this again for every later chunk of a connection its parser gave up on.

@@ -7,7 +7,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { createKafka } from "../kafka/client.ts";
 import { createLogger } from "../log.ts";
 import { kafkaLogsAtDebug } from "./kafka-setup.ts";
-import { GroupCommitProducer } from "./producer.ts";
+import { type BatchTrigger, GroupCommitProducer } from "./producer.ts";
 import { type FromThread, type ProducerThreadData, type ToThread, unpackPublishes } from "./producer-wire.ts";
 
 if (!parentPort) throw new Error("producer-thread-entry.ts runs as a worker thread only");
@@ -17,7 +17,7 @@ const logger = createLogger(data.logLevel).child({ thread: "producer" });
 
 let ok: number[] = [];
 let failed: Array<[number, string]> = [];
-let batches: Array<[number, number, boolean]> = [];
+let batches: Array<[number, number, boolean, BatchTrigger]> = [];
 let flushQueued = false;
 /** Answers leave once per turn of this thread's event loop, however many publishes it answered. */
 function flushSoon(): void {
@@ -47,8 +47,8 @@ const producer = new GroupCommitProducer(
     ackTimeoutMs: data.ackTimeoutMs,
     sender: data.sender,
     logger,
-    onBatch: (records, seconds, good) => {
-      batches.push([records, seconds, good]);
+    onBatch: (records, seconds, good, trigger) => {
+      batches.push([records, seconds, good, trigger]);
       flushSoon();
     },
     // Before the failed batch's answers (they leave on the next turn): the main thread refuses at once.
@@ -70,6 +70,7 @@ port.on("message", (msg: ToThread) => {
         },
       );
     });
+    if (msg.sendNow) producer.sendNow();
   } else if (msg.t === "start") {
     producer.start();
   } else if (msg.t === "close") {

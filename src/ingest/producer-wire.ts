@@ -1,6 +1,6 @@
 import type { KafkaSecurity } from "../kafka/client.ts";
 import type { Message } from "../kafka/sink.ts";
-import type { IngestSenderKind } from "./producer.ts";
+import type { BatchTrigger, IngestSenderKind } from "./producer.ts";
 
 /** What a producer thread is started with (`workerData`). */
 export interface ProducerThreadData {
@@ -23,7 +23,11 @@ export interface ProducerThreadData {
  */
 export type PublishWire = Array<string | number | null | Uint8Array>;
 
-export type ToThread = { t: "publish"; wire: PublishWire } | { t: "start" } | { t: "close" };
+/** `sendNow`: after these publishes, the thread's open batch may leave at once (the producer's sendNow()). */
+export type ToThread =
+  | { t: "publish"; wire: PublishWire; sendNow: boolean }
+  | { t: "start" }
+  | { t: "close" };
 
 export type FromThread =
   | { t: "state"; ready: boolean }
@@ -32,7 +36,7 @@ export type FromThread =
       t: "done";
       ok: number[];
       failed: Array<[seq: number, message: string]>;
-      batches: Array<[records: number, seconds: number, ok: boolean]>;
+      batches: Array<[records: number, seconds: number, ok: boolean, trigger: BatchTrigger]>;
     }
   | { t: "closed" };
 

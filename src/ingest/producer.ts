@@ -22,13 +22,19 @@ export interface GroupCommitOptions {
   sender?: IngestSenderKind;
   /** Passed to kafkajs's producer; only the idempotent lock's queue depth, see KAFKA-NOTES. */
   maxInFlightRequests?: number;
-  /** Called after each batch with its size and how long Kafka took to answer (metrics). */
-  onBatch?: (records: number, seconds: number, ok: boolean) => void;
+  /** Called after each batch with its size, how long Kafka took to answer and what sent it (metrics). */
+  onBatch?: (records: number, seconds: number, ok: boolean, trigger: BatchTrigger) => void;
   /** Called when the producer becomes ready (connected) and when it stops being ready. */
   onReadyChange?: (ready: boolean) => void;
 }
 
 export type IngestSenderKind = "own" | "kafkajs";
+
+/**
+ * What made a batch leave: it reached `maxRecords` or `maxBytes` (`size`), its linger ran out (`linger`),
+ * sendNow() said nobody else could join it (`all_waiting`), or the producer was closing (`shutdown`).
+ */
+export type BatchTrigger = "size" | "linger" | "all_waiting" | "shutdown";
 
 interface Waiter {
   resolve(): void;
@@ -40,8 +46,8 @@ class Batch {
   readonly waiters: Waiter[] = [];
   records = 0;
   bytes = 0;
-  /** The linger time ran out: the batch may leave as soon as nothing else is in flight. */
-  due = false;
+  /** The batch may leave as soon as nothing else is in flight; set with the first reason it got. */
+  trigger: BatchTrigger | undefined;
   /** When its first publish arrived: the ack timeout counts from here, queueing included. */
   readonly openedAt = performance.now();
 
@@ -152,12 +158,12 @@ export class GroupCommitProducer implements IngestProducer {
       const { maxRecords, maxBytes } = this.#opts;
       let batch = this.#open;
       if (batch && (batch.records + messages.length > maxRecords || batch.bytes + bytes > maxBytes)) {
-        this.#seal();
+        this.#seal("size");
         batch = undefined;
       }
       if (!batch) batch = this.#openBatch();
       batch.add(topic, messages, bytes, { resolve, reject });
-      if (batch.records >= maxRecords || batch.bytes >= maxBytes) this.#seal();
+      if (batch.records >= maxRecords || batch.bytes >= maxBytes) this.#seal("size");
       this.#pump();
     });
   }
@@ -169,7 +175,7 @@ export class GroupCommitProducer implements IngestProducer {
     this.#state = "closed";
     clearTimeout(this.#retryTimer);
     await this.#connecting?.disconnect().catch(() => {});
-    if (this.#open) this.#seal();
+    if (this.#open) this.#seal("shutdown");
     if (wasReady && (this.#inFlight || this.#sealed.length > 0)) {
       await new Promise<void>((done) => {
         this.#drained = done;
@@ -195,17 +201,29 @@ export class GroupCommitProducer implements IngestProducer {
     return batch;
   }
 
+  /**
+   * The open batch leaves as soon as nothing else is in flight, without waiting out its linger: the caller
+   * knows nobody else is going to add to it (ingest: every client connection waits for an answer).
+   */
+  sendNow(): void {
+    const batch = this.#open;
+    if (!batch) return;
+    batch.trigger ??= "all_waiting";
+    this.#pump();
+  }
+
   /** The open batch's linger ran out (a sealed batch cancels its timer, so the open one is the batch). */
   #lingerDone = (): void => {
     this.#cancelLinger = undefined;
-    if (this.#open) this.#open.due = true;
+    if (this.#open) this.#open.trigger ??= "linger";
     this.#pump();
   };
 
   /** The open batch stops taking records and leaves as soon as nothing is in flight. */
-  #seal(): void {
+  #seal(trigger: BatchTrigger): void {
     const batch = this.#open;
     if (!batch) return;
+    batch.trigger ??= trigger;
     this.#open = undefined;
     this.#cancelLinger?.();
     this.#cancelLinger = undefined;
@@ -215,7 +233,8 @@ export class GroupCommitProducer implements IngestProducer {
   #pump(): void {
     if (this.#inFlight) return;
     // A due open batch keeps filling while another is in flight, and leaves when that one is answered.
-    if (this.#sealed.length === 0 && this.#open?.due) this.#seal();
+    const open = this.#open;
+    if (this.#sealed.length === 0 && open?.trigger !== undefined) this.#seal(open.trigger);
     const next = this.#sealed.shift();
     if (!next) {
       this.#drained?.();
@@ -258,7 +277,7 @@ export class GroupCommitProducer implements IngestProducer {
     } finally {
       clearTimeout(timer);
       this.#inFlight = false;
-      onBatch?.(batch.records, (performance.now() - started) / 1000, ok);
+      onBatch?.(batch.records, (performance.now() - started) / 1000, ok, batch.trigger ?? "size");
     }
     this.#pump();
   }
@@ -268,7 +287,7 @@ export class GroupCommitProducer implements IngestProducer {
   }
 
   #failQueued(err: Error): void {
-    if (this.#open) this.#seal();
+    if (this.#open) this.#seal("shutdown");
     for (const batch of this.#sealed.splice(0)) this.#reject(batch, err);
   }
 

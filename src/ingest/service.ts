@@ -59,6 +59,13 @@ export interface IngestServiceOptions {
   onOutcome?: (outcome: "accepted" | "refused", events: number) => void;
   /** Told of the events Kafka acknowledged, with their ids (stats roll-ups, the console's live tail). */
   onAccepted?: (events: EventInput[], ids: string[], at: number) => void;
+  /**
+   * How many clients could still send events now (the HTTP server's open connections). Given, a request
+   * that leaves every one of them waiting for Kafka tells the sink to send its batch now (`sendNow`):
+   * waiting out the linger could not add anyone else's events, only delay these (a client that waits for
+   * each answer would otherwise wait the whole linger every time).
+   */
+  clients?: { readonly count: number };
 }
 
 export interface IngestService {
@@ -95,9 +102,11 @@ function freshAnswer(events: EventInput[], now: number): StoredAnswer {
 const PURGE_EVERY_MS = 10 * 60_000;
 
 export function createIngestService(opts: IngestServiceOptions): IngestService {
-  const { db, sink, topic, logger } = opts;
+  const { db, sink, topic, logger, clients } = opts;
   // Keys whose produce is running in this process: a concurrent repeat must not send the events twice.
   const inFlight = new Set<string>();
+  /** Requests waiting for their publish to be acknowledged (or refused). */
+  let waiting = 0;
 
   function recordsOf(
     events: EventInput[],
@@ -120,11 +129,16 @@ export function createIngestService(opts: IngestServiceOptions): IngestService {
 
   /** Publishes, counting the outcome. A plain promise chain: this is on every request's path. */
   function send(messages: Message[]): Promise<void> {
-    return sink.publish(topic, messages).then(
+    const published = sink.publish(topic, messages);
+    waiting++;
+    if (clients !== undefined && waiting >= clients.count) sink.sendNow?.();
+    return published.then(
       () => {
+        waiting--;
         opts.onOutcome?.("accepted", messages.length);
       },
       (err: unknown) => {
+        waiting--;
         opts.onOutcome?.("refused", messages.length);
         throw err;
       },

@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { KafkaUnavailableError, type Message } from "../kafka/sink.ts";
 import type { Logger } from "../log.ts";
+import type { BatchTrigger } from "./producer.ts";
 import type { IngestProducer } from "./producer-port.ts";
 import {
   type FromThread,
@@ -14,7 +15,7 @@ const ENTRY = new URL("./producer-thread-entry.ts", import.meta.url);
 
 export interface ThreadedProducerOptions extends ProducerThreadData {
   logger: Logger;
-  onBatch?: (records: number, seconds: number, ok: boolean) => void;
+  onBatch?: (records: number, seconds: number, ok: boolean, trigger: BatchTrigger) => void;
 }
 
 interface Pending {
@@ -43,6 +44,8 @@ export class ThreadedProducer implements IngestProducer {
   /** This turn's publishes, packed for the crossing, and their numbers. */
   #outbox: PublishWire = [];
   #outboxSeqs: number[] = [];
+  /** sendNow() was called this turn: the crossing tells the thread's producer the same. */
+  #outboxSendNow = false;
   #flushQueued = false;
   #readyWaiters: Array<() => void> = [];
   #closedSignal: (() => void) | undefined;
@@ -78,12 +81,22 @@ export class ThreadedProducer implements IngestProducer {
     const seq = ++this.#seq;
     packPublish(this.#outbox, seq, topic, messages);
     this.#outboxSeqs.push(seq);
-    if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      // Every publish of this turn of the event loop (all requests read in one poll) crosses in one message.
-      setImmediate(() => this.#flush());
-    }
+    this.#flushSoon();
     return new Promise<void>((resolve, reject) => this.#pending.set(seq, { resolve, reject }));
+  }
+
+  /** The thread's open batch may leave at once; said with this turn's publishes. */
+  sendNow(): void {
+    if (!this.#ready) return;
+    this.#outboxSendNow = true;
+    this.#flushSoon();
+  }
+
+  #flushSoon(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    // Every publish of this turn of the event loop (all requests read in one poll) crosses in one message.
+    setImmediate(() => this.#flush());
   }
 
   async close(): Promise<void> {
@@ -108,7 +121,9 @@ export class ThreadedProducer implements IngestProducer {
 
   #flush(): void {
     this.#flushQueued = false;
-    if (this.#outboxSeqs.length === 0) return;
+    const sendNow = this.#outboxSendNow;
+    this.#outboxSendNow = false;
+    if (this.#outboxSeqs.length === 0 && !sendNow) return;
     const wire = this.#outbox;
     const seqs = this.#outboxSeqs;
     this.#outbox = [];
@@ -118,7 +133,7 @@ export class ThreadedProducer implements IngestProducer {
       for (const seq of seqs) this.#answer(seq, new KafkaUnavailableError("not connected to Kafka"));
       return;
     }
-    worker.postMessage({ t: "publish", wire } satisfies ToThread);
+    worker.postMessage({ t: "publish", wire, sendNow } satisfies ToThread);
   }
 
   #answer(seq: number, err?: Error): void {
@@ -162,7 +177,8 @@ export class ThreadedProducer implements IngestProducer {
       for (const seq of msg.ok) this.#answer(seq);
       // The thread's producer refuses with KafkaUnavailableError only.
       for (const [seq, message] of msg.failed) this.#answer(seq, new KafkaUnavailableError(message));
-      for (const [records, seconds, ok] of msg.batches) this.#opts.onBatch?.(records, seconds, ok);
+      for (const [records, seconds, ok, trigger] of msg.batches)
+        this.#opts.onBatch?.(records, seconds, ok, trigger);
     } else if (msg.t === "state") {
       this.#ready = msg.ready && !this.#closed;
       if (this.#ready) for (const done of this.#readyWaiters.splice(0)) done();

@@ -18,6 +18,11 @@ export interface Message {
  */
 export interface RecordSink {
   publish(topic: string, messages: Message[]): Promise<void>;
+  /**
+   * The batch being gathered may leave now instead of waiting out its linger: whoever could add to it is
+   * waiting for an answer already (ingest calls it; a sink that does not gather batches need not have it).
+   */
+  sendNow?(): void;
   close(): Promise<void>;
 }
 
