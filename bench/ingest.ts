@@ -4,8 +4,9 @@
  * Starts its own local Kafka broker, then measures in one run, each server in a child process of its own
  * (so RSS is that server's alone):
  *   (a) a bare Hono endpoint that parses JSON and answers 202 — the HTTP ceiling — at the highest rate and
- *       at the offered rate of (d); measured again just before each variant's (c) and (d), and each
- *       verdict compares the gateway with those adjacent rows (the machine's speed drifts within minutes);
+ *       at the offered rate of (d); measured again, a fresh one, just before each variant's (c) and (d),
+ *       and each verdict compares the gateway with those adjacent rows (the machine's speed drifts within
+ *       minutes);
  *       the highest rate from bench/open-loop.ts's closed-loop generator, and again from autocannon (whose
  *       own core saturated before the bare endpoint's did, bench/README.md session 18);
  *   (b) each way to send (the gateway's BatchSender: its own Produce requests, kafkajs's producer and
@@ -599,15 +600,24 @@ async function main(): Promise<void> {
   }
   const rows: Row[] = [];
   const dbPath = join(tmpdir(), `bench-ingest-${process.pid}.db`);
-  // The bare endpoint runs to the end: each gateway variant is compared with it measured just before.
+  // Each gateway variant is compared with a bare endpoint of its own, measured just before it and stopped
+  // before the gateway starts. One bare endpoint for the whole run got slower round by round under the
+  // closed loop (33–36k events/s in the first rows, 24–28k later; bench/README.md, session 18), which
+  // flattered the later rounds; a fresh one does not carry that.
   let hono: ChildProcess | undefined;
+  const freshBare = async (): Promise<[ChildProcess, string]> => {
+    if (hono && hono.exitCode === null) await stopChild(hono);
+    const child = spawnChild("hono", pinned);
+    hono = child;
+    const url = (await nextMessage(child, "ready")).url as string;
+    await cannon(url, { duration: warmup, connections });
+    return [child, url];
+  };
   try {
     log("(a) bare Hono endpoint …");
-    hono = spawnChild("hono", pinned);
-    const honoUrl = (await nextMessage(hono, "ready")).url as string;
-    await cannon(honoUrl, { duration: warmup, connections });
+    const [firstBare, honoUrl] = await freshBare();
     const bare = (
-      await measureServer(hono, honoUrl, "(a) bare Hono: parse JSON, answer 202", {
+      await measureServer(firstBare, honoUrl, "(a) bare Hono: parse JSON, answer 202", {
         duration,
         connections,
         closedLoop: true,
@@ -617,16 +627,21 @@ async function main(): Promise<void> {
     // The same offered rate as the gateway's (d) row: CPU per event is compared at equal load (at a
     // lower rate each event loop turn serves fewer requests, so every server pays more per event).
     const barePaced = (
-      await measureServer(hono, honoUrl, `(a) bare Hono, offered ${rate.toLocaleString("en-US")} events/s`, {
-        duration,
-        connections: Math.min(connections, 100),
-        pacedRate: rate,
-      })
+      await measureServer(
+        firstBare,
+        honoUrl,
+        `(a) bare Hono, offered ${rate.toLocaleString("en-US")} events/s`,
+        {
+          duration,
+          connections: Math.min(connections, 100),
+          pacedRate: rate,
+        },
+      )
     ).row;
     rows.push(barePaced);
     await cannon(honoUrl, { duration: warmup, connections: batchConnections, batch });
     const honoBatch = await measureServer(
-      hono,
+      firstBare,
       honoUrl,
       `(a') bare Hono: parse a ${batch}-event body, answer 202`,
       {
@@ -635,6 +650,7 @@ async function main(): Promise<void> {
         batch,
       },
     );
+    await stopChild(firstBare);
     log("(b) each client straight to the broker …");
     const { createKafka } = await import("../src/kafka/client.ts");
     const admin = createKafka({ brokers, clientId: "bench-admin" }).admin();
@@ -674,9 +690,10 @@ async function main(): Promise<void> {
       // the gateway with the bare endpoint measured just before it, at the same load — before the gateway
       // starts, so that the bare endpoint has core 0 to itself (a gateway just started and warmed up still
       // works in the background: session 18 saw the bare endpoint pay up to a third more per event beside it).
-      log(`(a) the bare endpoint again, before ${label} …`);
+      log(`(a) a fresh bare endpoint, before ${label} …`);
+      const [bareChild, bareUrl] = await freshBare();
       const bareBeside = (
-        await measureServer(hono, honoUrl, `(a) bare Hono, max rate, just before ${label}`, {
+        await measureServer(bareChild, bareUrl, `(a) bare Hono, max rate, just before ${label}`, {
           duration,
           connections,
           closedLoop: true,
@@ -684,7 +701,7 @@ async function main(): Promise<void> {
       ).row;
       rows.push(bareBeside);
       const bareAutocannon = (
-        await measureServer(hono, honoUrl, `(a) bare Hono, max rate, autocannon, just before ${label}`, {
+        await measureServer(bareChild, bareUrl, `(a) bare Hono, max rate, autocannon, just before ${label}`, {
           duration,
           connections,
         })
@@ -692,8 +709,8 @@ async function main(): Promise<void> {
       rows.push(bareAutocannon);
       const barePacedBeside = (
         await measureServer(
-          hono,
-          honoUrl,
+          bareChild,
+          bareUrl,
           `(a) bare Hono, offered ${rate.toLocaleString("en-US")}/s, just before ${label}`,
           {
             duration,
@@ -703,6 +720,7 @@ async function main(): Promise<void> {
         )
       ).row;
       rows.push(barePacedBeside);
+      await stopChild(bareChild);
       log(`(c, d, e) the gateway, ${label} …`);
       const topic = `bench-events-${i}`;
       // Several processes: replicas of one deployment (same topics and groups, a database each) listening
