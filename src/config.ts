@@ -116,8 +116,8 @@ const EnvSchema = z.object({
   /**
    * true: a batch leaves before its linger runs out once every open HTTP connection waits for an answer
    * from Kafka, since nobody else could add to it. A client that sends an event and waits for the answer
-   * before the next gets it in about a millisecond instead of after the whole linger (1 connection: 1,667
-   * against 166 events/s; 16: 11.6k against 2.4k; bench/README.md, session 19). false: batches wait out
+   * before the next gets it in under a millisecond instead of after the whole linger (1 connection: 2,370
+   * against 167 events/s; 16: 11.5k against 2.5k; bench/README.md, session 19). false: batches wait out
    * the linger (fewer, bigger produce requests when few clients send one event at a time).
    */
   BATCH_SEND_EARLY: bool.default(true),

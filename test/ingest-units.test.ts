@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import pino from "pino";
 import { isoTime, UUIDV7_PATTERN, uuidv7, uuidv7Time } from "../src/ingest/event-id.ts";
-import { GroupCommitProducer } from "../src/ingest/producer.ts";
+import { type BatchTrigger, GroupCommitProducer } from "../src/ingest/producer.ts";
 import { type PublishWire, packPublish, unpackPublishes } from "../src/ingest/producer-wire.ts";
 import { ensureTopics } from "../src/ingest/topics.ts";
 import { KafkaUnavailableError, type Message } from "../src/kafka/sink.ts";
@@ -191,6 +191,59 @@ test("group commit: concurrent publishes share batches, span topics, split at ma
     await producer.close();
     await assert.rejects(producer.publish(t1, [{ key: "k", value: "v" }]), KafkaUnavailableError);
     await admin.deleteTopics({ topics: [t1, t2] }).catch(() => {});
+    await admin.disconnect();
+  }
+});
+
+test("group commit: sendNow() lets the open batch leave without its linger; each batch says what sent it", {
+  timeout: 30_000,
+}, async () => {
+  const kafka = createTestKafka();
+  const topic = uniqueName("gc-now");
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+  const sent: Array<[number, BatchTrigger]> = [];
+  const producer = new GroupCommitProducer(kafka, {
+    maxRecords: 3,
+    maxBytes: 1024 * 1024,
+    // Longer than the test may run: only sendNow(), size or close() can send a batch here.
+    lingerMs: 600_000,
+    ackTimeoutMs: 10_000,
+    logger: silent,
+    onBatch: (records, _seconds, ok, trigger) => {
+      assert.ok(ok);
+      sent.push([records, trigger]);
+    },
+  });
+  try {
+    producer.start();
+    await producer.whenReady();
+    producer.sendNow(); // nothing open: nothing happens
+    const msg = (i: number): Message => ({ key: `user-${i}`, value: `${i}` });
+    // Three fill a batch, which leaves at once; the fourth opens the next, told to leave while the first is
+    // still in flight: it goes as soon as the first is answered.
+    const full = [0, 1, 2].map((i) => producer.publish(topic, [msg(i)]));
+    const fourth = producer.publish(topic, [msg(3)]);
+    producer.sendNow();
+    await Promise.all([...full, fourth]);
+    assert.deepEqual(sent, [
+      [3, "size"],
+      [1, "all_waiting"],
+    ]);
+    // Left open, a batch goes at close().
+    const fifth = producer.publish(topic, [msg(4)]);
+    await producer.close();
+    await fifth;
+    assert.deepEqual(sent.at(-1), [1, "shutdown"]);
+    const offsets = await admin.fetchTopicOffsets(topic);
+    assert.equal(
+      offsets.reduce((n, o) => n + Number(o.high), 0),
+      5,
+    );
+  } finally {
+    await producer.close();
+    await admin.deleteTopics({ topics: [topic] }).catch(() => {});
     await admin.disconnect();
   }
 });
