@@ -257,6 +257,12 @@ test("ingest producer settings: INGEST_PRODUCER_THREAD is a boolean, off by defa
   );
 });
 
+test("ingest producer settings: BATCH_SEND_EARLY is a boolean, on by default", () => {
+  assert.equal(loadConfig(BROKERS).BATCH_SEND_EARLY, true);
+  assert.equal(loadConfig({ ...BROKERS, BATCH_SEND_EARLY: "false" }).BATCH_SEND_EARLY, false);
+  assert.match(problems({ ...BROKERS, BATCH_SEND_EARLY: "soon" }), /BATCH_SEND_EARLY: must be true or false/);
+});
+
 test("ingest producer settings: INGEST_SENDER is own (default) or kafkajs", () => {
   assert.equal(loadConfig(BROKERS).INGEST_SENDER, "own");
   assert.equal(loadConfig({ ...BROKERS, INGEST_SENDER: "kafkajs" }).INGEST_SENDER, "kafkajs");
